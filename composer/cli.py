@@ -1,0 +1,215 @@
+"""The command line: compose, export, list, show and library commands.
+
+    python -m composer compose "TITLE or instruction" --words 800 --images auto --out a.md
+    python -m composer export ID --format html --out a.html
+    python -m composer list
+    python -m composer library add photos/ --license CC0
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from composer import export as exporting
+from composer.config import Settings
+from composer.progress import TerminalProgress
+from composer.services import Services
+from composer.types import ComposeRequest, ComposerError, GenerationConfig, InputError
+
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _images_value(text: str) -> int | None:
+    if text.lower() in ("auto", "automatic"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--images must be 'auto' or a number, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every subcommand's options are declared here."""
+    parser = argparse.ArgumentParser(prog="python -m composer",
+                                     description="Compose illustrated long articles.")
+    parser.add_argument("--home", help="data directory (default: $COMPOSER_HOME or per-user)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or "
+                        "sqlite in the data directory)")
+    parser.add_argument("--model", help="'embedded', a model id or path, or module:factory")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compose = commands.add_parser("compose", help="write an illustrated article")
+    compose.add_argument("instruction", help="a title or an instruction ('-' reads stdin)")
+    compose.add_argument("--words", type=int, default=800, help="target length (default 800)")
+    compose.add_argument("--images", type=_images_value, default=None,
+                         help="'auto' (default) or a number 1-15")
+    compose.add_argument("--lang", default="en", help="en or zh")
+    compose.add_argument("--text-only", action="store_true", help="no images")
+    compose.add_argument("--material", type=Path, help="a text file of reference material")
+    compose.add_argument("--selection", default="score", choices=("score", "model"),
+                         help="pick images by retrieval score or let the model choose A-D")
+    compose.add_argument("--seed", type=int, default=0)
+    compose.add_argument("--sample", action="store_true", help="sample instead of greedy")
+    compose.add_argument("--temperature", type=float, default=0.7)
+    compose.add_argument("--top-p", type=float, default=0.8)
+    compose.add_argument("--top-k", type=int, default=40)
+    compose.add_argument("--repetition-penalty", type=float, default=1.1)
+    compose.add_argument("--no-repeat-ngram", type=int, default=0)
+    compose.add_argument("--beams", type=int, default=1)
+    compose.add_argument("--max-tokens", type=int, default=1024, help="per model call")
+    compose.add_argument("--out", type=Path, help="write the article here (.md, .html or .zip)")
+    compose.add_argument("--quiet", action="store_true", help="no streamed text or bars")
+
+    exporter = commands.add_parser("export", help="export a saved document")
+    exporter.add_argument("id")
+    exporter.add_argument("--format", choices=exporting.FORMATS, default="md")
+    exporter.add_argument("--out", type=Path, help="file to write (default: stdout)")
+
+    lister = commands.add_parser("list", help="list saved documents")
+    lister.add_argument("--limit", type=int, default=50)
+
+    library = commands.add_parser("library", help="manage the image library")
+    actions = library.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add image files or folders")
+    add.add_argument("paths", nargs="+", type=Path)
+    add.add_argument("--caption", help="caption for every file (else sidecar .txt/json/csv)")
+    add.add_argument("--source", default="")
+    add.add_argument("--license", default="")
+    add.add_argument("--attribution", default="")
+    actions.add_parser("list", help="list library images")
+    actions.add_parser("seed", help="add the bundled default photos (done on first run)")
+    return parser
+
+
+def request_from_args(args: argparse.Namespace) -> ComposeRequest:
+    """A ComposeRequest from parsed compose arguments (limits are checked by the composer)."""
+    instruction = sys.stdin.read() if args.instruction == "-" else args.instruction
+    material = ""
+    if args.material:
+        if not args.material.is_file():
+            raise InputError(f"material file {args.material} does not exist")
+        material = args.material.read_text(encoding="utf-8", errors="replace")
+    generation = GenerationConfig(
+        max_new_tokens=args.max_tokens, do_sample=args.sample, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram, num_beams=args.beams, seed=args.seed,
+    )
+    return ComposeRequest(
+        instruction=instruction, language=args.lang, target_words=args.words,
+        images=args.images, text_only=args.text_only, seed=args.seed,
+        selection=args.selection, material=material, generation=generation,
+    )
+
+
+def cmd_compose(services: Services, args: argparse.Namespace) -> int:
+    """Compose, streaming text and progress; save; export to --out if given."""
+    request = request_from_args(args)
+    fmt = _format_for(args.out) if args.out else None
+    composer_ = services.composer(with_images=not request.text_only)
+    show = TerminalProgress(stream_text=not args.quiet)
+    document_id = None
+    events = composer_.compose(request)
+    try:
+        for event in events:
+            document_id = event.document_id or document_id
+            if not args.quiet or event.stage == "warning":
+                show(event)
+    finally:
+        events.close()  # on Ctrl-C this runs the pipeline's save-and-mark-interrupted path
+    doc = services.documents.get(document_id)
+    if args.out:
+        exporting.export(doc, services.images, fmt, args.out)
+    if args.quiet:
+        print(doc.id)
+    else:
+        where = f", written to {args.out}" if args.out else ""
+        print(f"\nSaved document {doc.id} ({doc.status}, {doc.word_count} words, "
+              f"{len(doc.image_blocks)} images){where}.")
+    return 0 if doc.status == "done" else EXIT_INTERRUPTED
+
+
+def _format_for(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    fmt = {"markdown": "md", "htm": "html"}.get(suffix, suffix)
+    if fmt not in exporting.FORMATS:
+        raise InputError(f"--out {path}: unknown extension; use .md, .html or .zip")
+    return fmt
+
+
+def cmd_export(services: Services, args: argparse.Namespace) -> int:
+    """Export a saved document as md, html or zip, to a file or stdout."""
+    doc = services.documents.get(args.id)
+    if args.format == "zip" and args.out is None:
+        raise InputError("a zip export needs --out FILE.zip")
+    result = exporting.export(doc, services.images, args.format, args.out)
+    if args.out is None:
+        sys.stdout.write(result if isinstance(result, str) else "")
+    else:
+        print(f"Wrote {args.out}")
+    return 0
+
+
+def cmd_list(services: Services, args: argparse.Namespace) -> int:
+    """One line per document, newest first."""
+    rows = services.documents.list(limit=args.limit)
+    if not rows:
+        print("No documents yet. Try: python -m composer compose \"A title\"")
+    for row in rows:
+        print(f"{row.id}  {row.updated_at[:16]}  {row.status:<11}  {row.words:>5}w  {row.title}")
+    return 0
+
+
+def cmd_library(services: Services, args: argparse.Namespace) -> int:
+    """Add, list or seed library images."""
+    from composer.library import add_images, seed_default_library
+
+    if args.action == "seed":
+        added = seed_default_library(services.images, services.retriever)
+        print(f"Default library: {added} new images ({services.images.count()} in all).")
+        return 0
+    if args.action == "list":
+        for image in services.images.list():
+            print(f"{image.id[:12]}  {image.width}x{image.height}  {image.license or '-':<12} "
+                  f"{image.caption[:70]}")
+        return 0
+    result = add_images(services.images, args.paths, caption=args.caption, source=args.source,
+                        license=args.license, attribution=args.attribution)
+    services.retriever.index()
+    print(f"Added {len(result.added)}, already present {len(result.existing)}, "
+          f"failed {len(result.failed)}.")
+    for path, message in result.failed:
+        print(f"  {path}: {message}", file=sys.stderr)
+    return 0 if not result.failed else EXIT_INPUT
+
+
+COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
+            "library": cmd_library}
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; errors print one clear line and set the exit status."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        settings = Settings.from_env(home=args.home, database_url=args.database_url,
+                                     model=args.model)
+        return COMMANDS[args.command](Services(settings), args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except ComposerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nInterrupted: the text written so far is saved (status: interrupted).",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED

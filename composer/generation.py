@@ -1,0 +1,72 @@
+"""Small helpers around a LanguageModel: collect a whole reply, and time where the work goes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterator
+
+from composer.prompts import Prompt
+from composer.types import ChatMessage, GenerationConfig
+from models.lm import LanguageModel
+
+
+def stream(lm: LanguageModel, prompt: Prompt, config: GenerationConfig,
+           cancel: threading.Event | None = None) -> Iterator[str]:
+    """Stream the reply to a Prompt (messages plus pre-filled prefix)."""
+    return lm.stream(prompt.messages, config, prefix=prompt.prefix, cancel=cancel)
+
+
+def collect(lm: LanguageModel, prompt: Prompt, config: GenerationConfig,
+            cancel: threading.Event | None = None) -> str:
+    """The whole reply to a Prompt as one string (for short answers: titles, tags, letters)."""
+    return "".join(stream(lm, prompt, config, cancel))
+
+
+class StageTimer:
+    """Accumulates wall-clock seconds per named category (generation, retrieval, storage)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.tokens = 0
+
+    @contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: round(value, 4) for name, value in self.seconds.items()}
+
+
+class TimedLanguageModel:
+    """Wraps a LanguageModel and charges the time spent inside it to `timer["generation"]`.
+
+    Only the time spent producing each piece counts, not the time the consumer spends
+    between pieces (printing, saving), so the split between stages is honest.
+    """
+
+    def __init__(self, lm: LanguageModel, timer: StageTimer):
+        self.lm = lm
+        self.timer = timer
+        self.name = lm.name
+        self.context_length = lm.context_length
+
+    def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
+               prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
+        pieces = iter(self.lm.stream(messages, config, prefix=prefix, cancel=cancel))
+        while True:
+            with self.timer.measure("generation"):
+                piece = next(pieces, None)
+            if piece is None:
+                return
+            self.timer.tokens += 1
+            yield piece
+
+    def count_tokens(self, text: str) -> int:
+        return self.lm.count_tokens(text)

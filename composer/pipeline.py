@@ -1,0 +1,269 @@
+"""Composer: instruction -> outline -> streamed sections -> image slots -> a saved Document.
+
+The composer yields ProgressEvents that a UI and a CLI both render. It saves as it goes: the
+document row exists before the first token, every finished paragraph is written at once, and
+if the work stops for any reason (stop button, Ctrl-C, SIGTERM, an error) the text written so
+far stays in the database and the document is marked interrupted or failed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterator, TypeVar
+
+from composer.config import MAX_TARGET_WORDS
+from composer.generation import StageTimer, TimedLanguageModel
+from composer.illustrate import CANDIDATES, Illustrator
+from composer.planner import Planner
+from composer.types import (
+    ComposeRequest,
+    ComposerError,
+    Document,
+    GenerationConfig,
+    ImageBlock,
+    InputError,
+    Outline,
+    ProgressEvent,
+    TextBlock,
+    count_words,
+)
+from composer.validation import check_request
+from composer.writer import SectionWriter, drop_unfinished_sentence, split_paragraphs
+from models.lm import LanguageModel
+
+T = TypeVar("T")
+
+PLAN_SHARE = 0.05
+WRITE_SHARE = 0.80
+
+
+class Cancelled(ComposerError):
+    """The person pressed stop; what was written is kept."""
+
+
+class Composer:
+    """Runs the composition pipeline with injected components (model, storage, retrieval)."""
+
+    def __init__(self, lm: LanguageModel, documents: Any, retriever: Any | None = None,
+                 timer: StageTimer | None = None):
+        self.timer = timer or StageTimer()
+        self.lm = TimedLanguageModel(lm, self.timer)
+        self.documents = documents
+        self.retriever = retriever
+        self.planner = Planner(self.lm)
+        self.writer = SectionWriter(self.lm)
+        self.illustrator = Illustrator(self.lm)
+
+    def plan(self, request: ComposeRequest, cancel: threading.Event | None = None) -> Outline:
+        """Title and outline only, for a person to edit before writing (check_request first)."""
+        check_request(request)
+        config = _config(request)
+        title = self.planner.title(request, config, cancel)
+        return self.planner.outline(request, title, config, cancel)
+
+    def compose(self, request: ComposeRequest, outline: Outline | None = None,
+                cancel: threading.Event | None = None, owner: str | None = None,
+                ) -> Iterator[ProgressEvent]:
+        """Compose and save an article, yielding progress; the last event is "done"/"stopped"."""
+        check_request(request)
+        if outline is not None:
+            check_outline(outline)
+        config = _config(request)
+        # 1. Create the document first, so that nothing later can be lost.
+        title = outline.title if outline else request.instruction.strip()[:120]
+        doc = self._store(self.documents.create, title, request.instruction, request.language,
+                          request.options(), outline, owner)
+        yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
+        state = _WriteState()
+        try:
+            # 2. Plan: title and outline with word budgets.
+            if outline is None:
+                outline = self.plan(request, cancel)
+                self._store(self.documents.update_meta, doc.id, title=outline.title,
+                            outline=outline)
+            _check_cancel(cancel)
+            yield ProgressEvent("plan", f"Outline: {len(outline.sections)} sections",
+                                sections=len(outline.sections), fraction=PLAN_SHARE,
+                                document_id=doc.id)
+            # 3. Write each section in turn, saving paragraphs as they complete.
+            yield from self._write(doc, request, outline, config, state, cancel)
+            # 4. Place images: slots, captions, candidates, selection.
+            if not request.text_only:
+                yield from self._illustrate(doc, request, state, config, cancel)
+            # 5. Done.
+            self._store(self.documents.update_meta, doc.id, status="done")
+            yield ProgressEvent("done", "Done", words=state.words, fraction=1.0,
+                                document_id=doc.id)
+        except Cancelled:
+            self._save_partial(doc.id, state, "interrupted")
+            yield ProgressEvent("stopped", "Stopped; what was written is saved",
+                                words=state.words, document_id=doc.id)
+        except (GeneratorExit, KeyboardInterrupt, SystemExit):
+            self._save_partial(doc.id, state, "interrupted")
+            raise
+        except BaseException:
+            self._save_partial(doc.id, state, "failed")
+            raise
+
+    def compose_document(self, request: ComposeRequest, **kwargs: Any) -> Document:
+        """Compose without watching progress; returns the saved Document."""
+        document_id = None
+        for event in self.compose(request, **kwargs):
+            document_id = event.document_id or document_id
+        return self.documents.get(document_id)
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _write(self, doc: Document, request: ComposeRequest, outline: Outline,
+               config: GenerationConfig, state: "_WriteState",
+               cancel: threading.Event | None) -> Iterator[ProgressEvent]:
+        sections = len(outline.sections)
+        for index, section in enumerate(outline.sections):
+            yield ProgressEvent("write", f"Writing section {index + 1} of {sections}: "
+                                f"{section.title}", section=index, sections=sections,
+                                words=state.words, fraction=self._fraction(state, request),
+                                document_id=doc.id)
+            state.start_section(index, section.title)
+            for delta in self.writer.stream_section(outline, index, state.text(), request.material,
+                                                    request.language, config, cancel):
+                state.pending += delta
+                state.tokens += 1
+                for paragraph in state.take_finished_paragraphs():
+                    self._append_paragraph(doc.id, state, paragraph)
+                yield ProgressEvent("write", delta=delta, section=index, sections=sections,
+                                    tokens=state.tokens, words=state.words + count_words(
+                                        state.pending), fraction=self._fraction(state, request),
+                                    document_id=doc.id)
+            for paragraph in state.take_rest(final=True):
+                self._append_paragraph(doc.id, state, paragraph)
+            yield ProgressEvent("write", delta="\n\n", section=index, sections=sections,
+                                tokens=state.tokens, words=state.words, document_id=doc.id,
+                                fraction=self._fraction(state, request))
+            _check_cancel(cancel)
+        if not state.paragraphs:
+            raise ComposerError("the model wrote no text: try again with another seed or model")
+
+    def _illustrate(self, doc: Document, request: ComposeRequest, state: "_WriteState",
+                    config: GenerationConfig, cancel: threading.Event | None,
+                    ) -> Iterator[ProgressEvent]:
+        paragraphs = [text for text, _ in state.paragraphs]
+        if request.images is not None and request.images > len(paragraphs):
+            yield ProgressEvent("warning", f"{request.images} images were asked for but the "
+                                f"article has {len(paragraphs)} paragraphs; placing "
+                                f"{len(paragraphs)}", document_id=doc.id)
+        yield ProgressEvent("slots", "Choosing where images help", fraction=PLAN_SHARE +
+                            WRITE_SHARE, document_id=doc.id)
+        slots = self.illustrator.choose_slots(paragraphs, request.images, request.language,
+                                              config, cancel)
+        used: set[str] = set()
+        captions: list[str] = []
+        for number, slot in enumerate(slots):
+            _check_cancel(cancel)
+            share = PLAN_SHARE + WRITE_SHARE + (1 - PLAN_SHARE - WRITE_SHARE) * number / len(slots)
+            yield ProgressEvent("caption", f"Image {number + 1} of {len(slots)}: describing it",
+                                fraction=share, document_id=doc.id)
+            context = "\n\n".join(paragraphs[: slot + 1])
+            caption = self.illustrator.caption(context, captions, paragraphs[slot],
+                                               request.language, config, cancel)
+            with self.timer.measure("retrieval"):
+                candidates = self.retriever.search(caption, k=CANDIDATES, exclude=used) \
+                    if self.retriever else []
+            if not candidates:
+                yield ProgressEvent("warning", "The image library has no unused image for "
+                                    f"\"{caption}\": add images with `python -m composer library "
+                                    "add`", document_id=doc.id)
+                continue
+            yield ProgressEvent("select", f"Image {number + 1} of {len(slots)}: choosing among "
+                                f"{len(candidates)}", fraction=share, document_id=doc.id)
+            chosen = candidates[self.illustrator.select(candidates, context, request.selection,
+                                                        request.language, config, cancel)]
+            used.add(chosen.image_id)
+            captions.append(caption)
+            block = ImageBlock(caption=caption, image_id=chosen.image_id, candidates=candidates,
+                               section=state.paragraphs[slot][1])
+            # Text blocks sit at 0..n-1; each image already placed above shifts the next by one.
+            self._store(self.documents.insert_block, doc.id, slot + 1 + len(captions) - 1, block)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _append_paragraph(self, doc_id: str, state: "_WriteState", paragraph: str) -> None:
+        block = TextBlock(text=paragraph, section=state.section)
+        self._store(self.documents.append_blocks, doc_id, [block])
+        state.paragraphs.append((paragraph, state.section))
+        state.words += count_words(paragraph)
+
+    def _save_partial(self, doc_id: str, state: "_WriteState", status: str) -> None:
+        """Keep the paragraph being written when the work stops, then set the final status."""
+        for paragraph in state.take_rest(final=False):
+            self._append_paragraph(doc_id, state, paragraph)
+        self._store(self.documents.update_meta, doc_id, status=status)
+
+    def _store(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self.timer.measure("storage"):
+            return method(*args, **kwargs)
+
+    @staticmethod
+    def _fraction(state: "_WriteState", request: ComposeRequest) -> float:
+        written = min(1.0, (state.words + count_words(state.pending)) / request.target_words)
+        return PLAN_SHARE + WRITE_SHARE * written
+
+
+class _WriteState:
+    """What has been written so far: saved paragraphs and the text still streaming in."""
+
+    def __init__(self) -> None:
+        self.paragraphs: list[tuple[str, int]] = []
+        self.pending = ""
+        self.section = 0
+        self.section_title = ""
+        self.words = 0
+        self.tokens = 0
+
+    def start_section(self, index: int, title: str) -> None:
+        self.section, self.section_title, self.pending = index, title, ""
+
+    def text(self) -> str:
+        return "\n\n".join(text for text, _ in self.paragraphs)
+
+    def take_finished_paragraphs(self) -> list[str]:
+        """Paragraphs ended by a blank line; the unfinished tail stays pending."""
+        if "\n\n" not in self.pending.replace("\r\n", "\n"):
+            return []
+        head, _, tail = self.pending.replace("\r\n", "\n").rpartition("\n\n")
+        self.pending = tail
+        return split_paragraphs(head, self.section_title)
+
+    def take_rest(self, final: bool) -> list[str]:
+        """Whatever is pending as paragraphs; at a section's end a dangling fragment is cut."""
+        rest, self.pending = self.pending, ""
+        paragraphs = split_paragraphs(rest, self.section_title)
+        if final and paragraphs:
+            last = drop_unfinished_sentence(paragraphs[-1])
+            paragraphs[-1:] = [last] if last else []
+        return paragraphs
+
+
+def check_outline(outline: Outline) -> None:
+    """Raise InputError for an outline a person edited into something unusable."""
+    if not outline.sections:
+        raise InputError("the outline has no sections: add at least one")
+    if len(outline.sections) > 30:
+        raise InputError(f"the outline has {len(outline.sections)} sections; the limit is 30")
+    for number, section in enumerate(outline.sections, start=1):
+        if not section.title.strip():
+            raise InputError(f"section {number} has no title")
+        if not isinstance(section.words, int) or not 20 <= section.words <= 3000:
+            raise InputError(f"section {number} budget is {section.words!r} words; "
+                             "it must be between 20 and 3000")
+    if outline.total_words > MAX_TARGET_WORDS:
+        raise InputError(f"the outline's budgets add up to {outline.total_words} words; "
+                         f"the limit is {MAX_TARGET_WORDS}")
+
+
+def _config(request: ComposeRequest) -> GenerationConfig:
+    return request.generation.replace(seed=request.seed)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("stopped by the user")

@@ -1,0 +1,59 @@
+"""Renders ProgressEvents in a terminal: a progress bar line per stage, text streamed as written.
+
+The article text goes to stdout as the model writes it; bars, stages and warnings go to
+stderr, so `compose ... > article.txt` captures only the article.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from composer.types import ProgressEvent
+
+BAR_WIDTH = 24
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """A text progress bar like [██████░░░░]  60%."""
+    fraction = max(0.0, min(1.0, fraction))
+    filled = round(fraction * width)
+    return f"[{'█' * filled}{'░' * (width - filled)}] {fraction * 100:3.0f}%"
+
+
+class TerminalProgress:
+    """Prints events: stage lines with a bar on `err`, streamed text on `out`."""
+
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, stream_text: bool = True):
+        self.out = out
+        self.err = err
+        self.stream_text = stream_text
+        self.started = time.perf_counter()
+        self.at_line_start = True
+        self.last_fraction = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.last_fraction = max(self.last_fraction, event.fraction)
+        if event.delta:
+            if self.stream_text:
+                self.out.write(event.delta)
+                self.out.flush()
+                self.at_line_start = event.delta.endswith("\n")
+            return
+        if not event.message:
+            return
+        if event.stage == "warning":
+            self._line(f"warning: {event.message}")
+            return
+        elapsed = time.perf_counter() - self.started
+        detail = f" · {event.words} words" if event.words else ""
+        self._line(f"{bar(self.last_fraction)} {event.message}{detail} · {elapsed:.0f}s")
+
+    def _line(self, text: str) -> None:
+        if not self.at_line_start:
+            self.out.flush()
+            self.err.write("\n")
+            self.at_line_start = True
+        self.err.write(text + "\n")
+        self.err.flush()

@@ -1,0 +1,204 @@
+"""Every prompt the composer sends, in English and Chinese, in one place.
+
+Each builder returns chat messages plus, where the reference pre-fills the answer, the prefix
+the model continues from. Keeping the wording here lets a reader see the whole dialogue with
+the model without reading the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from composer.types import ChatMessage, Outline, SectionPlan
+
+
+@dataclass
+class Prompt:
+    """Chat messages plus the start of the assistant's reply the model must continue."""
+
+    messages: list[ChatMessage]
+    prefix: str = ""
+
+
+SYSTEM = {
+    "en": "You are a skilled writer. You write clear, accurate, well-structured articles.",
+    "zh": "你是一位优秀的作者，擅长撰写清晰、准确、结构良好的文章。",
+}
+
+_TITLE = {
+    "en": "Give a short, specific title for an article that follows this instruction:\n{instruction}",
+    "zh": "请为按照以下要求写成的文章拟一个简短具体的标题：\n{instruction}",
+}
+_TITLE_PREFIX = {"en": 'Title: "', "zh": "标题：“"}
+TITLE_CLOSE = {"en": '"', "zh": "”"}
+
+_OUTLINE = {
+    "en": (
+        "Plan an article titled \"{title}\".\n"
+        "Instruction: {instruction}\n"
+        "{material}"
+        "List exactly {sections} sections, one per line, in this format:\n"
+        "1. Section title: first key point; second key point\n"
+        "Do not write the article yet."
+    ),
+    "zh": (
+        "请为题为《{title}》的文章列出提纲。\n"
+        "要求：{instruction}\n"
+        "{material}"
+        "正好列出{sections}个部分，每行一个，格式如下：\n"
+        "1. 部分标题：要点一；要点二\n"
+        "先不要写正文。"
+    ),
+}
+_MATERIAL = {
+    "en": "Reference material (use it, do not contradict it):\n{material}\n",
+    "zh": "参考资料（请使用，不要与之矛盾）：\n{material}\n",
+}
+
+_SECTION = {
+    "en": (
+        "You are writing the article \"{title}\".\n"
+        "Outline:\n{outline}\n"
+        "{material}"
+        "{previous}"
+        "Now write section {number}, \"{section}\". Cover: {points}.\n"
+        "Write about {words} words in {paragraphs} paragraph(s) of plain prose, separated by "
+        "blank lines. Do not repeat the section title, do not add headings or lists."
+    ),
+    "zh": (
+        "你正在写文章《{title}》。\n"
+        "提纲：\n{outline}\n"
+        "{material}"
+        "{previous}"
+        "现在请写第{number}部分“{section}”，内容包括：{points}。\n"
+        "写约{words}字，分{paragraphs}段，段落之间空一行。不要重复部分标题，不要加小标题或列表。"
+    ),
+}
+_PREVIOUS = {
+    "en": "The article so far ends with:\n\"...{text}\"\n",
+    "zh": "文章前文的结尾是：\n“……{text}”\n",
+}
+
+_SLOTS = {
+    "en": (
+        "Here is an article, one paragraph per tag:\n{tagged}\n"
+        "Which {count} paragraphs would benefit most from an illustrating image? "
+        "Answer with their tags."
+    ),
+    "zh": "下面是一篇文章，每段前有标签：\n{tagged}\n哪{count}段最适合配一张插图？请用标签回答。",
+}
+_SLOTS_AUTO = {"en": "a few", "zh": "几"}
+_SLOTS_PREFIX = {"en": "The paragraphs suitable for images are <Seg", "zh": "适合配图的段落是 <Seg"}
+
+_CAPTION = {
+    "en": (
+        "Article so far:\n{context}\n"
+        "{chosen}"
+        "Describe, in one short sentence, a photo that would illustrate the last paragraph."
+    ),
+    "zh": "前文：\n{context}\n{chosen}请用一句简短的话描述一张适合为最后一段配图的照片。",
+}
+_CHOSEN = {
+    "en": "Images already placed: {captions}. Describe a different one.\n",
+    "zh": "已经使用的图片：{captions}。请描述一张不同的图片。\n",
+}
+_CAPTION_PREFIX = {"en": 'Photo: "', "zh": "照片：“"}
+
+_SELECT = {
+    "en": (
+        "Article so far:\n{context}\n"
+        "Which image fits best after the last paragraph?\n{options}\n"
+        "Answer with one letter."
+    ),
+    "zh": "前文：\n{context}\n哪张图片最适合放在最后一段之后？\n{options}\n请只回答一个字母。",
+}
+_SELECT_PREFIX = {"en": "The best image is", "zh": "最合适的图片是"}
+
+
+def _system(language: str) -> ChatMessage:
+    return ChatMessage("system", SYSTEM[language])
+
+
+def _material_block(material: str, language: str) -> str:
+    return _MATERIAL[language].format(material=material) if material.strip() else ""
+
+
+def outline_text(outline: Outline, language: str) -> str:
+    """The outline as numbered lines, as shown to the model and to people."""
+    separator = "；" if language == "zh" else "; "
+    colon = "：" if language == "zh" else ": "
+    lines = []
+    for number, section in enumerate(outline.sections, start=1):
+        points = separator.join(section.key_points)
+        lines.append(f"{number}. {section.title}{colon + points if points else ''}")
+    return "\n".join(lines)
+
+
+def title_prompt(instruction: str, language: str) -> Prompt:
+    """Ask for a title when the instruction is longer than a title."""
+    user = _TITLE[language].format(instruction=instruction)
+    return Prompt([_system(language), ChatMessage("user", user)], _TITLE_PREFIX[language])
+
+
+def outline_prompt(
+    title: str, instruction: str, material: str, sections: int, language: str
+) -> Prompt:
+    """Ask for an outline of `sections` numbered lines; the reply is pre-filled with "1."."""
+    user = _OUTLINE[language].format(
+        title=title,
+        instruction=instruction,
+        material=_material_block(material, language),
+        sections=sections,
+    )
+    return Prompt([_system(language), ChatMessage("user", user)], "1.")
+
+
+def section_prompt(
+    outline: Outline,
+    index: int,
+    previous_text: str,
+    material: str,
+    paragraphs: int,
+    language: str,
+) -> Prompt:
+    """Ask for one section, grounded on the whole outline and the end of what came before."""
+    section: SectionPlan = outline.sections[index]
+    separator = "、" if language == "zh" else ", "
+    previous = _PREVIOUS[language].format(text=previous_text) if previous_text.strip() else ""
+    user = _SECTION[language].format(
+        title=outline.title,
+        outline=outline_text(outline, language),
+        material=_material_block(material, language),
+        previous=previous,
+        number=index + 1,
+        section=section.title,
+        points=separator.join(section.key_points) or section.title,
+        words=section.words,
+        paragraphs=paragraphs,
+    )
+    return Prompt([_system(language), ChatMessage("user", user)], "")
+
+
+def slots_prompt(paragraphs: list[str], count: int | None, language: str) -> Prompt:
+    """Ask which paragraphs benefit from an image; paragraphs are tagged <Seg0>, <Seg1>, ..."""
+    tagged = "\n".join(f"<Seg{number}> {text}" for number, text in enumerate(paragraphs))
+    wanted = str(count) if count is not None else _SLOTS_AUTO[language]
+    user = _SLOTS[language].format(tagged=tagged, count=wanted)
+    return Prompt([_system(language), ChatMessage("user", user)], _SLOTS_PREFIX[language])
+
+
+def caption_prompt(context: str, chosen: list[str], language: str) -> Prompt:
+    """Ask for a one-sentence image description for the paragraph that ends `context`."""
+    chosen_text = _CHOSEN[language].format(captions="; ".join(chosen)) if chosen else ""
+    user = _CAPTION[language].format(context=context, chosen=chosen_text)
+    return Prompt([_system(language), ChatMessage("user", user)], _CAPTION_PREFIX[language])
+
+
+def select_prompt(context: str, options: list[str], language: str) -> Prompt:
+    """Ask the model to choose among candidate images A-D, described by their captions."""
+    lines = "\n".join(f"{chr(ord('A') + i)}. {caption}" for i, caption in enumerate(options))
+    user = _SELECT[language].format(context=context, options=lines)
+    return Prompt([_system(language), ChatMessage("user", user)], _SELECT_PREFIX[language])
+
+
+CAPTION_CLOSE = {"en": '"', "zh": "”"}

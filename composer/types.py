@@ -1,0 +1,255 @@
+"""Plain dataclasses passed between the layers.
+
+This module is a leaf: it imports nothing from the project and nothing heavy (no torch), so
+the UI, the CLI, storage and the model backends can all share these shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Union
+
+LANGUAGES = ("en", "zh")
+Language = Literal["en", "zh"]
+DocumentStatus = Literal["composing", "done", "failed", "interrupted"]
+DOCUMENT_STATUSES = ("composing", "done", "failed", "interrupted")
+SelectionMode = Literal["model", "score"]
+
+
+class ComposerError(Exception):
+    """An error a user can act on; its message says what was wrong and what to do next."""
+
+
+class InputError(ComposerError, ValueError):
+    """Bad input from a user: the message names the value and the limit."""
+
+
+class NotFoundError(ComposerError, LookupError):
+    """An id that names no document, block or image."""
+
+
+class ConflictError(ComposerError):
+    """A save based on a stale version of a document (another tab or process saved first)."""
+
+
+@dataclass
+class GenerationConfig:
+    """How the language model decodes. Defaults suit the small embedded model.
+
+    `seed` None means "do not reseed"; any integer makes sampling reproducible.
+    `stop` holds extra strings that end generation (EOS always does).
+    """
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 40
+    repetition_penalty: float = 1.1
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> "GenerationConfig":
+        """A copy with some fields changed (dataclasses.replace, spelled for callers)."""
+        values = asdict(self)
+        values.update(changes)
+        values["stop"] = tuple(values["stop"])
+        return GenerationConfig(**values)
+
+
+@dataclass
+class ChatMessage:
+    """One turn of a chat prompt; role is "system", "user" or "assistant"."""
+
+    role: str
+    content: str
+
+
+@dataclass
+class ComposeRequest:
+    """Everything a person asks for when composing an article.
+
+    `images` is None for "automatic" (the model decides how many), else the exact count.
+    `selection` picks how an image is chosen among candidates: "score" takes the best
+    retrieval score, "model" asks the language model to pick A-D as the reference does.
+    """
+
+    instruction: str
+    language: str = "en"
+    target_words: int = 800
+    images: int | None = None
+    text_only: bool = False
+    seed: int = 0
+    selection: str = "score"
+    material: str = ""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def options(self) -> dict[str, Any]:
+        """The request's options as JSON-ready data, as stored with the document."""
+        data = asdict(self)
+        data.pop("instruction")
+        data["generation"]["stop"] = list(data["generation"]["stop"])
+        return data
+
+
+@dataclass
+class SectionPlan:
+    """One section of the outline: a title, the points it covers and its word budget."""
+
+    title: str
+    key_points: list[str] = field(default_factory=list)
+    words: int = 0
+
+
+@dataclass
+class Outline:
+    """The article plan: a title and sections whose budgets sum to the target length."""
+
+    title: str
+    sections: list[SectionPlan] = field(default_factory=list)
+
+    @property
+    def total_words(self) -> int:
+        return sum(section.words for section in self.sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "Outline":
+        return Outline(
+            title=str(data.get("title", "")),
+            sections=[SectionPlan(**section) for section in data.get("sections", [])],
+        )
+
+
+@dataclass
+class LibraryImage:
+    """An image of the library as stored: content-addressed by its sha256."""
+
+    id: str
+    path: str
+    width: int
+    height: int
+    format: str
+    bytes: int
+    caption: str = ""
+    source: str = ""
+    license: str = ""
+    attribution: str = ""
+
+
+@dataclass
+class ImageCandidate:
+    """One image offered for a slot, with how well it matched the query."""
+
+    image_id: str
+    caption: str
+    score: float
+    license: str = ""
+    attribution: str = ""
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "ImageCandidate":
+        return ImageCandidate(**data)
+
+
+@dataclass
+class TextBlock:
+    """A paragraph of the article; section is the outline section it belongs to."""
+
+    text: str
+    section: int = 0
+    id: int | None = None
+    kind: Literal["text"] = "text"
+
+
+@dataclass
+class ImageBlock:
+    """An image placed after a paragraph: the query caption, the chosen image, the others."""
+
+    caption: str
+    image_id: str | None = None
+    candidates: list[ImageCandidate] = field(default_factory=list)
+    section: int = 0
+    id: int | None = None
+    kind: Literal["image"] = "image"
+
+
+Block = Union[TextBlock, ImageBlock]
+
+
+@dataclass
+class Document:
+    """An article with its blocks in order, as kept in the database."""
+
+    id: str
+    slug: str
+    title: str
+    instruction: str
+    language: str = "en"
+    status: str = "composing"
+    options: dict[str, Any] = field(default_factory=dict)
+    outline: Outline | None = None
+    blocks: list[Block] = field(default_factory=list)
+    version: int = 1
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def text_blocks(self) -> list[TextBlock]:
+        return [block for block in self.blocks if isinstance(block, TextBlock)]
+
+    @property
+    def image_blocks(self) -> list[ImageBlock]:
+        return [block for block in self.blocks if isinstance(block, ImageBlock)]
+
+    @property
+    def word_count(self) -> int:
+        return sum(count_words(block.text) for block in self.text_blocks)
+
+
+@dataclass
+class DocumentSummary:
+    """One row of a document listing."""
+
+    id: str
+    title: str
+    status: str
+    language: str
+    created_at: str
+    updated_at: str
+    words: int = 0
+
+
+@dataclass
+class ProgressEvent:
+    """What the composer reports while it works; the UI and the CLI both render these.
+
+    stage: "plan", "write", "slots", "caption", "retrieve", "select", "save", "done",
+    "warning" or "error". `delta` is newly streamed text (write stage), `fraction` the share
+    of the whole job done so far (0..1).
+    """
+
+    stage: str
+    message: str = ""
+    section: int | None = None
+    sections: int | None = None
+    tokens: int = 0
+    words: int = 0
+    delta: str = ""
+    fraction: float = 0.0
+    document_id: str | None = None
+
+
+def count_words(text: str) -> int:
+    """Words in English-like text, characters in CJK text (how Chinese length is counted)."""
+    cjk = sum(1 for char in text if "\u4e00" <= char <= "\u9fff")
+    latin = len([token for token in _strip_cjk(text).split() if any(c.isalnum() for c in token)])
+    return cjk + latin
+
+
+def _strip_cjk(text: str) -> str:
+    return "".join(" " if "\u4e00" <= char <= "\u9fff" else char for char in text)

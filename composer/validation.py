@@ -1,0 +1,77 @@
+"""check_request(): every limit on a ComposeRequest, checked before any work starts.
+
+Each error names the value that was given and the limit, and says what to do instead.
+"""
+
+from __future__ import annotations
+
+from composer.config import (
+    MAX_BEAMS,
+    MAX_IMAGES,
+    MAX_INSTRUCTION_CHARS,
+    MAX_MATERIAL_CHARS,
+    MAX_NEW_TOKENS,
+    MAX_TARGET_WORDS,
+    MIN_TARGET_WORDS,
+)
+from composer.types import LANGUAGES, ComposeRequest, GenerationConfig, InputError
+
+WORDS_PER_IMAGE_MIN = 50
+SELECTION_MODES = ("score", "model")
+
+
+def check_request(request: ComposeRequest) -> None:
+    """Raise InputError for the first invalid field of a compose request."""
+    if not isinstance(request.instruction, str):
+        raise InputError(f"instruction must be text, got {type(request.instruction).__name__}")
+    if not request.instruction.strip():
+        raise InputError("instruction is empty: give a title or describe the article you want")
+    if len(request.instruction) > MAX_INSTRUCTION_CHARS:
+        raise InputError(
+            f"instruction is {len(request.instruction):,} characters; the limit is "
+            f"{MAX_INSTRUCTION_CHARS:,}: shorten it, or pass long source text as material"
+        )
+    if len(request.material) > MAX_MATERIAL_CHARS:
+        raise InputError(
+            f"material is {len(request.material):,} characters; the limit is {MAX_MATERIAL_CHARS:,}"
+        )
+    if request.language not in LANGUAGES:
+        raise InputError(f"language {request.language!r} is not supported; use one of {LANGUAGES}")
+    _check_int("target words", request.target_words, MIN_TARGET_WORDS, MAX_TARGET_WORDS)
+    if request.images is not None and not request.text_only:
+        _check_int("images", request.images, 1, MAX_IMAGES)
+        most = max(1, request.target_words // WORDS_PER_IMAGE_MIN)
+        if request.images > most:
+            raise InputError(
+                f"{request.images} images is more than an article of {request.target_words} words "
+                f"has paragraphs for (at most {most}): ask for fewer images or more words"
+            )
+    if request.selection not in SELECTION_MODES:
+        raise InputError(f"selection {request.selection!r} is not one of {SELECTION_MODES}")
+    _check_int("seed", request.seed, 0, 2**32 - 1)
+    check_generation(request.generation)
+
+
+def check_generation(config: GenerationConfig) -> None:
+    """Raise InputError for decoding settings outside their ranges."""
+    _check_int("max tokens", config.max_new_tokens, 16, MAX_NEW_TOKENS)
+    _check_int("beams", config.num_beams, 1, MAX_BEAMS)
+    _check_int("no-repeat n-gram size", config.no_repeat_ngram_size, 0, 10)
+    _check_int("top-k", config.top_k, 0, 1000)
+    _check_float("temperature", config.temperature, 0.01, 5.0)
+    _check_float("top-p", config.top_p, 0.01, 1.0)
+    _check_float("repetition penalty", config.repetition_penalty, 1.0, 3.0)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise InputError(f"{name} is {value}; it must be between {low} and {high}")
+
+
+def _check_float(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if not low <= float(value) <= high:
+        raise InputError(f"{name} is {value}; it must be between {low} and {high}")

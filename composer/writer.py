@@ -1,0 +1,101 @@
+"""Section -> streamed text, and the text clean-up that turns a model's reply into paragraphs.
+
+Each section is written in its own call, grounded on the outline and on the end of what came
+before (a bounded window), as LongWriter writes paragraph by paragraph from a plan.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from typing import Iterator
+
+from composer import prompts
+from composer.generation import stream
+from composer.types import GenerationConfig, Outline, count_words
+from models.lm import LanguageModel
+
+PREVIOUS_CHARS = 800
+WORDS_PER_PARAGRAPH = 90
+TOKENS_PER_WORD = {"en": 1.4, "zh": 1.6}
+
+_HEADING = re.compile(r"^\s*(#{1,6}\s+|\*\*[^*]+\*\*\s*$|section\s+\d+\b|第.{1,3}部分)", re.I)
+_SENTENCE_END = re.compile(r"[.!?。！？…][\"'”’)\]]*")
+
+
+def paragraphs_for(words: int) -> int:
+    """How many paragraphs a section of this many words is asked for."""
+    return max(1, round(words / WORDS_PER_PARAGRAPH))
+
+
+def token_budget(words: int, language: str, cap: int) -> int:
+    """max_new_tokens for a section: its word budget in tokens plus slack, never above cap."""
+    return max(16, min(cap, math.ceil(words * TOKENS_PER_WORD[language] * 1.25) + 16))
+
+
+def previous_window(text: str, limit: int = PREVIOUS_CHARS) -> str:
+    """The last `limit` characters of the article, cut at a word boundary."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    space = tail.find(" ")
+    return tail[space + 1:] if 0 <= space < 40 else tail
+
+
+def clean_paragraph(text: str, section_title: str) -> str:
+    """One paragraph as prose: lines joined, headings and the repeated section title dropped."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        bare = line.strip("#*:：. ").lower()
+        if bare == section_title.lower().strip() or _HEADING.match(line):
+            continue
+        kept.append(line.lstrip("-•* ").strip())
+    joined = " ".join(kept)
+    return re.sub(r"[ \t]{2,}", " ", joined).strip()
+
+
+def drop_unfinished_sentence(text: str) -> str:
+    """Cut a trailing sentence fragment (a reply that hit its token limit), if a sentence ends."""
+    stripped = text.rstrip()
+    if not stripped or _SENTENCE_END.fullmatch(stripped[-1]) or stripped[-1] in "\"'”’)":
+        return stripped
+    ends = list(_SENTENCE_END.finditer(stripped))
+    return stripped[: ends[-1].end()] if ends else stripped
+
+
+def split_paragraphs(text: str, section_title: str = "") -> list[str]:
+    """Text -> paragraphs at blank lines (runs of blank lines collapse), cleaned, empties dropped."""
+    blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n"))
+    cleaned = (clean_paragraph(block, section_title) for block in blocks)
+    return [paragraph for paragraph in cleaned if count_words(paragraph) > 0]
+
+
+class SectionWriter:
+    """Streams one section at a time with the language model."""
+
+    def __init__(self, lm: LanguageModel):
+        self.lm = lm
+
+    def stream_section(
+        self,
+        outline: Outline,
+        index: int,
+        previous_text: str,
+        material: str,
+        language: str,
+        config: GenerationConfig,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield the section's text as it is decoded (raw; split_paragraphs cleans it)."""
+        section = outline.sections[index]
+        prompt = prompts.section_prompt(
+            outline, index, previous_window(previous_text), material[:4000],
+            paragraphs_for(section.words), language,
+        )
+        budget = config.replace(
+            max_new_tokens=token_budget(section.words, language, config.max_new_tokens)
+        )
+        yield from stream(self.lm, prompt, budget, cancel)

