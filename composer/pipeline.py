@@ -133,7 +133,7 @@ class Composer:
                 yield ProgressEvent("write", delta=delta, section=index, sections=sections,
                                     tokens=state.tokens, words=state.words + count_words(
                                         state.pending), fraction=self._fraction(state, request),
-                                    document_id=doc.id)
+                                    document_id=doc.id, pending=state.pending)
             for paragraph in state.take_rest(final=True):
                 self._append_paragraph(doc.id, state, paragraph)
             yield ProgressEvent("write", delta="\n\n", section=index, sections=sections,

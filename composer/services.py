@@ -1,13 +1,15 @@
 """Builds the app's components from Settings, once, for the CLI and for app.py.
 
 Models load lazily (the first compose pays for them, listing documents does not) and only
-once per process. The default image library is seeded on first run.
+once per process, under a lock so that two first requests do not load them twice. The
+default image library is seeded the first time images are needed. Tests inject a scripted
+model through the constructor and other doubles with provide().
 """
 
 from __future__ import annotations
 
 import threading
-from functools import cached_property
+from typing import Any, Callable, TypeVar
 
 from composer.config import Settings
 from composer.generation import StageTimer
@@ -15,6 +17,7 @@ from composer.pipeline import Composer
 from models.lm import LanguageModel
 
 STALE_COMPOSING_SECONDS = 15 * 60
+T = TypeVar("T")
 
 
 class Services:
@@ -22,59 +25,86 @@ class Services:
 
     def __init__(self, settings: Settings, lm: LanguageModel | None = None):
         self.settings = settings
-        self._lm = lm
-        self._lock = threading.Lock()
+        self._made: dict[str, Any] = {"lm": lm}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
-    @cached_property
+    def provide(self, name: str, component: Any) -> None:
+        """Use a ready-made component (e.g. a test's retriever) instead of building one."""
+        self._made[name] = component
+
+    def _once(self, name: str, make: Callable[[], T]) -> T:
+        """Build component `name` once; a slow build (a model) blocks only its own users."""
+        made = self._made.get(name)
+        if made is not None:
+            return made
+        with self._locks_lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if self._made.get(name) is None:
+                self._made[name] = make()
+            return self._made[name]
+
+    @property
     def db(self):
         """The migrated database; documents left "composing" by a dead process are marked."""
-        from storage.db import Database
+        def make():
+            from storage.db import Database
+            from storage.documents import DocumentRepository
 
-        from storage.documents import DocumentRepository
+            database = Database.open(self.settings)
+            DocumentRepository(database).mark_stale_composing(STALE_COMPOSING_SECONDS)
+            return database
+        return self._once("db", make)
 
-        database = Database.open(self.settings)
-        DocumentRepository(database).mark_stale_composing(STALE_COMPOSING_SECONDS)
-        return database
-
-    @cached_property
+    @property
     def documents(self):
         from storage.documents import DocumentRepository
 
-        return DocumentRepository(self.db)
+        return self._once("documents", lambda: DocumentRepository(self.db))
 
-    @cached_property
+    @property
+    def shares(self):
+        from storage.shares import ShareRepository
+
+        return self._once("shares", lambda: ShareRepository(self.db))
+
+    @property
     def images(self):
         from storage.images import ImageStore
 
-        return ImageStore(self.db, self.settings.images_dir)
+        return self._once("images", lambda: ImageStore(self.db, self.settings.images_dir))
 
-    @cached_property
+    @property
     def embedder(self):
-        from models.registry import load_embedder
+        def make():
+            from models.registry import load_embedder
 
-        return load_embedder(self.settings)
+            return load_embedder(self.settings)
+        return self._once("embedder", make)
 
-    @cached_property
+    @property
     def retriever(self):
         """The library retriever; the default library is seeded the first time it is needed."""
-        from composer.library import seed_default_library
-        from models.retrieval import Retriever
+        def make():
+            from composer.library import seed_default_library
+            from models.retrieval import Retriever
 
-        retriever = Retriever(self.images, self.embedder)
-        if self.images.count() == 0:
-            seed_default_library(self.images, retriever)
-        retriever.index()
-        return retriever
+            retriever = Retriever(self.images, self.embedder)
+            if self.images.count() == 0:
+                seed_default_library(self.images, retriever)
+            retriever.index()
+            return retriever
+        return self._once("retriever", make)
 
     @property
     def lm(self) -> LanguageModel:
-        """The writer model, loaded once (thread-safe: two first requests load it once)."""
-        with self._lock:
-            if self._lm is None:
-                from models.registry import load_language_model
+        """The writer model, loaded once."""
+        def make():
+            from models.registry import load_language_model
 
-                self._lm = load_language_model(self.settings)
-            return self._lm
+            return load_language_model(self.settings)
+        return self._once("lm", make)
 
     def composer(self, timer: StageTimer | None = None, with_images: bool = True) -> Composer:
         """A Composer over the shared components (cheap; make one per composition).

@@ -197,6 +197,8 @@ class Document:
     version: int = 1
     created_at: str = ""
     updated_at: str = ""
+    owner: str | None = None
+    share_token: str | None = None
 
     @property
     def text_blocks(self) -> list[TextBlock]:
@@ -230,7 +232,8 @@ class ProgressEvent:
 
     stage: "plan", "write", "slots", "caption", "retrieve", "select", "save", "done",
     "warning" or "error". `delta` is newly streamed text (write stage), `fraction` the share
-    of the whole job done so far (0..1).
+    of the whole job done so far (0..1). `pending` is the current section's text that is
+    streamed but not yet saved as a paragraph (a UI shows it after the saved blocks).
     """
 
     stage: str
@@ -242,6 +245,7 @@ class ProgressEvent:
     delta: str = ""
     fraction: float = 0.0
     document_id: str | None = None
+    pending: str = ""
 
 
 def count_words(text: str) -> int:

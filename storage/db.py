@@ -116,7 +116,7 @@ class Database:
         return self.engine.dialect.name
 
     @staticmethod
-    def open(settings: Settings) -> "Database":
+    def open(settings: Settings) -> Database:
         """Create the data directories, connect to `settings.database_url` and migrate it."""
         settings.ensure_dirs()
         url = make_url(settings.database_url)

@@ -9,16 +9,17 @@ ConflictError and nothing is written. Block positions stay contiguous 0..n-1.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import Session
 
-from composer.config import MAX_CAPTION_CHARS
 from composer.types import (
     DOCUMENT_STATUSES,
     LANGUAGES,
@@ -26,16 +27,22 @@ from composer.types import (
     ConflictError,
     Document,
     DocumentSummary,
-    ImageBlock,
     ImageCandidate,
     InputError,
     NotFoundError,
     Outline,
-    TextBlock,
     count_words,
 )
 from storage.db import Database
-from storage.tables import BlockRow, DocumentRow, ImageRow, RevisionRow, utcnow
+from storage.rows import (
+    block_content,
+    check_caption,
+    check_image,
+    new_block_row,
+    to_block,
+    to_document,
+)
+from storage.tables import BlockRow, DocumentRow, RevisionRow, utcnow
 
 
 @dataclass
@@ -57,6 +64,11 @@ def new_slug() -> str:
     return secrets.token_urlsafe(16)
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (execute() is typed as returning a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def _document_not_found(doc_id: str) -> NotFoundError:
     return NotFoundError(f"no document with id {doc_id!r}: it may have been deleted; "
                          "list the documents to find the right id")
@@ -65,63 +77,6 @@ def _document_not_found(doc_id: str) -> NotFoundError:
 def _block_not_found(block_id: int) -> NotFoundError:
     return NotFoundError(f"no block with id {block_id!r}: it may have been deleted; "
                          "reload the document")
-
-
-def _block_content(row: BlockRow) -> dict[str, Any]:
-    """What a revision keeps of a block: enough to show or restore it."""
-    content: dict[str, Any] = {"kind": row.kind, "position": row.position, "section": row.section}
-    if row.kind == "text":
-        content["text"] = row.text
-    else:
-        content.update(caption=row.caption, image_id=row.image_id,
-                       candidates=list(row.candidates))
-    return content
-
-
-def _to_block(row: BlockRow) -> Block:
-    if row.kind == "text":
-        return TextBlock(text=row.text, section=row.section, id=row.id)
-    candidates = [ImageCandidate.from_dict(item) for item in row.candidates]
-    return ImageBlock(caption=row.caption, image_id=row.image_id, candidates=candidates,
-                      section=row.section, id=row.id)
-
-
-def _to_document(row: DocumentRow, blocks: list[BlockRow]) -> Document:
-    return Document(
-        id=row.id, slug=row.slug, title=row.title, instruction=row.instruction,
-        language=row.language, status=row.status, options=dict(row.options),
-        outline=Outline.from_dict(row.outline) if row.outline is not None else None,
-        blocks=[_to_block(block) for block in blocks], version=row.version,
-        created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
-    )
-
-
-def _check_caption(caption: str) -> None:
-    if len(caption) > MAX_CAPTION_CHARS:
-        raise InputError(f"caption of {len(caption)} characters is longer than the limit of "
-                         f"{MAX_CAPTION_CHARS}: shorten it")
-
-
-def _check_image(session: Session, image_id: str | None) -> None:
-    if image_id is not None and session.get(ImageRow, image_id) is None:
-        raise InputError(f"image {image_id!r} is not in the library: add it first")
-
-
-def _new_block_row(session: Session, doc_id: str, position: int, block: Block) -> BlockRow:
-    """A BlockRow for a TextBlock or ImageBlock, validated (caption length, image exists)."""
-    now = utcnow()
-    common = dict(document_id=doc_id, position=position, section=block.section,
-                  created_at=now, updated_at=now)
-    if isinstance(block, TextBlock):
-        return BlockRow(kind="text", text=block.text, caption="", image_id=None,
-                        candidates=[], **common)
-    if isinstance(block, ImageBlock):
-        _check_caption(block.caption)
-        _check_image(session, block.image_id)
-        candidates = [asdict(candidate) for candidate in block.candidates]
-        return BlockRow(kind="image", text="", caption=block.caption, image_id=block.image_id,
-                        candidates=candidates, **common)
-    raise InputError(f"block {block!r} is neither a TextBlock nor an ImageBlock")
 
 
 class DocumentRepository:
@@ -150,7 +105,7 @@ class DocumentRepository:
             session.flush()
             new = {"title": title, "language": language, "status": "composing"}
             self._record(session, row.id, None, 1, "create", None, new)
-            return _to_document(row, [])
+            return to_document(row, [])
 
     def get(self, doc_id: str) -> Document:
         """The document with its blocks in order; NotFoundError if there is none."""
@@ -158,7 +113,7 @@ class DocumentRepository:
             row = session.get(DocumentRow, doc_id)
             if row is None:
                 raise _document_not_found(doc_id)
-            return _to_document(row, self._blocks(session, doc_id))
+            return to_document(row, self._blocks(session, doc_id))
 
     def get_by_slug(self, slug: str) -> Document:
         """The document shared under `slug` (the public link); NotFoundError if none."""
@@ -166,9 +121,10 @@ class DocumentRepository:
             row = session.scalar(select(DocumentRow).where(DocumentRow.slug == slug))
             if row is None:
                 raise NotFoundError(f"no document is shared as {slug!r}: check the link")
-            return _to_document(row, self._blocks(session, row.id))
+            return to_document(row, self._blocks(session, row.id))
 
-    def list(self, owner: str | None = None, limit: int = 100) -> list[DocumentSummary]:
+    def list(self, owner: str | None = None,
+             limit: int = 100) -> builtins.list[DocumentSummary]:
         """Summaries of the newest `limit` documents (of `owner`, or of everyone if None)."""
         if limit < 1:
             raise InputError(f"limit {limit} must be at least 1")
@@ -210,13 +166,23 @@ class DocumentRepository:
             for name, value in changes.items():
                 setattr(row, name, value)
             self._record(session, doc_id, None, version, "update", old, changes)
-            return _to_document(row, self._blocks(session, doc_id))
+            return to_document(row, self._blocks(session, doc_id))
+
+    def duplicate(self, doc_id: str, owner: str | None = None, suffix: str = " (copy)") -> Document:
+        """A new document with the same content (blocks copied), not shared, for `owner`."""
+        source = self.get(doc_id)
+        copy = self.create(source.title + suffix, source.instruction, source.language,
+                           source.options, source.outline, owner)
+        if source.blocks:
+            self.append_blocks(copy.id, source.blocks)
+        status = "done" if source.status == "composing" else source.status
+        return self.update_meta(copy.id, status=status)
 
     def delete(self, doc_id: str) -> None:
         """Delete a document; its blocks and revisions go with it (ON DELETE CASCADE)."""
         with self.db.session() as session:
             result = session.execute(delete(DocumentRow).where(DocumentRow.id == doc_id))
-            if result.rowcount == 0:
+            if _rowcount(result) == 0:
                 raise _document_not_found(doc_id)
 
     def mark_stale_composing(self, older_than_seconds: float) -> int:
@@ -236,14 +202,14 @@ class DocumentRepository:
                             updated_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
-                if result.rowcount:
+                if _rowcount(result):
                     version = self._version(session, doc_id)
                     self._record(session, doc_id, None, version, "update",
                                  {"status": "composing"}, {"status": "interrupted"})
                     marked += 1
         return marked
 
-    def revisions(self, doc_id: str) -> list[Revision]:
+    def revisions(self, doc_id: str) -> builtins.list[Revision]:
         """The document's history, oldest first."""
         with self.db.session() as session:
             if session.get(DocumentRow, doc_id) is None:
@@ -259,20 +225,20 @@ class DocumentRepository:
 
     # -- blocks ----------------------------------------------------------------------------
 
-    def append_blocks(self, doc_id: str, blocks: list[Block],
-                      expected_version: int | None = None) -> list[Block]:
+    def append_blocks(self, doc_id: str, blocks: builtins.list[Block],
+                      expected_version: int | None = None) -> builtins.list[Block]:
         """Add blocks after the last one (one version bump for the batch); ids filled in."""
         with self.db.session() as session:
             version = self._bump(session, doc_id, expected_version)
             start = self._block_count(session, doc_id)
-            rows = [_new_block_row(session, doc_id, start + offset, block)
+            rows = [new_block_row(session, doc_id, start + offset, block)
                     for offset, block in enumerate(blocks)]
             session.add_all(rows)
             session.flush()
             for row in rows:
                 self._record(session, doc_id, row.id, version, "create", None,
-                             _block_content(row))
-            return [_to_block(row) for row in rows]
+                             block_content(row))
+            return [to_block(row) for row in rows]
 
     def insert_block(self, doc_id: str, position: int, block: Block,
                      expected_version: int | None = None) -> Block:
@@ -284,15 +250,15 @@ class DocumentRepository:
                 raise InputError(f"position {position} is outside 0..{count} for document "
                                  f"{doc_id}: pick a position in that range")
             self._shift(session, doc_id, position, count, +1)
-            row = _new_block_row(session, doc_id, position, block)
+            row = new_block_row(session, doc_id, position, block)
             session.add(row)
             session.flush()
-            self._record(session, doc_id, row.id, version, "create", None, _block_content(row))
-            return _to_block(row)
+            self._record(session, doc_id, row.id, version, "create", None, block_content(row))
+            return to_block(row)
 
     def update_block(self, block_id: int, *, text: str | None = None,
                      caption: str | None = None, image_id: str | None = None,
-                     candidates: list[ImageCandidate] | None = None,
+                     candidates: builtins.list[ImageCandidate] | None = None,
                      section: int | None = None,
                      expected_version: int | None = None) -> Block:
         """Change a block's content; None leaves a field as it is, image_id "" clears it.
@@ -309,14 +275,14 @@ class DocumentRepository:
                      if value is not None and name not in fields]
             if wrong:
                 raise InputError(f"block {block_id} is a {row.kind} block: it has no {wrong[0]}")
-            old = _block_content(row)
+            old = block_content(row)
             if text is not None:
                 row.text = text
             if caption is not None:
-                _check_caption(caption)
+                check_caption(caption)
                 row.caption = caption
             if image_id is not None:
-                _check_image(session, image_id or None)
+                check_image(session, image_id or None)
                 row.image_id = image_id or None
             if candidates is not None:
                 row.candidates = [asdict(candidate) for candidate in candidates]
@@ -324,8 +290,8 @@ class DocumentRepository:
                 row.section = section
             row.updated_at = utcnow()
             self._record(session, row.document_id, block_id, version, "update", old,
-                         _block_content(row))
-            return _to_block(row)
+                         block_content(row))
+            return to_block(row)
 
     def move_block(self, block_id: int, position: int,
                    expected_version: int | None = None) -> Block:
@@ -336,7 +302,7 @@ class DocumentRepository:
             if not 0 <= position < count:
                 raise InputError(f"position {position} is outside 0..{count - 1} for document "
                                  f"{row.document_id}: pick a position in that range")
-            old = _block_content(row)
+            old = block_content(row)
             if position < row.position:
                 self._shift(session, row.document_id, position, row.position, +1)
             elif position > row.position:
@@ -344,14 +310,14 @@ class DocumentRepository:
             row.position = position
             row.updated_at = utcnow()
             self._record(session, row.document_id, block_id, version, "move", old,
-                         _block_content(row))
-            return _to_block(row)
+                         block_content(row))
+            return to_block(row)
 
     def delete_block(self, block_id: int, expected_version: int | None = None) -> None:
         """Delete a block; the later blocks move up by one. Its history stays in revisions."""
         with self.db.session() as session:
             row, version = self._lock_block(session, block_id, expected_version)
-            doc_id, position, old = row.document_id, row.position, _block_content(row)
+            doc_id, position, old = row.document_id, row.position, block_content(row)
             session.delete(row)
             session.flush()
             self._shift(session, doc_id, position + 1, None, -1)
@@ -369,7 +335,7 @@ class DocumentRepository:
             query.values(version=DocumentRow.version + 1, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount == 0:
+        if _rowcount(result) == 0:
             current = session.scalar(select(DocumentRow.version).where(DocumentRow.id == doc_id))
             if current is None:
                 raise _document_not_found(doc_id)
@@ -396,7 +362,7 @@ class DocumentRepository:
         return row, version
 
     @staticmethod
-    def _blocks(session: Session, doc_id: str) -> list[BlockRow]:
+    def _blocks(session: Session, doc_id: str) -> builtins.list[BlockRow]:
         return list(session.scalars(select(BlockRow).where(BlockRow.document_id == doc_id)
                                     .order_by(BlockRow.position)))
 
@@ -416,7 +382,7 @@ class DocumentRepository:
                         .execution_options(synchronize_session=False))
 
     @staticmethod
-    def _word_counts(session: Session, doc_ids: list[str]) -> dict[str, int]:
+    def _word_counts(session: Session, doc_ids: builtins.list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
         if not doc_ids:
             return counts

@@ -8,12 +8,12 @@ the rest of the app can open library files without guarding against bombs or bro
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import os
 import tempfile
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from composer.config import MAX_CAPTION_CHARS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from composer.config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from composer.types import InputError, LibraryImage, NotFoundError
 from storage.db import Database
+from storage.rows import check_caption, to_image
 from storage.tables import ImageEmbeddingRow, ImageRow, utcnow
 
 # Pillow format name -> file extension.
@@ -49,18 +50,19 @@ def validate_image(data: bytes, name: str) -> tuple[str, int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as image:
                 image_format, (width, height) = image.format, image.size
                 _check_header(label, image_format, width, height)
                 image.verify()
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=[str(image_format)]) as image:
                 image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InputError(f"{label} has too many pixels to open safely (limit "
-                         f"{MAX_IMAGE_PIXELS:,} pixels; {error}): use a smaller image") from None
+        raise InputError(f"{label} looks like a decompression bomb: it claims more than the "
+                         f"limit of {MAX_IMAGE_PIXELS:,} pixels (Pillow: {error}): "
+                         "use a smaller image") from None
     except UnidentifiedImageError:
-        raise InputError(f"{label} is not an image Pillow can read: use a file in one of "
-                         f"{sorted(ALLOWED_FORMATS)}") from None
+        raise InputError(f"{label} is not an image in an allowed format "
+                         f"{sorted(ALLOWED_FORMATS)}: convert it to PNG or JPEG") from None
     except InputError:
         raise
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, EOFError ...
@@ -78,18 +80,6 @@ def _check_header(label: str, image_format: str | None, width: int, height: int)
     if width * height > MAX_IMAGE_PIXELS:
         raise InputError(f"{label} is {width}x{height} = {width * height:,} pixels, over the "
                          f"limit of {MAX_IMAGE_PIXELS:,} pixels: scale it down")
-
-
-def _check_caption(caption: str) -> None:
-    if len(caption) > MAX_CAPTION_CHARS:
-        raise InputError(f"caption of {len(caption)} characters is longer than the limit of "
-                         f"{MAX_CAPTION_CHARS}: shorten it")
-
-
-def _to_image(row: ImageRow) -> LibraryImage:
-    return LibraryImage(id=row.id, path=row.path, width=row.width, height=row.height,
-                        format=row.format, bytes=row.bytes, caption=row.caption,
-                        source=row.source, license=row.license, attribution=row.attribution)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -128,7 +118,7 @@ class ImageStore:
         The same bytes added again return (existing, False); a caption given then fills the
         existing one if it was empty. The file is written before the record is committed.
         """
-        _check_caption(caption)
+        check_caption(caption)
         image_format, width, height = validate_image(data, name)
         image_id = hashlib.sha256(data).hexdigest()
         relative = f"{image_id[:2]}/{image_id}.{ALLOWED_FORMATS[image_format]}"
@@ -142,16 +132,16 @@ class ImageStore:
         try:
             with self.db.session() as session:
                 session.add(row)
-            return _to_image(row), True
+            return to_image(row), True
         except IntegrityError:  # another process added the same bytes meanwhile
             existing = self._existing(image_id, data, caption)
             if existing is None:
                 raise
             return existing, False
 
-    def add_file(self, path: str | Path, *, caption: str = "", source: str = "",
+    def add_file(self, path: str | Path, *, name: str = "", caption: str = "", source: str = "",
                  license: str = "", attribution: str = "") -> tuple[LibraryImage, bool]:
-        """`add` for a file on disk; its size is checked before it is read."""
+        """`add` for a file on disk (named by its path in errors); size checked before reading."""
         path = Path(path)
         try:
             size = path.stat().st_size
@@ -160,25 +150,25 @@ class ImageStore:
         if size > MAX_IMAGE_BYTES:
             raise InputError(f"{path} is {size:,} bytes, over the limit of "
                              f"{MAX_IMAGE_BYTES:,} bytes: resize or recompress it")
-        return self.add(path.read_bytes(), name=str(path), caption=caption, source=source,
+        return self.add(path.read_bytes(), name=name or str(path), caption=caption, source=source,
                         license=license, attribution=attribution)
 
     def get(self, image_id: str) -> LibraryImage:
         """The record of one image; NotFoundError if the library has no such id."""
         with self.db.session() as session:
-            return _to_image(self._row(session, image_id))
+            return to_image(self._row(session, image_id))
 
     def path(self, image_id: str) -> Path:
         """The absolute path of an image's file."""
         return self.images_dir / self.get(image_id).path
 
-    def list(self, limit: int | None = None) -> list[LibraryImage]:
+    def list(self, limit: int | None = None) -> builtins.list[LibraryImage]:
         """The images, oldest first (the order they were added)."""
         query = select(ImageRow).order_by(ImageRow.created_at, ImageRow.id)
         if limit is not None:
             query = query.limit(limit)
         with self.db.session() as session:
-            return [_to_image(row) for row in session.scalars(query)]
+            return [to_image(row) for row in session.scalars(query)]
 
     def count(self) -> int:
         """How many images the library holds."""
@@ -195,7 +185,7 @@ class ImageStore:
         with self.db.session() as session:
             row = self._row(session, image_id)
             if caption is not None and caption != row.caption:
-                _check_caption(caption)
+                check_caption(caption)
                 row.caption = caption
                 session.execute(delete(ImageEmbeddingRow)
                                 .where(ImageEmbeddingRow.image_id == image_id))
@@ -203,7 +193,7 @@ class ImageStore:
                 row.license = license
             if attribution is not None:
                 row.attribution = attribution
-            return _to_image(row)
+            return to_image(row)
 
     def delete(self, image_id: str) -> None:
         """Delete an image's record, embeddings and file; blocks showing it lose the image."""
@@ -215,7 +205,7 @@ class ImageStore:
 
     # -- embeddings ------------------------------------------------------------------------
 
-    def embeddings(self, model: str) -> tuple[list[str], np.ndarray]:
+    def embeddings(self, model: str) -> tuple[builtins.list[str], np.ndarray]:
         """All stored vectors of `model`: (image ids, [n, dim] float32 matrix), by id."""
         query = (select(ImageEmbeddingRow.image_id, ImageEmbeddingRow.dim,
                         ImageEmbeddingRow.vector)
@@ -228,7 +218,8 @@ class ImageStore:
                            for _, dim, vector in rows]).astype(np.float32)
         return [image_id for image_id, _, _ in rows], matrix
 
-    def put_embeddings(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
+    def put_embeddings(self, model: str,
+                       items: builtins.list[tuple[str, np.ndarray]]) -> None:
         """Store (or replace) one vector per image for `model`; all must share one dim."""
         if not items:
             return
@@ -250,7 +241,7 @@ class ImageStore:
                 session.merge(ImageEmbeddingRow(image_id=image_id, model=model, dim=dim,
                                                 vector=vector.tobytes()))
 
-    def missing_embeddings(self, model: str) -> list[LibraryImage]:
+    def missing_embeddings(self, model: str) -> builtins.list[LibraryImage]:
         """Images without a vector for `model` (oldest first): what an indexer must embed."""
         has_vector = (select(ImageEmbeddingRow.image_id)
                       .where(ImageEmbeddingRow.model == model,
@@ -258,7 +249,7 @@ class ImageStore:
         query = (select(ImageRow).where(~has_vector.exists())
                  .order_by(ImageRow.created_at, ImageRow.id))
         with self.db.session() as session:
-            return [_to_image(row) for row in session.scalars(query)]
+            return [to_image(row) for row in session.scalars(query)]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -282,4 +273,4 @@ class ImageStore:
                                 .where(ImageEmbeddingRow.image_id == image_id))
             if not (self.images_dir / row.path).exists():
                 _write_atomically(self.images_dir / row.path, data)
-            return _to_image(row)
+            return to_image(row)

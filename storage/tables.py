@@ -91,6 +91,7 @@ class DocumentRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    share_token: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
     title: Mapped[str] = mapped_column(Text)
     instruction: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(8))

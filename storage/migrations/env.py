@@ -41,7 +41,11 @@ def main() -> None:
     if connection is not None:
         run_on(connection)
         return
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("set sqlalchemy.url (alembic -x or an ini file), or call "
+                         "storage.db.Database(url).migrate() instead")
+    engine = create_engine(url)
     try:
         with engine.begin() as own_connection:
             run_on(own_connection)

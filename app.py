@@ -1,0 +1,95 @@
+"""The web app: the Gradio authoring UI mounted in FastAPI, next to the public share pages.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--auth user:pass,...] [--model ID|PATH]
+
+Routes: /            the authoring UI (Gradio)
+        /a/{token}   a shared article (read-only, no script), /a/{token}.md its Markdown
+        /media/{id}  library images shown in the editor (ids are sha256 of the content)
+        /healthz     liveness
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from composer.config import Settings
+from composer.services import Services
+from composer.types import NotFoundError
+from ui.i18n import I18N
+from ui.layout import CSS, build_ui
+from ui.share import SECURITY_HEADERS, build_share_router
+
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def browser_secret(settings: Settings) -> str:
+    """The key that encrypts owner keys in browsers; kept in the data dir across restarts."""
+    path = settings.home / "browser-secret"
+    if not path.exists():
+        settings.ensure_dirs()
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(services: Services) -> FastAPI:
+    """The FastAPI app with share routes, media, health and the Gradio UI at /."""
+    settings = services.settings
+    services.documents  # open and migrate the database before the first request
+    app = FastAPI(title="Interleaved Composer", docs_url=None, redoc_url=None)
+    app.include_router(build_share_router(services))
+
+    @app.get("/media/{image_id}")
+    def media(image_id: str) -> Response:
+        if not _IMAGE_ID.match(image_id):
+            return JSONResponse({"error": "unknown image"}, status_code=404)
+        try:
+            path = services.images.path(image_id)
+        except NotFoundError:
+            return JSONResponse({"error": "unknown image"}, status_code=404)
+        return FileResponse(path, headers={**SECURITY_HEADERS,
+                                           "Cache-Control": "private, max-age=86400"})
+
+    @app.get("/healthz")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    demo = build_ui(services, browser_secret(settings), settings.model_concurrency)
+    demo.queue(default_concurrency_limit=8)
+    auth = settings.auth_pairs() or None
+    return gr.mount_gradio_app(app, demo, path="/", i18n=I18N, css=CSS, auth=auth,
+                               allowed_paths=[str(settings.images_dir)], footer_links=["api"],
+                               show_error=True)
+
+
+def main() -> None:
+    """Parse flags, build the app and serve it with uvicorn."""
+    parser = argparse.ArgumentParser(description="Interleaved Composer web app")
+    parser.add_argument("--host", help="default 127.0.0.1 (0.0.0.0 on a Space)")
+    parser.add_argument("--port", type=int, help="default 7860")
+    parser.add_argument("--auth", help="user:password[,user:password] turns on login")
+    parser.add_argument("--model", help="'embedded', a model id or path, or module:factory")
+    parser.add_argument("--home", type=Path, help="data directory")
+    parser.add_argument("--database-url", help="SQLAlchemy URL")
+    args = parser.parse_args()
+    settings = Settings.from_env(host=args.host, port=args.port, auth=args.auth,
+                                 model=args.model, home=args.home,
+                                 database_url=args.database_url)
+    services = Services(settings)
+    app = create_app(services)
+    import uvicorn
+
+    print(f"Interleaved Composer on http://{settings.host}:{settings.port}  "
+          f"(data: {settings.home})", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

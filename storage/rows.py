@@ -1,0 +1,93 @@
+"""Conversions between table rows and the composer.types dataclasses, with their checks.
+
+Shared by DocumentRepository and ImageStore so that both validate captions the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from composer.config import MAX_CAPTION_CHARS
+from composer.types import (
+    Block,
+    Document,
+    ImageBlock,
+    ImageCandidate,
+    InputError,
+    LibraryImage,
+    Outline,
+    TextBlock,
+)
+from storage.tables import BlockRow, DocumentRow, ImageRow, utcnow
+
+
+def block_content(row: BlockRow) -> dict[str, Any]:
+    """What a revision keeps of a block: enough to show or restore it."""
+    content: dict[str, Any] = {"kind": row.kind, "position": row.position, "section": row.section}
+    if row.kind == "text":
+        content["text"] = row.text
+    else:
+        content.update(caption=row.caption, image_id=row.image_id,
+                       candidates=list(row.candidates))
+    return content
+
+
+def to_block(row: BlockRow) -> Block:
+    """The TextBlock or ImageBlock a blocks row holds."""
+    if row.kind == "text":
+        return TextBlock(text=row.text, section=row.section, id=row.id)
+    candidates = [ImageCandidate.from_dict(item) for item in row.candidates]
+    return ImageBlock(caption=row.caption, image_id=row.image_id, candidates=candidates,
+                      section=row.section, id=row.id)
+
+
+def to_document(row: DocumentRow, blocks: list[BlockRow]) -> Document:
+    """A Document from its row and its block rows (already in position order)."""
+    return Document(
+        id=row.id, slug=row.slug, title=row.title, instruction=row.instruction,
+        language=row.language, status=row.status, options=dict(row.options),
+        outline=Outline.from_dict(row.outline) if row.outline is not None else None,
+        blocks=[to_block(block) for block in blocks], version=row.version,
+        created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
+        owner=row.owner, share_token=row.share_token,
+    )
+
+
+def check_caption(caption: str) -> None:
+    """InputError if a caption is longer than MAX_CAPTION_CHARS."""
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise InputError(f"caption of {len(caption)} characters is longer than the limit of "
+                         f"{MAX_CAPTION_CHARS}: shorten it")
+
+
+def check_image(session: Session, image_id: str | None) -> None:
+    """InputError if `image_id` is given but not in the library (before the FK would fail)."""
+    if image_id is not None and session.get(ImageRow, image_id) is None:
+        raise InputError(f"image {image_id!r} is not in the library: add it first")
+
+
+def new_block_row(session: Session, doc_id: str, position: int, block: Block) -> BlockRow:
+    """A BlockRow for a TextBlock or ImageBlock, validated (caption length, image exists)."""
+    now = utcnow()
+    common = dict(document_id=doc_id, position=position, section=block.section,
+                  created_at=now, updated_at=now)
+    if isinstance(block, TextBlock):
+        return BlockRow(kind="text", text=block.text, caption="", image_id=None,
+                        candidates=[], **common)
+    if isinstance(block, ImageBlock):
+        check_caption(block.caption)
+        check_image(session, block.image_id)
+        candidates = [asdict(candidate) for candidate in block.candidates]
+        return BlockRow(kind="image", text="", caption=block.caption, image_id=block.image_id,
+                        candidates=candidates, **common)
+    raise InputError(f"block {block!r} is neither a TextBlock nor an ImageBlock")
+
+
+def to_image(row: ImageRow) -> LibraryImage:
+    """The LibraryImage an images row holds (`path` relative to the images directory)."""
+    return LibraryImage(id=row.id, path=row.path, width=row.width, height=row.height,
+                        format=row.format, bytes=row.bytes, caption=row.caption,
+                        source=row.source, license=row.license, attribution=row.attribution)

@@ -1,0 +1,165 @@
+"""composer/library.py: the default seed photos and importing files and folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from composer import library
+from composer.library import (CC0, CC_BY_2, PUBLIC_DOMAIN, SEED_PHOTOS, AddResult, add_images,
+                              available_seed_photos, seed_default_library)
+from models.retrieval import Retriever
+from tests.support_library import *  # noqa: F403
+from tests.support_library import png_bytes
+
+# -- the seed photos -----------------------------------------------------------------------
+
+
+def test_every_seed_photo_is_inside_an_installed_wheel():
+    found = available_seed_photos()
+    assert len(found) == len(SEED_PHOTOS) >= 15
+    for photo, path in found:
+        assert path.is_file() and path.stat().st_size > 1000
+        assert f"site-packages/{photo.package}/" in path.as_posix()
+
+
+def test_every_seed_photo_has_caption_license_and_attribution():
+    names = [photo.relative_path for photo in SEED_PHOTOS]
+    assert len(set(names)) == len(names)
+    for photo in SEED_PHOTOS:
+        assert len(photo.caption.split()) >= 10, photo.relative_path
+        assert photo.attribution.strip(), photo.relative_path
+        if photo.package == "skimage":  # only public domain / CC0 from scikit-image
+            assert photo.license in (PUBLIC_DOMAIN, CC0), photo.relative_path
+        else:
+            assert (photo.package, photo.license) == ("sklearn", CC_BY_2)
+
+
+def test_seed_is_idempotent_and_indexes(store, embedder):
+    retriever = Retriever(store, embedder)
+    assert seed_default_library(store, retriever) == len(SEED_PHOTOS)
+    assert seed_default_library(store, retriever) == 0
+    assert store.count() == len(SEED_PHOTOS)
+    assert store.missing_embeddings(retriever.model) == []
+    for image in store.list():
+        assert image.caption and image.license and image.attribution
+        assert image.source.startswith(("scikit-image ", "scikit-learn "))
+
+
+def test_seed_without_retriever_only_stores(store):
+    assert seed_default_library(store) == len(SEED_PHOTOS)
+    assert len(store.missing_embeddings("any-model")) == len(SEED_PHOTOS)
+
+
+def test_a_missing_seed_file_is_skipped_with_a_warning(store, monkeypatch, caplog):
+    gone = replace(SEED_PHOTOS[0], relative_path="data/not-there.png")
+    monkeypatch.setattr(library, "SEED_PHOTOS", (gone, SEED_PHOTOS[1]))
+    with caplog.at_level(logging.WARNING, logger="composer.library"):
+        assert seed_default_library(store) == 1
+    assert "not-there.png" in caplog.text
+
+
+# -- add_images ----------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        path.write_text(data, encoding="utf-8")
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _captions(result: AddResult) -> dict[str, str]:
+    return {Path(image.source).name: image.caption for image in result.added + result.existing}
+
+
+def test_captions_from_sidecars_json_and_csv(store, tmp_path):
+    folder = tmp_path / "photos"
+    _write(folder / "a.png", png_bytes((1, 0, 0)))
+    _write(folder / "a.png.txt", "  A red fox in the snow.\n")
+    _write(folder / "b.png", png_bytes((2, 0, 0)))
+    _write(folder / "b.txt", "A lighthouse at night.")
+    _write(folder / "c.png", png_bytes((3, 0, 0)))
+    _write(folder / "captions.json", json.dumps({"c.png": "A bowl of ramen."}))
+    _write(folder / "trip" / "d.png", png_bytes((4, 0, 0)))
+    _write(folder / "trip" / "e.png", png_bytes((5, 0, 0)))
+    _write(folder / "trip" / "captions.csv",
+           'filename,caption\nd.png,"Boats in a harbour, at dawn"\n\ne.png,A mountain lake\n')
+    result = add_images(store, [folder], license="CC0 1.0", attribution="me")
+    assert result.failed == [] and result.existing == [] and result.uncaptioned == []
+    assert _captions(result) == {
+        "a.png": "A red fox in the snow.", "b.png": "A lighthouse at night.",
+        "c.png": "A bowl of ramen.", "d.png": "Boats in a harbour, at dawn",
+        "e.png": "A mountain lake"}
+    assert {image.license for image in result.added} == {"CC0 1.0"}
+    assert store.count() == 5
+
+
+def test_caption_argument_wins_and_readding_is_existing(store, tmp_path):
+    image = _write(tmp_path / "x.png", png_bytes((6, 0, 0)))
+    _write(tmp_path / "x.png.txt", "from the sidecar")
+    first = add_images(store, [image], caption="from the argument")
+    assert [i.caption for i in first.added] == ["from the argument"]
+    again = add_images(store, [str(image)])
+    assert again.added == [] and [i.id for i in again.existing] == [first.added[0].id]
+    assert again.images == [(again.existing[0], False)]
+
+
+def test_a_broken_file_is_reported_while_the_others_go_in(store, tmp_path):
+    folder = tmp_path / "mixed"
+    _write(folder / "good1.png", png_bytes((7, 0, 0)))
+    _write(folder / "broken.png", b"this is not an image at all")
+    _write(folder / "truncated.png", png_bytes((8, 0, 0), size=(64, 64))[:60])
+    _write(folder / "good2.png", png_bytes((9, 0, 0)))
+    _write(folder / "notes.md", "ignored: not an image suffix")
+    _write(folder / ".hidden" / "secret.png", png_bytes((10, 0, 0)))
+    missing = tmp_path / "nowhere.png"
+    result = add_images(store, [folder, missing], caption="a test colour")
+    assert sorted(Path(i.source).name for i in result.added) == ["good1.png", "good2.png"]
+    failed = dict(result.failed)
+    assert set(failed) == {str(folder / "broken.png"), str(folder / "truncated.png"),
+                           str(missing)}
+    assert "not an image" in failed[str(folder / "broken.png")]
+    assert "no such file" in failed[str(missing)]
+    assert store.count() == 2
+
+
+def test_uncaptioned_images_are_reported(store, tmp_path):
+    image = _write(tmp_path / "plain.png", png_bytes((11, 0, 0)))
+    result = add_images(store, image)
+    assert [i.id for i in result.uncaptioned] == [result.added[0].id]
+
+
+def test_malformed_caption_files_are_reported_and_images_still_added(store, tmp_path):
+    _write(tmp_path / "json" / "a.png", png_bytes((12, 0, 0)))
+    _write(tmp_path / "json" / "captions.json", "{not json")
+    _write(tmp_path / "csv" / "b.png", png_bytes((13, 0, 0)))
+    _write(tmp_path / "csv" / "captions.csv", "b.png\n")
+    result = add_images(store, [tmp_path / "json", tmp_path / "csv"])
+    assert len(result.added) == 2
+    messages = dict(result.failed)
+    assert "not valid JSON" in messages[str(tmp_path / "json" / "captions.json")]
+    assert "filename,caption" in messages[str(tmp_path / "csv" / "captions.csv")]
+
+
+def test_a_too_long_caption_fails_that_file_only(store, tmp_path):
+    _write(tmp_path / "long.png", png_bytes((14, 0, 0)))
+    _write(tmp_path / "long.png.txt", "word " * 1000)
+    _write(tmp_path / "ok.png", png_bytes((15, 0, 0)))
+    _write(tmp_path / "ok.png.txt", "fine")
+    result = add_images(store, [tmp_path])
+    assert [Path(i.source).name for i in result.added] == ["ok.png"]
+    assert "caption" in dict(result.failed)[str(tmp_path / "long.png")]
+
+
+@pytest.mark.parametrize("caption", [None, "", "   "])
+def test_blank_caption_argument_falls_back_to_files(store, tmp_path, caption):
+    image = _write(tmp_path / "y.png", png_bytes((16, 0, 0)))
+    _write(tmp_path / "y.txt", "from y.txt")
+    assert add_images(store, [image], caption=caption).added[0].caption == "from y.txt"

@@ -1,0 +1,86 @@
+"""Share pages through FastAPI's TestClient: escaping, CSP, 404s, revocation, Markdown."""
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from composer.types import ImageBlock, ImageCandidate, TextBlock
+from ui.share import SHARE_CSP, build_share_router
+from tests.support_app import services  # noqa: F401
+
+HOSTILE = '<script>alert("pwned")</script>'
+
+
+@pytest.fixture
+def client(services):
+    app = FastAPI()
+    app.include_router(build_share_router(services))
+    return TestClient(app)
+
+
+def shared_document(services, title="Tides " + HOSTILE):
+    image = services.images.list()[0]
+    doc = services.documents.create(title, "i", "en", {}, None, owner="key:x")
+    services.documents.append_blocks(doc.id, [
+        TextBlock("The sea rises. " + HOSTILE),
+        ImageBlock(caption="boats " + HOSTILE, image_id=image.id,
+                   candidates=[ImageCandidate(image.id, image.caption, 1.0)]),
+    ])
+    return doc.id, services.shares.share(doc.id), image
+
+
+def test_share_page_renders_escaped_with_csp_and_open_graph(services, client):
+    doc_id, token, image = shared_document(services)
+    response = client.get(f"/a/{token}")
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"] == SHARE_CSP
+    assert "script-src" not in SHARE_CSP and "default-src 'none'" in SHARE_CSP
+    page = response.text
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in page
+    assert '<meta property="og:title" content="Tides &lt;script&gt;' in page
+    assert 'property="og:description" content="The sea rises.' in page
+    assert f'/a/{token}/img/{image.id}' in page
+    assert "Test Suite, CC0" in page
+    image_response = client.get(f"/a/{token}/img/{image.id}")
+    assert image_response.status_code == 200
+    assert image_response.content == services.images.path(image.id).read_bytes()
+
+
+def test_markdown_download(services, client):
+    doc_id, token, image = shared_document(services)
+    response = client.get(f"/a/{token}.md")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/markdown")
+    assert "attachment" in response.headers["content-disposition"]
+    assert response.text.startswith("# Tides &lt;script&gt;")
+    assert f"http://testserver/a/{token}/img/{image.id}" in response.text
+
+
+@pytest.mark.parametrize("path", ["/a/nope", "/a/nope.md", "/a/" + "x" * 300,
+                                  "/a/nope/img/" + "0" * 64])
+def test_unknown_tokens_get_a_404_page(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "not shared" in response.text
+
+
+def test_revoked_link_is_404_at_once_and_resharing_makes_a_new_link(services, client):
+    doc_id, token, image = shared_document(services)
+    assert client.get(f"/a/{token}").status_code == 200  # now cached
+    services.shares.revoke(doc_id)
+    assert client.get(f"/a/{token}").status_code == 404
+    assert client.get(f"/a/{token}.md").status_code == 404
+    assert client.get(f"/a/{token}/img/{image.id}").status_code == 404
+    new_token = services.shares.share(doc_id)
+    assert new_token != token and client.get(f"/a/{new_token}").status_code == 200
+
+
+def test_page_follows_edits_and_images_outside_the_document_are_refused(services, client):
+    doc_id, token, image = shared_document(services)
+    assert "The sea rises." in client.get(f"/a/{token}").text
+    block = services.documents.get(doc_id).text_blocks[0]
+    services.documents.update_block(block.id, text="Edited text.")
+    assert "Edited text." in client.get(f"/a/{token}").text
+    other = services.images.list()[1]
+    assert client.get(f"/a/{token}/img/{other.id}").status_code == 404

@@ -1,0 +1,132 @@
+"""The browser UI's handlers called directly (no server)."""
+
+import threading
+
+import pytest
+
+from composer.types import ConflictError, InputError, NotFoundError
+from ui import handlers as h
+from tests.support_app import services  # noqa: F401
+
+OWNER = "key:alice-key-0123456789abcdef"
+OTHER = "key:bob-key-0123456789abcdef00"
+
+
+def compose(services, instruction="Harbors", words=400, images="2", owner=OWNER, outline=None):
+    request = h.build_request(instruction, "", h.ComposeOptions(words=words, images=images))
+    updates = list(h.write_article(services, request, outline, owner, threading.Event(),
+                                   interval=0.0))
+    return updates
+
+
+def test_owner_keys_are_kept_or_created_and_users_win():
+    key = h.new_owner_key(None)
+    assert len(key) >= 32 and h.new_owner_key(key) == key
+    assert h.new_owner_key("short") != "short"
+    assert h.owner_id(key, None) == f"key:{key}"
+    assert h.owner_id(key, "ann") == "user:ann"
+    with pytest.raises(InputError, match="reload the page"):
+        h.owner_id(None, None)
+
+
+def test_form_values_become_a_request_with_clear_errors():
+    request = h.build_request("Tea", "notes", h.ComposeOptions(words=600.0, images="3", seed=7))
+    assert (request.target_words, request.images, request.seed, request.material) == (600, 3, 7, "notes")
+    assert h.build_request("Tea", "", h.ComposeOptions(images="auto")).images is None
+    with pytest.raises(InputError, match="seed must be a whole number, got 1.5"):
+        h.build_request("Tea", "", h.ComposeOptions(seed=1.5))
+    with pytest.raises(InputError, match="target words must be a number"):
+        h.build_request("Tea", "", h.ComposeOptions(words="lots"))
+
+
+def test_outline_round_trip_edit_and_reorder(services):
+    title, rows = h.plan_outline(services, "Lighthouses", "", h.ComposeOptions(words=800))
+    assert title == "Lighthouses" and len(rows) == 4 and sum(r[2] for r in rows) == 800
+    rows = h.move_row(rows, 2, -1)
+    rows.append(["My own section", "first; second", 150])
+    outline = h.outline_from_rows("Edited", rows)
+    assert outline.title == "Edited" and outline.sections[-1].key_points == ["first", "second"]
+    assert outline.sections[0].title == "Part River"
+    with pytest.raises(InputError, match="row 9 cannot move"):
+        h.move_row(rows, 9, -1)
+    with pytest.raises(InputError, match="section 1 words must be a number"):
+        h.outline_from_rows("x", [["A", "", "many"]])
+
+
+def test_write_streams_updates_and_saves_for_the_owner(services):
+    updates = compose(services)
+    assert updates[-1].finished and updates[-1].fraction == 1.0
+    assert any('class="streaming"' in u.html for u in updates[:-1])  # text shows as it streams
+    final = updates[-1].html
+    assert final.count("<figure>") == 2 and "/media/" in final
+    doc = h.owned_document(services, updates[-1].document_id, OWNER)
+    assert doc.owner == OWNER and doc.status == "done"
+    assert [row[4] for row in h.list_documents(services, OWNER)] == [doc.id]
+    assert h.list_documents(services, OTHER) == []
+
+
+def test_edited_outline_is_used(services):
+    outline = h.outline_from_rows("Given title", [["Only section", "x", 120]])
+    doc_id = compose(services, outline=outline, images="1")[-1].document_id
+    doc = h.owned_document(services, doc_id, OWNER)
+    assert doc.title == "Given title" and len(doc.outline.sections) == 1
+
+
+def test_nobody_opens_or_changes_another_owners_document(services):
+    doc_id = compose(services)[-1].document_id
+    for action in (lambda: h.owned_document(services, doc_id, OTHER),
+                   lambda: h.duplicate_document(services, doc_id, OTHER),
+                   lambda: h.delete_document(services, doc_id, OTHER, True),
+                   lambda: h.share_link(services, doc_id, OTHER, "http://x"),
+                   lambda: h.revoke_link(services, doc_id, OTHER),
+                   lambda: h.swap_image(services, doc_id, OTHER, 1, 0, None)):
+        with pytest.raises(NotFoundError):
+            action()
+    assert h.owned_document(services, doc_id, OWNER).status == "done"
+
+
+def test_duplicate_and_delete_with_confirmation(services):
+    doc_id = compose(services)[-1].document_id
+    copy = h.duplicate_document(services, doc_id, OWNER)
+    assert copy.title.endswith("(copy)") and len(copy.blocks) == len(
+        h.owned_document(services, doc_id, OWNER).blocks)
+    with pytest.raises(InputError, match="tick 'Yes, delete'"):
+        h.delete_document(services, doc_id, OWNER, confirmed=False)
+    h.delete_document(services, doc_id, OWNER, confirmed=True)
+    assert [row[4] for row in h.list_documents(services, OWNER)] == [copy.id]
+
+
+def test_candidates_gallery_and_swap_saves_with_version_check(services):
+    doc_id = compose(services, images="1")[-1].document_id
+    doc = h.owned_document(services, doc_id, OWNER)
+    (label, block_id), = h.image_slots(doc)
+    gallery = h.candidate_gallery(services, doc, block_id)
+    assert len(gallery) == 4 and gallery[0][1].startswith("✓ ")
+    swapped = h.swap_image(services, doc_id, OWNER, block_id, 2, doc.version)
+    block = swapped.image_blocks[0]
+    assert block.image_id == block.candidates[2].image_id
+    with pytest.raises(ConflictError, match="changed elsewhere"):
+        h.swap_image(services, doc_id, OWNER, block_id, 1, doc.version)  # a stale second tab
+    with pytest.raises(InputError, match="candidate 9 does not exist"):
+        h.swap_image(services, doc_id, OWNER, block_id, 8, None)
+
+
+def test_share_link_and_revoke(services):
+    doc_id = compose(services, images="1")[-1].document_id
+    link = h.share_link(services, doc_id, OWNER, "http://127.0.0.1:7860/")
+    assert link.startswith("http://127.0.0.1:7860/a/") and len(link.rsplit("/", 1)[1]) >= 22
+    assert h.share_link(services, doc_id, OWNER, "http://h") .endswith(link.rsplit("/", 1)[1])
+    h.revoke_link(services, doc_id, OWNER)
+    assert h.owned_document(services, doc_id, OWNER).share_token is None
+
+
+def test_stop_keeps_text(services):
+    flag = threading.Event()
+    request = h.build_request("Tea", "", h.ComposeOptions(words=800))
+    updates = []
+    for update in h.write_article(services, request, None, OWNER, flag):
+        updates.append(update)
+        if "section 2" in update.status:
+            flag.set()
+    doc = h.owned_document(services, updates[-1].document_id, OWNER)
+    assert doc.status == "interrupted" and doc.text_blocks

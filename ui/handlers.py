@@ -1,0 +1,270 @@
+"""The browser UI's actions as plain functions: no Gradio objects in, plain values out.
+
+Each handler takes the Services of the process plus the values a person entered, checks that
+the document belongs to the caller (`owner`), and returns what the layout shows. Keeping them
+free of Gradio makes them testable without a server (tests/test_ui_handlers.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from composer.render import article_html
+from composer.types import (
+    ComposeRequest,
+    Document,
+    GenerationConfig,
+    InputError,
+    NotFoundError,
+    Outline,
+    SectionPlan,
+)
+
+RENDER_INTERVAL = 0.25  # seconds between article re-renders while text streams
+OUTLINE_HEADERS = ["Section title", "Key points (separated by ;)", "Words"]
+
+
+@dataclass
+class WriteUpdate:
+    """One refresh of the compose view while an article is written."""
+
+    html: str
+    status: str
+    fraction: float
+    document_id: str | None
+    finished: bool = False
+
+
+@dataclass
+class ComposeOptions:
+    """The compose form's values as the browser sends them (strings and numbers)."""
+
+    language: str = "en"
+    words: float = 800
+    images: str = "auto"
+    text_only: bool = False
+    seed: float = 0
+    sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.8
+    repetition_penalty: float = 1.1
+    beams: float = 1
+    max_tokens: float = 1024
+    selection: str = "score"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_owner_key(current: str | None) -> str:
+    """The browser's owner key: the stored one, or a new unguessable one on first visit."""
+    if current and isinstance(current, str) and 20 <= len(current) <= 100:
+        return current
+    return secrets.token_urlsafe(24)
+
+
+def owner_id(browser_key: str | None, username: str | None) -> str:
+    """Who owns what this session creates: the logged-in user, else the browser's key."""
+    if username:
+        return f"user:{username}"
+    if not browser_key:
+        raise InputError("this browser has no owner key yet: reload the page")
+    return f"key:{browser_key}"
+
+
+def _whole(name: str, value: Any) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if number != int(number):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def build_request(instruction: str, material: str, options: ComposeOptions) -> ComposeRequest:
+    """A ComposeRequest from the form (the composer checks every limit)."""
+    images = None if str(options.images).lower() in ("auto", "automatic", "") else _whole(
+        "images", options.images)
+    generation = GenerationConfig(
+        max_new_tokens=_whole("max tokens", options.max_tokens), do_sample=bool(options.sample),
+        temperature=float(options.temperature), top_p=float(options.top_p),
+        repetition_penalty=float(options.repetition_penalty),
+        num_beams=_whole("beams", options.beams), seed=_whole("seed", options.seed),
+    )
+    return ComposeRequest(
+        instruction=instruction or "", language=options.language,
+        target_words=_whole("target words", options.words), images=images,
+        text_only=bool(options.text_only), seed=_whole("seed", options.seed),
+        selection=options.selection, material=material or "", generation=generation,
+    )
+
+
+def outline_rows(outline: Outline) -> list[list[Any]]:
+    """An outline as editable table rows: title, key points joined by ';', words."""
+    return [[s.title, "; ".join(s.key_points), s.words] for s in outline.sections]
+
+
+def outline_from_rows(title: str, rows: Any) -> Outline:
+    """The outline a person edited in the table; empty rows are dropped."""
+    if hasattr(rows, "values"):  # a pandas DataFrame from gr.Dataframe
+        rows = rows.values.tolist()
+    sections = []
+    for number, row in enumerate(rows or [], start=1):
+        cells = [("" if cell is None else str(cell)).strip() for cell in list(row) + ["", "", ""]]
+        if not any(cells[:3]):
+            continue
+        points = [p.strip() for p in cells[1].replace("；", ";").split(";") if p.strip()]
+        words = _whole(f"section {number} words", cells[2] or 0)
+        sections.append(SectionPlan(title=cells[0], key_points=points, words=words))
+    if not title or not title.strip():
+        raise InputError("the article title is empty: give it a title")
+    return Outline(title=title.strip(), sections=sections)
+
+
+def move_row(rows: Any, number: Any, offset: int) -> list[list[Any]]:
+    """Rows with row `number` (1-based) moved up (-1) or down (+1); out of range: unchanged."""
+    if hasattr(rows, "values"):
+        rows = rows.values.tolist()
+    rows = [list(row) for row in rows or []]
+    index = _whole("row", number) - 1
+    target = index + offset
+    if not (0 <= index < len(rows)) or not (0 <= target < len(rows)):
+        raise InputError(f"row {index + 1} cannot move there: rows are 1..{len(rows)}")
+    rows[index], rows[target] = rows[target], rows[index]
+    return rows
+
+
+def plan_outline(services: Any, instruction: str, material: str,
+                 options: ComposeOptions) -> tuple[str, list[list[Any]]]:
+    """Generate a title and outline for editing before writing."""
+    request = build_request(instruction, material, options)
+    outline = services.composer(with_images=False).plan(request)
+    return outline.title, outline_rows(outline)
+
+
+def owned_document(services: Any, doc_id: str | None, owner: str) -> Document:
+    """The document if `owner` owns it; NotFoundError otherwise (no hint that it exists)."""
+    if not doc_id:
+        raise NotFoundError("no document is open: compose one or open one from Documents")
+    doc = services.documents.get(doc_id)
+    if doc.owner != owner:
+        raise NotFoundError(f"no document with id {doc_id!r}")
+    return doc
+
+
+def render_document(services: Any, doc: Document, streaming_tail: str = "") -> str:
+    """The editor's view of a document (images served from /media/)."""
+    def info(image_id: str):
+        try:
+            return services.images.get(image_id)
+        except NotFoundError:
+            return None
+    return article_html(doc, lambda image_id: f"/media/{image_id}", info, streaming_tail)
+
+
+def write_article(services: Any, request: ComposeRequest, outline: Outline | None, owner: str,
+                  cancel: threading.Event, interval: float = RENDER_INTERVAL,
+                  ) -> Iterator[WriteUpdate]:
+    """Compose and save, yielding a re-rendered view at each stage and every `interval` s."""
+    composer = services.composer(with_images=not request.text_only)
+    doc_id: str | None = None
+    pending, status, fraction, last = "", "", 0.0, 0.0
+    for event in composer.compose(request, outline=outline, cancel=cancel, owner=owner):
+        doc_id = event.document_id or doc_id
+        fraction = max(fraction, event.fraction)
+        if event.stage == "write":
+            pending = event.pending
+        if event.message:
+            status = f"⚠ {event.message}" if event.stage == "warning" else event.message
+        now = time.monotonic()
+        if event.message or now - last >= interval:
+            last = now
+            doc = services.documents.get(doc_id)
+            yield WriteUpdate(render_document(services, doc, pending), status, fraction, doc_id)
+    doc = services.documents.get(doc_id)
+    yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, finished=True)
+
+
+
+DOCUMENT_HEADERS = ["Title", "Updated", "Status", "Words", "Id"]
+
+
+def list_documents(services: Any, owner: str) -> list[list[Any]]:
+    """The owner's documents, newest first, as table rows."""
+    return [[row.title, row.updated_at[:16].replace("T", " "), row.status, row.words, row.id]
+            for row in services.documents.list(owner=owner, limit=200)]
+
+
+def duplicate_document(services: Any, doc_id: str, owner: str) -> Document:
+    """A copy of one of the owner's documents, owned by them."""
+    owned_document(services, doc_id, owner)
+    return services.documents.duplicate(doc_id, owner=owner)
+
+
+def delete_document(services: Any, doc_id: str, owner: str, confirmed: bool) -> None:
+    """Delete one of the owner's documents, only once the person has confirmed."""
+    doc = owned_document(services, doc_id, owner)
+    if not confirmed:
+        raise InputError(f"tick 'Yes, delete' to delete \"{doc.title}\": this cannot be undone")
+    services.documents.delete(doc_id)
+
+
+def share_link(services: Any, doc_id: str, owner: str, base_url: str) -> str:
+    """The public read-only link of one of the owner's documents (created on first share)."""
+    owned_document(services, doc_id, owner)
+    token = services.shares.share(doc_id)
+    return f"{base_url.rstrip('/')}/a/{token}"
+
+
+def revoke_link(services: Any, doc_id: str, owner: str) -> None:
+    """Stop sharing: the link answers 404 from now on."""
+    owned_document(services, doc_id, owner)
+    services.shares.revoke(doc_id)
+
+
+def image_slots(doc: Document) -> list[tuple[str, int]]:
+    """(label, block id) for each image block, for the slot picker."""
+    return [(f"Image {number}: {block.caption[:60]}", block.id)
+            for number, block in enumerate(doc.image_blocks, start=1)]
+
+
+def candidate_gallery(services: Any, doc: Document, block_id: Any) -> list[tuple[str, str]]:
+    """(file path, caption) of an image block's candidates; the chosen one is marked ✓."""
+    block = next((b for b in doc.image_blocks if b.id == _whole("image slot", block_id)), None)
+    if block is None:
+        raise NotFoundError(f"document {doc.id} has no image block {block_id}")
+    items = []
+    for candidate in block.candidates:
+        try:
+            path = str(services.images.path(candidate.image_id))
+        except NotFoundError:
+            continue  # deleted from the library since
+        mark = "✓ " if candidate.image_id == block.image_id else ""
+        items.append((path, f"{mark}{candidate.caption[:80]} ({candidate.score:.2f})"))
+    return items
+
+
+def swap_image(services: Any, doc_id: str, owner: str, block_id: Any, index: int,
+               version: int | None) -> Document:
+    """Show candidate `index` in an image block; refused if the document changed meanwhile."""
+    doc = owned_document(services, doc_id, owner)
+    block = next((b for b in doc.image_blocks if b.id == _whole("image slot", block_id)), None)
+    if block is None:
+        raise NotFoundError(f"document {doc_id} has no image block {block_id}")
+    live = [c for c in block.candidates if _exists(services, c.image_id)]
+    if not 0 <= index < len(live):
+        raise InputError(f"candidate {index + 1} does not exist: this image has {len(live)}")
+    services.documents.update_block(block.id, image_id=live[index].image_id,
+                                    expected_version=version)
+    return services.documents.get(doc_id)
+
+
+def _exists(services: Any, image_id: str) -> bool:
+    try:
+        services.images.get(image_id)
+        return True
+    except NotFoundError:
+        return False

@@ -1,0 +1,324 @@
+"""The Gradio layout: components and the wiring of events to the handlers in ui/handlers.py.
+
+Per-browser state only: the owner key lives in the browser (encrypted localStorage), the open
+document in a gr.State, and the stop flags of running compositions in a JobFlags object that
+belongs to this Blocks (keyed by Gradio's session hash). Model work goes through Gradio's
+queue under one concurrency id, so people wait in line instead of crashing each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import gradio as gr
+
+from composer.types import ComposerError, Document
+from models.registry import spaces_gpu
+from ui import handlers as h
+from ui.i18n import t
+
+IMAGE_CHOICES = ["auto"] + [str(n) for n in range(1, 16)]
+CSS = """
+#xc-article{min-height:12rem;padding:1rem 0}
+#xc-status{min-height:1.5rem;color:#555}
+"""
+
+
+class JobFlags:
+    """Stop flags of running compositions, one per browser session."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str) -> threading.Event:
+        with self._lock:
+            flag = self._flags[session] = threading.Event()
+            return flag
+
+    def stop(self, session: str) -> bool:
+        with self._lock:
+            flag = self._flags.get(session)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def finish(self, session: str, flag: threading.Event) -> None:
+        with self._lock:
+            if self._flags.get(session) is flag:
+                del self._flags[session]
+
+
+def _user(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) if request is not None else None
+
+
+def _fail(error: Exception) -> gr.Error:
+    return gr.Error(str(error), print_exception=False)
+
+
+def build_ui(services: Any, secret: str, model_concurrency: int = 1) -> gr.Blocks:
+    """The whole browser UI; `secret` encrypts the owner key kept in the browser."""
+    flags = JobFlags()
+    with gr.Blocks(title="Interleaved Composer") as demo:
+        owner_key = gr.BrowserState(None, storage_key="xc-owner-key", secret=secret)
+        doc_state = gr.State(None)  # {"id": ..., "version": ...} of the open document
+        gr.Markdown(f"## {t('title')}\n{t('subtitle')}")
+        with gr.Tabs() as tabs:
+            with gr.Tab(t("compose"), id="compose"):
+                c = _compose_tab()
+            with gr.Tab(t("documents"), id="documents"):
+                d = _documents_tab()
+
+        demo.load(h.new_owner_key, inputs=owner_key, outputs=owner_key)
+        _wire_compose(services, flags, c, owner_key, doc_state, model_concurrency)
+        _wire_documents(services, c, d, owner_key, doc_state, tabs)
+    demo.css = CSS
+    return demo
+
+
+def _compose_tab() -> dict[str, Any]:
+    c: dict[str, Any] = {}
+    c["instruction"] = gr.Textbox(label=t("instruction"), placeholder=t("instruction_hint"),
+                                  lines=2, elem_id="xc-instruction")
+    with gr.Accordion(t("material"), open=False):
+        c["material"] = gr.Textbox(label=t("material"), placeholder=t("material_hint"), lines=6)
+    with gr.Row():
+        c["language"] = gr.Radio(["en", "zh"], value="en", label=t("language"))
+        c["words"] = gr.Slider(50, 10000, value=800, step=50, label=t("words"))
+        c["images"] = gr.Dropdown(IMAGE_CHOICES, value="auto", label=t("images"))
+        c["text_only"] = gr.Checkbox(False, label=t("text_only"))
+        c["seed"] = gr.Number(0, precision=0, label=t("seed"), minimum=0)
+    with gr.Accordion(t("decoding"), open=False):
+        with gr.Row():
+            c["sample"] = gr.Checkbox(False, label=t("sample"))
+            c["temperature"] = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label=t("temperature"))
+            c["top_p"] = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label=t("top_p"))
+            c["repetition_penalty"] = gr.Slider(1.0, 2.0, value=1.1, step=0.05,
+                                                label=t("repetition_penalty"))
+            c["beams"] = gr.Slider(1, 6, value=1, step=1, label=t("beams"))
+            c["max_tokens"] = gr.Slider(64, 4096, value=1024, step=64, label=t("max_tokens"))
+            c["selection"] = gr.Radio(["score", "model"], value="score", label=t("selection"))
+    with gr.Row():
+        c["plan"] = gr.Button(t("plan"), elem_id="xc-plan")
+        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write")
+        c["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-stop")
+    with gr.Accordion(t("outline"), open=True):
+        c["title"] = gr.Textbox(label=t("article_title"), elem_id="xc-title")
+        c["outline"] = gr.Dataframe(headers=h.OUTLINE_HEADERS, datatype=["str", "str", "number"],
+                                    col_count=(3, "fixed"), row_count=(0, "dynamic"),
+                                    interactive=True, elem_id="xc-outline")
+        with gr.Row():
+            c["row"] = gr.Number(1, precision=0, label=t("row"), minimum=1)
+            c["up"] = gr.Button(t("up"), size="sm")
+            c["down"] = gr.Button(t("down"), size="sm")
+            c["remove"] = gr.Button(t("remove"), size="sm")
+            c["add"] = gr.Button(t("add"), size="sm")
+            c["clear"] = gr.Button(t("clear_outline"), size="sm")
+    c["status"] = gr.Markdown(elem_id="xc-status")
+    c["article"] = gr.HTML(elem_id="xc-article")
+    with gr.Row():
+        c["share"] = gr.Button(t("share"), size="sm", elem_id="xc-share")
+        c["revoke"] = gr.Button(t("revoke"), size="sm", elem_id="xc-revoke")
+        c["link"] = gr.Textbox(label=t("share_link"), interactive=False, elem_id="xc-link",
+                               buttons=["copy"])
+    with gr.Accordion(t("images_panel"), open=True):
+        c["slot"] = gr.Dropdown([], label=t("slot"), elem_id="xc-slot")
+        c["gallery"] = gr.Gallery(columns=4, height=220, allow_preview=False,
+                                  elem_id="xc-gallery")
+    return c
+
+
+def _documents_tab() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["refresh"] = gr.Button(t("refresh"), size="sm")
+    d["table"] = gr.Dataframe(headers=h.DOCUMENT_HEADERS, interactive=False,
+                              label=t("your_documents"), elem_id="xc-documents")
+    with gr.Row():
+        d["selected"] = gr.Textbox(label=t("selected"), elem_id="xc-selected")
+        d["open"] = gr.Button(t("open"), size="sm", elem_id="xc-open")
+        d["duplicate"] = gr.Button(t("duplicate"), size="sm")
+        d["confirm"] = gr.Checkbox(False, label=t("confirm_delete"))
+        d["delete"] = gr.Button(t("delete"), size="sm", variant="stop")
+    return d
+
+
+OPTION_KEYS = ["language", "words", "images", "text_only", "seed", "sample", "temperature",
+               "top_p", "repetition_penalty", "beams", "max_tokens", "selection"]
+
+
+def _options(values: list[Any]) -> h.ComposeOptions:
+    return h.ComposeOptions(**dict(zip(OPTION_KEYS, values)))
+
+
+def _doc_outputs(services: Any, doc: Document) -> tuple[Any, ...]:
+    """What the compose view shows for an open document: html, state, slot choices, link."""
+    slots = h.image_slots(doc)
+    state = {"id": doc.id, "version": doc.version}
+    return (h.render_document(services, doc), state,
+            gr.update(choices=slots, value=slots[0][1] if slots else None))
+
+
+def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: Any,
+                  doc_state: Any, concurrency: int) -> None:
+    options = [c[key] for key in OPTION_KEYS]
+
+    @spaces_gpu
+    def plan(instruction: str, material: str, *values: Any):
+        try:
+            return h.plan_outline(services, instruction, material, _options(list(values)))
+        except ComposerError as error:
+            raise _fail(error)
+
+    c["plan"].click(plan, [c["instruction"], c["material"], *options], [c["title"], c["outline"]],
+                    concurrency_id="model", concurrency_limit=concurrency, api_name="plan")
+
+    @spaces_gpu
+    def write(instruction: str, material: str, title: str, outline_rows: Any, key: str | None,
+              *values: Any, request: gr.Request = None, progress=gr.Progress()):
+        try:
+            owner = h.owner_id(key, _user(request))
+            compose_request = h.build_request(instruction, material, _options(list(values)))
+            edited = h.outline_from_rows(title or instruction, outline_rows)
+            outline = edited if edited.sections else None
+        except ComposerError as error:
+            raise _fail(error)
+        session = getattr(request, "session_hash", None) or "direct"
+        flag = flags.start(session)
+        try:
+            for update in h.write_article(services, compose_request, outline, owner, flag):
+                progress(update.fraction, desc=update.status)
+                doc = services.documents.get(update.document_id)
+                yield (update.html, update.status, {"id": doc.id, "version": doc.version},
+                       gr.update(choices=h.image_slots(doc)))
+        except ComposerError as error:
+            raise _fail(error)
+        finally:
+            flags.finish(session, flag)
+
+    c["write"].click(write, [c["instruction"], c["material"], c["title"], c["outline"], owner_key,
+                             *options], [c["article"], c["status"], doc_state, c["slot"]],
+                     concurrency_id="model", concurrency_limit=concurrency, api_name="write")
+
+    def stop(request: gr.Request = None):
+        flags.stop(getattr(request, "session_hash", None) or "direct")
+
+    c["stop"].click(stop, None, None, queue=False, api_name="stop")
+    _wire_outline_editing(c)
+    _wire_sharing_and_images(services, c, owner_key, doc_state)
+
+
+def _wire_outline_editing(c: dict[str, Any]) -> None:
+    def move(rows: Any, number: Any, offset: int):
+        try:
+            return h.move_row(rows, number, offset)
+        except ComposerError as error:
+            raise _fail(error)
+
+    def remove(rows: Any, number: Any):
+        rows = h.move_row(rows, 1, 0) if rows is not None and len(rows) else []
+        index = int(number or 0) - 1
+        if not 0 <= index < len(rows):
+            raise gr.Error(f"row {index + 1} does not exist: rows are 1..{len(rows)}")
+        return rows[:index] + rows[index + 1:]
+
+    def add(rows: Any):
+        rows = h.move_row(rows, 1, 0) if rows is not None and len(rows) else []
+        return rows + [["New section", "", 200]]
+
+    c["up"].click(lambda rows, n: move(rows, n, -1), [c["outline"], c["row"]], c["outline"])
+    c["down"].click(lambda rows, n: move(rows, n, +1), [c["outline"], c["row"]], c["outline"])
+    c["remove"].click(remove, [c["outline"], c["row"]], c["outline"])
+    c["add"].click(add, c["outline"], c["outline"])
+    c["clear"].click(lambda: ("", []), None, [c["title"], c["outline"]])
+
+
+def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_key: Any,
+                             doc_state: Any) -> None:
+    def share(key: str | None, state: dict | None, request: gr.Request = None):
+        try:
+            owner = h.owner_id(key, _user(request))
+            base = str(request.request.base_url) if request and request.request else ""
+            return h.share_link(services, (state or {}).get("id"), owner, base)
+        except ComposerError as error:
+            raise _fail(error)
+
+    def revoke(key: str | None, state: dict | None, request: gr.Request = None):
+        try:
+            h.revoke_link(services, (state or {}).get("id"), h.owner_id(key, _user(request)))
+            return ""
+        except ComposerError as error:
+            raise _fail(error)
+
+    def show_candidates(key: str | None, state: dict | None, slot: Any,
+                        request: gr.Request = None):
+        if not state or slot is None:
+            return []
+        try:
+            doc = h.owned_document(services, state["id"], h.owner_id(key, _user(request)))
+            return h.candidate_gallery(services, doc, slot)
+        except ComposerError as error:
+            raise _fail(error)
+
+    def swap(key: str | None, state: dict | None, slot: Any, event: gr.SelectData,
+             request: gr.Request = None):
+        try:
+            doc = h.swap_image(services, (state or {}).get("id"), h.owner_id(key, _user(request)),
+                               slot, event.index, (state or {}).get("version"))
+        except ComposerError as error:
+            raise _fail(error)
+        html, new_state, _ = _doc_outputs(services, doc)
+        return html, new_state, h.candidate_gallery(services, doc, slot)
+
+    c["share"].click(share, [owner_key, doc_state], c["link"], api_name="share")
+    c["revoke"].click(revoke, [owner_key, doc_state], c["link"], api_name="revoke")
+    c["slot"].change(show_candidates, [owner_key, doc_state, c["slot"]], c["gallery"])
+    c["gallery"].select(swap, [owner_key, doc_state, c["slot"]],
+                        [c["article"], doc_state, c["gallery"]])
+
+
+def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_key: Any,
+                    doc_state: Any, tabs: Any) -> None:
+    def refresh(key: str | None, request: gr.Request = None):
+        if not key and not _user(request):
+            return []
+        return h.list_documents(services, h.owner_id(key, _user(request)))
+
+    def select(event: gr.SelectData, rows: Any):
+        rows = rows.values.tolist() if hasattr(rows, "values") else rows
+        return rows[event.index[0]][4] if rows and event.index else ""
+
+    def open_doc(key: str | None, doc_id: str, request: gr.Request = None):
+        try:
+            doc = h.owned_document(services, doc_id.strip(), h.owner_id(key, _user(request)))
+        except ComposerError as error:
+            raise _fail(error)
+        html, state, slots = _doc_outputs(services, doc)
+        return html, state, slots, doc.title, "", gr.Tabs(selected="compose")
+
+    def duplicate(key: str | None, doc_id: str, request: gr.Request = None):
+        try:
+            owner = h.owner_id(key, _user(request))
+            copy = h.duplicate_document(services, doc_id.strip(), owner)
+            return h.list_documents(services, owner), copy.id
+        except ComposerError as error:
+            raise _fail(error)
+
+    def delete(key: str | None, doc_id: str, confirmed: bool, request: gr.Request = None):
+        try:
+            owner = h.owner_id(key, _user(request))
+            h.delete_document(services, doc_id.strip(), owner, confirmed)
+            return h.list_documents(services, owner), "", False
+        except ComposerError as error:
+            raise _fail(error)
+
+    d["refresh"].click(refresh, owner_key, d["table"], api_name="documents")
+    owner_key.change(refresh, owner_key, d["table"])
+    d["table"].select(select, d["table"], d["selected"])
+    d["open"].click(open_doc, [owner_key, d["selected"]],
+                    [c["article"], doc_state, c["slot"], c["title"], c["status"], tabs])
+    d["duplicate"].click(duplicate, [owner_key, d["selected"]], [d["table"], d["selected"]])
+    d["delete"].click(delete, [owner_key, d["selected"], d["confirm"]],
+                      [d["table"], d["selected"], d["confirm"]])

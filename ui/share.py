@@ -1,0 +1,156 @@
+"""Public read-only share pages: /a/{token}, /a/{token}.md and the images they show.
+
+Strangers open these pages, so they are plain server-rendered HTML (no Gradio, no script),
+carry a Content-Security-Policy that forbids script, escape every piece of text, and are
+cached per (token, document version): a request costs one small indexed query when nothing
+changed. Unknown and revoked tokens answer a 404 page.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from sqlalchemy import select
+
+from composer.export import to_markdown
+from composer.render import ARTICLE_CSS, article_html, first_paragraph
+from composer.types import Document, NotFoundError
+from storage.tables import DocumentRow
+
+SHARE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": SHARE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+CACHE_ENTRIES = 512
+
+PAGE_CSS = """
+body{margin:0;background:#fafaf7}main{padding:2.5rem 1rem 4rem}
+footer{max-width:46rem;margin:0 auto;padding:1rem;color:#888;font:.85rem system-ui,sans-serif;
+border-top:1px solid #e5e5e0}footer a{color:#888}
+"""
+NOT_FOUND_HTML = (
+    '<!doctype html><html><head><meta charset="utf-8"><title>Not found</title>'
+    f'<style>body{{font:1.1rem system-ui,sans-serif;max-width:36rem;margin:4rem auto;'
+    f'padding:0 1rem;color:#333}}</style></head><body><h1>This article is not shared</h1>'
+    "<p>The link is wrong, or its owner stopped sharing it.</p></body></html>"
+)
+
+
+class SharePages:
+    """Renders share pages with a small per-token cache validated by the document version."""
+
+    def __init__(self, services: Any):
+        self.services = services
+        self._cache: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def version_of(self, token: str) -> int | None:
+        """The shared document's version (one indexed query), None if not shared."""
+        if not token or len(token) > 64:
+            return None
+        with self.services.db.engine.connect() as connection:
+            return connection.execute(select(DocumentRow.version)
+                                      .where(DocumentRow.share_token == token)).scalar()
+
+    def page(self, token: str, base_url: str) -> bytes | None:
+        """The page's HTML bytes, from the cache when the document has not changed."""
+        version = self.version_of(token)
+        if version is None:
+            return None
+        with self._lock:
+            cached = self._cache.get(token)
+            if cached and cached[0] == version:
+                self._cache.move_to_end(token)
+                return cached[1]
+        try:
+            doc = self.services.shares.get_shared(token)
+        except NotFoundError:
+            return None
+        body = render_page(doc, token, base_url, self.services.images).encode("utf-8")
+        with self._lock:
+            self._cache[token] = (doc.version, body)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return body
+
+
+def _image_info(store: Any):
+    def info(image_id: str):
+        try:
+            return store.get(image_id)
+        except NotFoundError:
+            return None
+    return info
+
+
+def render_page(doc: Document, token: str, base_url: str, store: Any) -> str:
+    """The standalone share page: article, Open Graph tags, no script anywhere."""
+    base = base_url.rstrip("/")
+    image_url = lambda image_id: f"{base}/a/{token}/img/{image_id}"  # noqa: E731
+    article = article_html(doc, image_url, _image_info(store))
+    title = html.escape(doc.title)
+    description = html.escape(first_paragraph(doc))
+    first_image = next((b.image_id for b in doc.image_blocks if b.image_id), None)
+    og_image = (f'<meta property="og:image" content="{html.escape(image_url(first_image))}">'
+                '<meta name="twitter:card" content="summary_large_image">') if first_image else ""
+    lang = "zh" if doc.language == "zh" else "en"
+    return (
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><meta name=\"description\" content=\"{description}\">"
+        f'<meta property="og:type" content="article"><meta property="og:title" content="{title}">'
+        f'<meta property="og:description" content="{description}">'
+        f'<meta property="og:url" content="{html.escape(f"{base}/a/{token}")}">{og_image}'
+        f"<style>{PAGE_CSS}{ARTICLE_CSS}</style></head><body><main>{article}</main>"
+        f'<footer>Shared from Interleaved Composer · <a href="{html.escape(token)}.md">'
+        "Markdown</a></footer></body></html>"
+    )
+
+
+def build_share_router(services: Any) -> APIRouter:
+    """The FastAPI routes of share pages (mounted by app.py next to the Gradio app)."""
+    router = APIRouter()
+    pages = SharePages(services)
+
+    def not_found() -> HTMLResponse:
+        return HTMLResponse(NOT_FOUND_HTML, status_code=404, headers=SECURITY_HEADERS)
+
+    @router.get("/a/{token}.md")
+    def share_markdown(token: str, request: Request) -> Response:
+        try:
+            doc = services.shares.get_shared(token)
+        except NotFoundError:
+            return not_found()
+        base = str(request.base_url).rstrip("/")
+        text = to_markdown(doc, services.images, lambda e: f"{base}/a/{token}/img/{e.image.id}")
+        filename = f"article-{doc.id[:8]}.md"
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8", headers={
+            **SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @router.get("/a/{token}/img/{image_id}")
+    def share_image(token: str, image_id: str) -> Response:
+        try:
+            doc = services.shares.get_shared(token)
+        except NotFoundError:
+            return not_found()
+        if image_id not in {b.image_id for b in doc.image_blocks}:
+            return not_found()
+        return FileResponse(services.images.path(image_id), headers={
+            **SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
+
+    @router.get("/a/{token}")
+    def share_page(token: str, request: Request) -> Response:
+        body = pages.page(token, str(request.base_url))
+        if body is None:
+            return not_found()
+        return Response(body, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+    return router
