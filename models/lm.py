@@ -1,12 +1,16 @@
 """Language-model backends: the protocol every backend follows, and the local transformers one.
 
-A backend turns chat messages into streamed text under a GenerationConfig.
+A backend turns chat messages into streamed text under a GenerationConfig. torch and
+transformers are imported lazily, inside TransformersLM, so that importing this module (for
+the protocol) stays cheap for the CLI and the UI.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from typing import Iterator, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from composer.types import ChatMessage, GenerationConfig
 
@@ -37,3 +41,301 @@ class LanguageModel(Protocol):
     ) -> Iterator[str]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE_MODES = ("none", "int8")
+MAX_NEW_TOKENS_LIMIT = 4096
+MAX_BEAMS_LIMIT = 6
+DEFAULT_CONTEXT_LENGTH = 2048
+
+
+def check_generation_config(config: GenerationConfig) -> None:
+    """Raise ValueError naming the first decoding setting outside what the backend supports."""
+    _check_whole("max_new_tokens", config.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
+    _check_whole("num_beams", config.num_beams, 1, MAX_BEAMS_LIMIT)
+    _check_whole("top_k", config.top_k, 0, None)
+    _check_whole("no_repeat_ngram_size", config.no_repeat_ngram_size, 0, None)
+    if config.seed is not None:
+        _check_whole("seed", config.seed, 0, 2**63 - 1)
+    if not _is_number(config.temperature) or not 0 < config.temperature < math.inf:
+        raise ValueError(f"temperature is {config.temperature!r}; it must be greater than 0")
+    if not _is_number(config.top_p) or not 0 < config.top_p <= 1:
+        raise ValueError(f"top_p is {config.top_p!r}; it must be in (0, 1]")
+    if not _is_number(config.repetition_penalty) or not 0 < config.repetition_penalty < math.inf:
+        raise ValueError(
+            f"repetition_penalty is {config.repetition_penalty!r}; it must be greater than 0 "
+            "(1.0 means no penalty)"
+        )
+    if isinstance(config.stop, str) or not all(isinstance(s, str) for s in config.stop):
+        raise ValueError(f"stop is {config.stop!r}; it must be a tuple of strings")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _check_whole(name: str, value: object, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        limit = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} is {value}; it must be {limit}")
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other names are returned as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """The torch dtype for a dtype name; "auto" is float32 on the CPU, bf16/fp16 on a GPU."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}: set COMPOSER_DTYPE to one")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def model_context_length(model_config: Any, tokenizer: Any) -> int:
+    """Tokens the model attends to: the config's position limit, capped by the tokenizer's."""
+    length = None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model_config, key, None)
+        if isinstance(value, int) and value > 0:
+            length = value
+            break
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+        length = min(length or tokenizer_limit, tokenizer_limit)
+    return length or DEFAULT_CONTEXT_LENGTH
+
+
+class TransformersLM:
+    """A LanguageModel running a Hugging Face causal LM in this process.
+
+    source: a hub id or a local folder (loaded with local_files_only); gguf_file: a .gguf file
+    inside it (transformers de-quantizes it at load, slow: prefer a converted folder).
+    dtype: "auto" | "float32" | "bfloat16" | "float16". device: "auto" (accelerate's
+    device_map="auto" when CUDA is available, else the CPU) or a torch device name.
+    quantize: "int8" (weight-only int8 linear layers, CPU only; ~1.6x faster decoding of a
+    small model) or "none". threads: torch CPU threads (None leaves torch's choice).
+    context_length: overrides the model's own limit (prompt plus reply tokens).
+
+    Greedy and sampled decoding run in the caller's thread, token by token (models.generate);
+    beam search (num_beams > 1) runs `model.generate` and yields the reply once.
+    """
+
+    supports_beams = True
+
+    def __init__(self, source: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
+                 device: str = "auto", quantize: str = "none", threads: int | None = None,
+                 context_length: int | None = None, name: str | None = None) -> None:
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize {quantize!r} is not one of {QUANTIZE_MODES}: set "
+                             "COMPOSER_QUANTIZE to one")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads is {threads}; it must be at least 1 (or unset)")
+        if context_length is not None and context_length < 2:
+            raise ValueError(f"context_length is {context_length}; it must be at least 2")
+        self.source = str(source)
+        self.name = name or self.source
+        self.device_name = resolve_device(device)
+        self.quantize = quantize
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.tokenizer, self.model = _load(self.source, gguf_file, dtype, device, self.device_name)
+        if quantize == "int8":
+            from models.int8 import quantize_linears_int8
+
+            quantize_linears_int8(self.model)
+        self.dtype = str(self.model.dtype).removeprefix("torch.")
+        self.context_length = context_length or model_context_length(self.model.config,
+                                                                      self.tokenizer)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` under this model's tokenizer (no special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
+               prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield the reply in pieces; see LanguageModel. Checks the inputs before any work."""
+        check_generation_config(config)
+        if not messages:
+            raise ValueError("messages is empty: give at least one user message")
+        for message in messages:
+            if not isinstance(message.content, str) or not isinstance(message.role, str):
+                raise ValueError(f"message {message!r} must have text role and content")
+        ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
+        return self._stream(ids, config, cancel)
+
+    def _stream(self, ids: list[int], config: GenerationConfig,
+                cancel: threading.Event | None) -> Iterator[str]:
+        import torch
+
+        from models.generate import TextAssembler, generate_tokens
+
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.input_device)
+        if config.num_beams > 1:
+            text = self._beam_reply(input_ids, config, cancel)
+            if text:
+                yield text
+            return
+        assembler = TextAssembler(self.tokenizer, ids, config.stop)
+        for token_id in generate_tokens(self.model, input_ids, config, self.eos_ids, cancel):
+            piece = assembler.push(token_id)
+            if piece:
+                yield piece
+            if assembler.stopped:
+                return
+        if cancel is None or not cancel.is_set():
+            tail = assembler.flush()
+            if tail:
+                yield tail
+
+    def _beam_reply(self, input_ids: Any, config: GenerationConfig,
+                    cancel: threading.Event | None) -> str:
+        """Beam search through model.generate; the whole reply, cut at a stop string."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        from models.generate import CancelCriteria, decode_reply
+
+        options: dict[str, Any] = {
+            "num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens,
+            "do_sample": config.do_sample, "repetition_penalty": config.repetition_penalty,
+            "no_repeat_ngram_size": config.no_repeat_ngram_size, "eos_token_id": self.eos_ids,
+            "pad_token_id": self.eos_ids[0],
+        }
+        if self.tokenizer.pad_token_id is not None:
+            options["pad_token_id"] = self.tokenizer.pad_token_id
+        if config.do_sample:
+            options.update(temperature=config.temperature, top_p=config.top_p,
+                           top_k=config.top_k)
+            if config.seed is not None:
+                torch.manual_seed(config.seed)
+        if cancel is not None:
+            options["stopping_criteria"] = StoppingCriteriaList([CancelCriteria(cancel)])
+        with torch.inference_mode():
+            output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                         **options)
+        reply = output[0, input_ids.shape[1]:].tolist()
+        end = next((i for i, token in enumerate(reply) if token in self.eos_ids), len(reply))
+        return decode_reply(self.tokenizer, input_ids[0].tolist(), reply[:end], config.stop)
+
+    @property
+    def input_device(self) -> Any:
+        """Where input ids go: the device of the input embedding (first shard)."""
+        return self.model.get_input_embeddings().weight.device
+
+    def render(self, messages: list[ChatMessage], prefix: str = "") -> list[int]:
+        """Prompt token ids: the chat template with the generation prompt, then `prefix`.
+
+        A tokenizer without a chat template gets plain "role: content" lines.
+        """
+        if getattr(self.tokenizer, "chat_template", None):
+            chat = [{"role": message.role, "content": message.content} for message in messages]
+            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True,
+                                                      tokenize=False)
+            return self.tokenizer.encode(text + prefix, add_special_tokens=False)
+        lines = "".join(f"{message.role}: {message.content}\n" for message in messages)
+        return self.tokenizer.encode(f"{lines}assistant: {prefix}", add_special_tokens=True)
+
+    def prompt_ids(self, messages: list[ChatMessage], max_new_tokens: int,
+                   prefix: str = "") -> list[int]:
+        """Rendered prompt ids that leave room for max_new_tokens in the context.
+
+        Too long: drop the oldest turns after the system message, then cut the last message
+        from the left, then (if the system message alone is too long) drop it too, and as a
+        last resort keep the prompt's last tokens.
+        """
+        budget = self.context_length - max_new_tokens
+        if budget < 1:
+            raise ValueError(
+                f"max_new_tokens is {max_new_tokens}; it must be below the model's context "
+                f"length {self.context_length} to leave room for the prompt"
+            )
+        ids = self.render(messages, prefix)
+        if len(ids) <= budget:
+            return ids
+        system = [m for m in messages[:1] if m.role == "system"]
+        turns = list(messages[len(system):])
+        while len(turns) > 1:
+            turns.pop(0)
+            ids = self.render(system + turns, prefix)
+            if len(ids) <= budget:
+                return ids
+        for head in (system, []):
+            ids = self._fit_last_message(head, turns[-1] if turns else None, prefix, budget)
+            if len(ids) <= budget:
+                return ids
+        return ids[-budget:]
+
+    def _fit_last_message(self, head: list[ChatMessage], last: ChatMessage | None,
+                          prefix: str, budget: int) -> list[int]:
+        """Cut the last message's text from the left until the prompt fits (a few tries)."""
+        if last is None:
+            return self.render(head, prefix)
+        content = last.content
+        ids = self.render(head + [last], prefix)
+        for _ in range(4):
+            over = len(ids) - budget
+            if over <= 0 or not content:
+                break
+            tokens = self.tokenizer.encode(content, add_special_tokens=False)
+            content = self.tokenizer.decode(tokens[over + 1:])
+            ids = self.render(head + [ChatMessage(last.role, content)], prefix)
+        return ids
+
+    def __repr__(self) -> str:
+        return (f"TransformersLM({self.source!r}, device={self.device_name!r}, "
+                f"dtype={self.dtype!r}, quantize={self.quantize!r})")
+
+
+def _load(source: str, gguf_file: str | None, dtype: str, device: str,
+          device_name: str) -> tuple[Any, Any]:
+    """Tokenizer and model, in eval mode on their device(s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    options: dict[str, Any] = {}
+    if gguf_file:
+        options["gguf_file"] = gguf_file
+    if Path(source).expanduser().exists():
+        source = str(Path(source).expanduser())
+        options["local_files_only"] = True
+    tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    model_options = dict(options, dtype=resolve_dtype(dtype, device_name))
+    use_device_map = device == "auto" and device_name.startswith("cuda")
+    if use_device_map:
+        model_options["device_map"] = "auto"
+    model = AutoModelForCausalLM.from_pretrained(source, **model_options)
+    if not use_device_map:
+        model.to(device_name)
+    model.eval()
+    return tokenizer, model
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a reply: the generation config's, the model config's, the tokenizer's."""
+    found: list[int] = []
+    candidates = [getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                  getattr(model.config, "eos_token_id", None), tokenizer.eos_token_id]
+    for value in candidates:
+        for token_id in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(token_id, int) and token_id not in found:
+                found.append(token_id)
+    if not found:
+        raise ValueError("the model defines no end-of-sequence token: give its tokenizer an "
+                         "eos_token")
+    return found

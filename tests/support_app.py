@@ -25,3 +25,51 @@ def services(tmp_path):
     made = make_services(tmp_path / "home")
     yield made
     made.db.dispose()
+
+
+class LiveServer:
+    """The real app (FastAPI + Gradio) served by uvicorn on a loopback port, in a thread."""
+
+    def __init__(self, services: Services):
+        import socket
+        import threading
+
+        import uvicorn
+
+        from app import create_app
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(services), host="127.0.0.1", port=self.port,
+                                log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        import time
+        import urllib.request
+
+        self.thread.start()
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the app did not start within 10 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory):
+    """One running app per test module, on the scripted model (20 ms a word, so it streams)."""
+    services = make_services(tmp_path_factory.mktemp("live") / "home",
+                             lm=ScriptedLM(delay=0.002))
+    with LiveServer(services) as server:
+        server.services = services
+        yield server

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from composer.render import article_html
+from composer.validation import check_request
 from composer.types import (
     ComposeRequest,
     Document,
@@ -85,7 +86,7 @@ def _whole(name: str, value: Any) -> int:
 
 
 def build_request(instruction: str, material: str, options: ComposeOptions) -> ComposeRequest:
-    """A ComposeRequest from the form (the composer checks every limit)."""
+    """A ComposeRequest from the form, checked against every limit (InputError)."""
     images = None if str(options.images).lower() in ("auto", "automatic", "") else _whole(
         "images", options.images)
     generation = GenerationConfig(
@@ -94,12 +95,14 @@ def build_request(instruction: str, material: str, options: ComposeOptions) -> C
         repetition_penalty=float(options.repetition_penalty),
         num_beams=_whole("beams", options.beams), seed=_whole("seed", options.seed),
     )
-    return ComposeRequest(
+    request = ComposeRequest(
         instruction=instruction or "", language=options.language,
         target_words=_whole("target words", options.words), images=images,
         text_only=bool(options.text_only), seed=_whole("seed", options.seed),
         selection=options.selection, material=material or "", generation=generation,
     )
+    check_request(request)
+    return request
 
 
 def outline_rows(outline: Outline) -> list[list[Any]]:
@@ -119,9 +122,9 @@ def outline_from_rows(title: str, rows: Any) -> Outline:
         points = [p.strip() for p in cells[1].replace("；", ";").split(";") if p.strip()]
         words = _whole(f"section {number} words", cells[2] or 0)
         sections.append(SectionPlan(title=cells[0], key_points=points, words=words))
-    if not title or not title.strip():
+    if sections and not (title or "").strip():
         raise InputError("the article title is empty: give it a title")
-    return Outline(title=title.strip(), sections=sections)
+    return Outline(title=(title or "").strip(), sections=sections)
 
 
 def move_row(rows: Any, number: Any, offset: int) -> list[list[Any]]:

@@ -13,13 +13,15 @@ from typing import Any
 
 import gradio as gr
 
+from composer.render import ARTICLE_CSS
 from composer.types import ComposerError, Document
-from models.registry import spaces_gpu
+from ui.spaces import spaces_gpu
 from ui import handlers as h
 from ui.i18n import t
 
 IMAGE_CHOICES = ["auto"] + [str(n) for n in range(1, 16)]
-CSS = """
+CSS = ARTICLE_CSS + """
+#xc-heading p{font-size:1.6rem;font-weight:700;margin:0}
 #xc-article{min-height:12rem;padding:1rem 0}
 #xc-status{min-height:1.5rem;color:#555}
 """
@@ -65,12 +67,14 @@ def build_ui(services: Any, secret: str, model_concurrency: int = 1) -> gr.Block
     with gr.Blocks(title="Interleaved Composer") as demo:
         owner_key = gr.BrowserState(None, storage_key="xc-owner-key", secret=secret)
         doc_state = gr.State(None)  # {"id": ..., "version": ...} of the open document
-        gr.Markdown(f"## {t('title')}\n{t('subtitle')}")
+        gr.Markdown(t("title"), elem_id="xc-heading")
+        gr.Markdown(t("subtitle"))
         with gr.Tabs() as tabs:
             with gr.Tab(t("compose"), id="compose"):
                 c = _compose_tab()
-            with gr.Tab(t("documents"), id="documents"):
+            with gr.Tab(t("documents"), id="documents") as documents_tab:
                 d = _documents_tab()
+                d["tab"] = documents_tab
 
         demo.load(h.new_owner_key, inputs=owner_key, outputs=owner_key)
         _wire_compose(services, flags, c, owner_key, doc_state, model_concurrency)
@@ -108,7 +112,7 @@ def _compose_tab() -> dict[str, Any]:
     with gr.Accordion(t("outline"), open=True):
         c["title"] = gr.Textbox(label=t("article_title"), elem_id="xc-title")
         c["outline"] = gr.Dataframe(headers=h.OUTLINE_HEADERS, datatype=["str", "str", "number"],
-                                    col_count=(3, "fixed"), row_count=(0, "dynamic"),
+                                    column_count=(3, "fixed"), row_count=(0, "dynamic"),
                                     interactive=True, elem_id="xc-outline")
         with gr.Row():
             c["row"] = gr.Number(1, precision=0, label=t("row"), minimum=1)
@@ -141,7 +145,7 @@ def _documents_tab() -> dict[str, Any]:
         d["open"] = gr.Button(t("open"), size="sm", elem_id="xc-open")
         d["duplicate"] = gr.Button(t("duplicate"), size="sm")
         d["confirm"] = gr.Checkbox(False, label=t("confirm_delete"))
-        d["delete"] = gr.Button(t("delete"), size="sm", variant="stop")
+        d["delete"] = gr.Button(t("delete"), size="sm", variant="stop", elem_id="xc-delete")
     return d
 
 
@@ -181,7 +185,7 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
         try:
             owner = h.owner_id(key, _user(request))
             compose_request = h.build_request(instruction, material, _options(list(values)))
-            edited = h.outline_from_rows(title or instruction, outline_rows)
+            edited = h.outline_from_rows(title, outline_rows)
             outline = edited if edited.sections else None
         except ComposerError as error:
             raise _fail(error)
@@ -191,8 +195,10 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
             for update in h.write_article(services, compose_request, outline, owner, flag):
                 progress(update.fraction, desc=update.status)
                 doc = services.documents.get(update.document_id)
+                slots = h.image_slots(doc)
+                first = slots[0][1] if slots and update.finished else None
                 yield (update.html, update.status, {"id": doc.id, "version": doc.version},
-                       gr.update(choices=h.image_slots(doc)))
+                       gr.update(choices=slots, value=first))
         except ComposerError as error:
             raise _fail(error)
         finally:
@@ -312,10 +318,12 @@ def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_k
             h.delete_document(services, doc_id.strip(), owner, confirmed)
             return h.list_documents(services, owner), "", False
         except ComposerError as error:
-            raise _fail(error)
+            gr.Warning(str(error))  # a toast; the table and the tick stay usable
+            return gr.skip(), gr.skip(), gr.skip()
 
     d["refresh"].click(refresh, owner_key, d["table"], api_name="documents")
     owner_key.change(refresh, owner_key, d["table"])
+    d["tab"].select(refresh, owner_key, d["table"])
     d["table"].select(select, d["table"], d["selected"])
     d["open"].click(open_doc, [owner_key, d["selected"]],
                     [c["article"], doc_state, c["slot"], c["title"], c["status"], tabs])

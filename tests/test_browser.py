@@ -1,0 +1,93 @@
+"""A real browser (Debian's headless Chromium via Playwright) composes, shares and opens the link.
+
+Screenshots go to artifacts/screenshots/ (kept for people to look at).
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support_app import live_app  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian's chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_compose_share_and_open_the_link(live_app, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(live_app.url + "/")
+    page.fill("#xc-instruction textarea", "Harbors <script>window.pwned=1</script> of the north")
+    page.click("#xc-write")
+    page.wait_for_function(
+        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    article = page.locator("#xc-article")
+    assert article.locator("h1").inner_text() == "Harbors <script>window.pwned=1</script> of the north"
+    assert article.locator("figure img").count() >= 1
+    assert page.evaluate("window.pwned") is None
+    page.screenshot(path=str(SHOTS / "compose_done.png"), full_page=True)
+
+    page.click("#xc-share")
+    page.wait_for_function("document.querySelector('#xc-link textarea, #xc-link input')?.value"
+                           ".includes('/a/')", timeout=20_000)
+    link = page.locator("#xc-link textarea, #xc-link input").first.input_value()
+    shared = browser.new_page(viewport={"width": 1000, "height": 1200})
+    response = shared.goto(link)
+    assert response.status == 200
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert shared.locator("h1").inner_text().startswith("Harbors <script>")
+    assert shared.evaluate("window.pwned") is None
+    images = shared.locator("figure img")
+    assert images.count() >= 1
+    for source in shared.evaluate("Array.from(document.images).map(i => i.src)"):
+        assert shared.request.get(source).status == 200
+    shared.screenshot(path=str(SHOTS / "share_page.png"), full_page=True)
+
+    page.click("#xc-revoke")
+    page.wait_for_timeout(1000)
+    assert shared.goto(link).status == 404
+    shared.screenshot(path=str(SHOTS / "share_revoked.png"))
+
+
+def test_documents_view_lists_opens_and_deletes(live_app, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live_app.url + "/")
+    page.fill("#xc-instruction textarea", "Mountain bridges")
+    page.click("label:has-text('Text only')")
+    page.click("#xc-write")
+    page.wait_for_function(
+        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    page.click("button[role='tab']:has-text('Documents')")
+    row = page.locator("#xc-documents >> text='Mountain bridges' >> visible=true").first
+    row.wait_for(timeout=20_000)
+    row.click()
+    page.wait_for_function("document.querySelector('#xc-selected textarea, #xc-selected input')"
+                           "?.value.length === 32", timeout=10_000)
+    page.screenshot(path=str(SHOTS / "documents.png"), full_page=True)
+    page.click("#xc-open")
+    page.wait_for_function("document.querySelector('#xc-article h1')?.innerText === "
+                           "'Mountain bridges'", timeout=10_000)
+    page.click("button[role='tab']:has-text('Documents')")
+    page.locator("#xc-documents >> text='Mountain bridges' >> visible=true").first.click()
+    page.click("#xc-delete")
+    page.wait_for_selector("text=tick 'Yes, delete'", timeout=10_000)  # refused without the tick
+    page.screenshot(path=str(SHOTS / "delete_needs_confirmation.png"))
+    page.click("label:has-text('Yes, delete')")
+    page.click("#xc-delete")
+    page.locator("#xc-documents >> text='Mountain bridges' >> visible=true").wait_for(
+        state="detached", timeout=10_000)

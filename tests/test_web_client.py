@@ -1,0 +1,59 @@
+"""The launched app driven over HTTP: gradio_client composes end to end; share pages serve."""
+
+import urllib.error
+import urllib.request
+
+import pytest
+from gradio_client import Client
+
+from tests.support_app import live_app  # noqa: F401
+
+KEY = "client-owner-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def client(live_app):
+    return Client(live_app.url + "/", verbose=False)
+
+
+def test_compose_through_the_api_saves_for_the_key_and_shares(live_app, client):
+    html, status, slots = client.predict(
+        "Harbors of the north", "", "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
+        1.1, 1, 1024, "score", api_name="/write")
+    assert status == "Done"
+    assert html.count("<figure>") == 2 and "Harbors of the north" in html
+    rows = client.predict(KEY, api_name="/documents")["data"]
+    assert len(rows) == 1 and rows[0][0] == "Harbors of the north" and rows[0][2] == "done"
+    doc_id = rows[0][4]
+    assert client.predict("another-owner-key-0123456789abcdefgh",
+                          api_name="/documents")["data"] == []
+    link = client.predict(KEY, {"id": doc_id, "version": 0}, api_name="/share")
+    assert link.startswith(live_app.url + "/a/")
+    page = urllib.request.urlopen(link).read().decode()
+    assert "<h1>Harbors of the north</h1>" in page and page.count("<img") == 2
+    client.predict(KEY, {"id": doc_id, "version": 0}, api_name="/revoke")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(link)
+    assert error.value.code == 404
+
+
+def test_bad_input_is_an_error_message_not_a_crash(client):
+    with pytest.raises(Exception, match="instruction is empty"):
+        client.predict("   ", "", "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
+                       1.1, 1, 1024, "score", api_name="/write")
+
+
+def test_plan_returns_an_editable_outline(client):
+    title, table = client.predict("Lighthouses", "", "en", 800, "auto", False, 0, False, 0.7,
+                                  0.8, 1.1, 1, 1024, "score", api_name="/plan")
+    assert title == "Lighthouses"
+    assert [row[2] for row in table["data"]] and sum(row[2] for row in table["data"]) == 800
+
+
+def test_media_serves_library_images_and_rejects_bad_ids(live_app):
+    image = live_app.services.images.list()[0]
+    data = urllib.request.urlopen(f"{live_app.url}/media/{image.id}").read()
+    assert data == live_app.services.images.path(image.id).read_bytes()
+    for bad in ("../../etc/passwd", "0" * 64, "xyz"):
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{live_app.url}/media/{bad}")
