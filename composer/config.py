@@ -12,8 +12,9 @@ Environment variables (all optional):
   COMPOSER_GGUF_FILE    a .gguf file name inside COMPOSER_MODEL (id or folder), if any.
   COMPOSER_DEVICE       "cpu", "cuda", "auto" (accelerate's device_map) ... Default: auto.
   COMPOSER_DTYPE        "auto", "float32", "bfloat16", "float16". Default: auto.
-  COMPOSER_QUANTIZE     "int8" (dynamic int8 linear layers on the CPU) or "none".
-                        Default: int8 for the embedded model on the CPU, none otherwise.
+  COMPOSER_QUANTIZE     "int4" (weights in groups of 32, like the GGUF file), "int8" (one
+                        scale per row) or "none"; activations stay floating point (CPU only).
+                        Default "auto": int4 for the embedded model on the CPU, else none.
   COMPOSER_EMBEDDER     "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or a model id/path.
   COMPOSER_THREADS      torch CPU threads. Default: torch's own choice.
   COMPOSER_HOST, COMPOSER_PORT   where app.py listens. Default: 127.0.0.1:7860

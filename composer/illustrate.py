@@ -74,6 +74,19 @@ def fallback_caption(paragraph: str, language: str) -> str:
     return " ".join(first.split()[:20])
 
 
+_META_WORDS = re.compile(r"\b(paragraph|article|section|caption|sentence)\b|段落|文章|描述", re.I)
+
+
+def usable_caption(caption: str, chosen: list[str], language: str, title: str = "") -> bool:
+    """False for captions that describe the prompt instead of a picture, repeat an earlier
+    caption or the article title (small models often echo it)."""
+    long_enough = len(caption) >= 4 if language == "zh" else len(caption.split()) >= 3
+    echoes = {c.lower().strip(" .") for c in chosen} | {title.lower().strip(" .")}
+    return (long_enough and not _META_WORDS.search(caption)
+            and caption.lower().strip(" .") not in echoes
+            and not caption.lower().startswith(("in conclusion", "in summary")))
+
+
 class Illustrator:
     """Asks the language model where images go, what they show, and which candidate fits."""
 
@@ -97,16 +110,16 @@ class Illustrator:
             count = min(wanted, MAX_IMAGES, max(1, len(paragraphs) // 2))
         return complete_slots(picks, count, len(paragraphs))
 
-    def caption(self, context: str, chosen: list[str], paragraph: str, language: str,
+    def caption(self, title: str, chosen: list[str], paragraph: str, language: str,
                 config: GenerationConfig, cancel: threading.Event | None = None) -> str:
-        """A one-sentence description of an image for the paragraph ending `context`."""
-        prompt = prompts.caption_prompt(context[-CONTEXT_CHARS:], chosen, language)
+        """A one-sentence description of a photo for `paragraph` (the retrieval query)."""
+        prompt = prompts.caption_prompt(title, paragraph[:CONTEXT_CHARS], chosen, language)
         close = prompts.CAPTION_CLOSE[language]
         reply = collect(self.lm, prompt, config.replace(max_new_tokens=40, stop=(close, "\n")), cancel)
         caption = reply.strip().strip("\"“”").strip()
-        return caption if len(caption.split()) >= 2 or (language == "zh" and len(caption) >= 4) else (
-            fallback_caption(paragraph, language)
-        )
+        if usable_caption(caption, chosen, language, title):
+            return caption
+        return fallback_caption(paragraph, language)
 
     def select(self, candidates: list[ImageCandidate], context: str, mode: str, language: str,
                config: GenerationConfig, cancel: threading.Event | None = None) -> int:

@@ -89,7 +89,7 @@ class Composer:
             yield from self._write(doc, request, outline, config, state, cancel)
             # 4. Place images: slots, captions, candidates, selection.
             if not request.text_only:
-                yield from self._illustrate(doc, request, state, config, cancel)
+                yield from self._illustrate(doc, request, outline.title, state, config, cancel)
             # 5. Done.
             self._store(self.documents.update_meta, doc.id, status="done")
             yield ProgressEvent("done", "Done", words=state.words, fraction=1.0,
@@ -143,7 +143,8 @@ class Composer:
         if not state.paragraphs:
             raise ComposerError("the model wrote no text: try again with another seed or model")
 
-    def _illustrate(self, doc: Document, request: ComposeRequest, state: "_WriteState",
+    def _illustrate(self, doc: Document, request: ComposeRequest, title: str,
+                    state: "_WriteState",
                     config: GenerationConfig, cancel: threading.Event | None,
                     ) -> Iterator[ProgressEvent]:
         paragraphs = [text for text, _ in state.paragraphs]
@@ -163,7 +164,7 @@ class Composer:
             yield ProgressEvent("caption", f"Image {number + 1} of {len(slots)}: describing it",
                                 fraction=share, document_id=doc.id)
             context = "\n\n".join(paragraphs[: slot + 1])
-            caption = self.illustrator.caption(context, captions, paragraphs[slot],
+            caption = self.illustrator.caption(title, captions, paragraphs[slot],
                                                request.language, config, cancel)
             with self.timer.measure("retrieval"):
                 candidates = self.retriever.search(caption, k=CANDIDATES, exclude=used) \

@@ -28,6 +28,9 @@ _FALLBACK_TITLES = {
 _LINE = re.compile(r"^\s*(?:\d{1,2}|[一二三四五六七八九十]+)\s*[.)、．:：]\s*(.+?)\s*$")
 _TITLE_SPLIT = re.compile(r"\s*(?::|：|\s[-–—]\s)\s*")
 _POINT_SPLIT = re.compile(r"\s*[;；,，、]\s*")
+# The format example in the outline prompt, which small models sometimes copy.
+_TEMPLATE_TITLES = {"section title", "部分标题", "title"}
+_TEMPLATE_POINTS = {"first key point", "second key point", "要点一", "要点二"}
 _DECORATION = re.compile(r"[*_#`\"“”《》]+")
 
 
@@ -72,8 +75,9 @@ def parse_outline(text: str, language: str) -> list[SectionPlan]:
         parts = _TITLE_SPLIT.split(body, maxsplit=1)
         title = _shorten(parts[0].strip(" .。"), MAX_SECTION_TITLE_CHARS)
         points = [p.strip(" .。") for p in _POINT_SPLIT.split(parts[1])] if len(parts) > 1 else []
-        if not title or title.lower() in seen:
+        if not title or title.lower() in seen or title.lower() in _TEMPLATE_TITLES:
             continue
+        points = [p for p in points if p.lower() not in _TEMPLATE_POINTS]
         seen.add(title.lower())
         sections.append(SectionPlan(title=title, key_points=[p for p in points if p][:5]))
     return sections

@@ -25,9 +25,10 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
 class TerminalProgress:
     """Prints events: stage lines with a bar on `err`, streamed text on `out`."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, stream_text: bool = True):
-        self.out = out
-        self.err = err
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None,
+                 stream_text: bool = True):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
         self.stream_text = stream_text
         self.started = time.perf_counter()
         self.at_line_start = True

@@ -92,11 +92,13 @@ _SLOTS_PREFIX = {"en": "The paragraphs suitable for images are <Seg", "zh": "适
 
 _CAPTION = {
     "en": (
-        "Article so far:\n{context}\n"
+        "Article: {title}\n"
+        "Paragraph: {paragraph}\n"
         "{chosen}"
-        "Describe, in one short sentence, a photo that would illustrate the last paragraph."
+        "Describe, in one short sentence, a photo that would illustrate this paragraph: "
+        "what it shows, not what the text says."
     ),
-    "zh": "前文：\n{context}\n{chosen}请用一句简短的话描述一张适合为最后一段配图的照片。",
+    "zh": "文章：{title}\n段落：{paragraph}\n{chosen}请用一句简短的话描述一张适合为这段配图的照片：写照片里有什么。",
 }
 _CHOSEN = {
     "en": "Images already placed: {captions}. Describe a different one.\n",
@@ -187,10 +189,14 @@ def slots_prompt(paragraphs: list[str], count: int | None, language: str) -> Pro
     return Prompt([_system(language), ChatMessage("user", user)], _SLOTS_PREFIX[language])
 
 
-def caption_prompt(context: str, chosen: list[str], language: str) -> Prompt:
-    """Ask for a one-sentence image description for the paragraph that ends `context`."""
+def caption_prompt(title: str, paragraph: str, chosen: list[str], language: str) -> Prompt:
+    """Ask for a one-sentence description of a photo for `paragraph` of the article `title`.
+
+    The reference shows the whole article up to the slot; a small model stays on topic far
+    better when shown the title and the one paragraph the image goes with.
+    """
     chosen_text = _CHOSEN[language].format(captions="; ".join(chosen)) if chosen else ""
-    user = _CAPTION[language].format(context=context, chosen=chosen_text)
+    user = _CAPTION[language].format(title=title, paragraph=paragraph, chosen=chosen_text)
     return Prompt([_system(language), ChatMessage("user", user)], _CAPTION_PREFIX[language])
 
 

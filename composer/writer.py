@@ -21,6 +21,8 @@ WORDS_PER_PARAGRAPH = 90
 TOKENS_PER_WORD = {"en": 1.4, "zh": 1.6}
 
 _HEADING = re.compile(r"^\s*(#{1,6}\s+|\*\*[^*]+\*\*\s*$|section\s+\d+\b|第.{1,3}部分)", re.I)
+_LABEL = re.compile(r"^\s*(?:\[[^\]]{1,20}\]\s*)*(?:[\"“]?(?:section title|title|标题)\s*[:：]\s*)?",
+                    re.I)
 _SENTENCE_END = re.compile(r"[.!?。！？…][\"'”’)\]]*")
 
 
@@ -31,7 +33,7 @@ def paragraphs_for(words: int) -> int:
 
 def token_budget(words: int, language: str, cap: int) -> int:
     """max_new_tokens for a section: its word budget in tokens plus slack, never above cap."""
-    return max(16, min(cap, math.ceil(words * TOKENS_PER_WORD[language] * 1.25) + 16))
+    return max(16, min(cap, math.ceil(words * TOKENS_PER_WORD[language] * 1.1) + 16))
 
 
 def previous_window(text: str, limit: int = PREVIOUS_CHARS) -> str:
@@ -52,7 +54,9 @@ def clean_paragraph(text: str, section_title: str) -> str:
         bare = line.strip("#*:：. ").lower()
         if bare == section_title.lower().strip() or _HEADING.match(line):
             continue
-        kept.append(line.lstrip("-•* ").strip())
+        if line.endswith((":", "：")) and len(line.split()) <= 8:
+            continue  # "Here is the full article:" and similar lead-ins
+        kept.append(_LABEL.sub("", line).lstrip("-•* ").strip())
     joined = " ".join(kept)
     return re.sub(r"[ \t]{2,}", " ", joined).strip()
 

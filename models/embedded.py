@@ -28,9 +28,11 @@ CACHE_FOLDER = "smollm2-135m-instruct"
 # Bump when the converted folder's layout changes, so old caches are rebuilt.
 CACHE_FORMAT = 1
 MARKER_FILE = "composer-conversion.json"
-# Weights are stored in bfloat16: half the disk of float32, loads faster, and the values come
-# from a 4-bit GGUF anyway (see bench/bench_model.py and the module docstring of models.int8).
-STORE_DTYPE = "bfloat16"
+# Weights are stored in float16: half the disk of float32 and exact, because the GGUF's
+# 4-bit groups (Q4_1) and 8-bit embedding (Q8_0) de-quantize to values float16 holds
+# (measured: logits identical to the float32 conversion; bfloat16 would round them).
+STORE_DTYPE = "float16"
+FLOAT16_MAX = 65504.0
 STALE_TEMP_SECONDS = 3600
 
 
@@ -115,6 +117,8 @@ def _write_conversion(gguf: Path, folder: Path, dtype: str) -> None:
     config.dtype = dtype
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
+    if dtype == "float16" and _largest_weight(model) > FLOAT16_MAX:
+        dtype = config.dtype = "float32"  # would overflow: keep full precision instead
     model.to(getattr(torch, dtype))
     folder.mkdir(parents=True)
     model.save_pretrained(folder)
@@ -122,6 +126,12 @@ def _write_conversion(gguf: Path, folder: Path, dtype: str) -> None:
     marker = {"format": CACHE_FORMAT, "source": gguf.name, "source_bytes": gguf.stat().st_size,
               "dtype": dtype, "seconds": round(time.perf_counter() - started, 1)}
     (folder / MARKER_FILE).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+
+
+def _largest_weight(model: Any) -> float:
+    """The largest absolute value among the model's weights."""
+    return max(float(tensor.abs().max()) for tensor in model.state_dict().values()
+               if tensor.is_floating_point() and tensor.numel())
 
 
 def _replace_folder(temp: Path, target: Path, gguf: Path) -> None:
@@ -153,14 +163,26 @@ def _remove_stale_temps(target: Path) -> None:
 def load_embedded(settings: Any) -> Any:
     """The embedded model as a TransformersLM, converted and cached on first use.
 
-    settings.quantize "auto" means int8 on the CPU (decodes ~1.6x faster) and none on a GPU.
+    settings.quantize "auto" means int4 on the CPU (decodes ~1.6x faster than float32 and
+    re-finds the GGUF's own 4-bit grid; int8 when torch lacks the int4 kernel) and none on a
+    GPU. See models.quantize for the measurements.
     """
     from models.lm import TransformersLM, resolve_device
 
     folder = ensure_converted(settings.cache_dir)
-    device = resolve_device(settings.device)
-    quantize = settings.quantize
-    if quantize == "auto":
-        quantize = "int8" if device == "cpu" else "none"
     return TransformersLM(folder, dtype=settings.dtype, device=settings.device,
-                          quantize=quantize, threads=settings.threads, name=EMBEDDED_NAME)
+                          quantize=embedded_quantize(settings.quantize,
+                                                     resolve_device(settings.device)),
+                          threads=settings.threads, name=EMBEDDED_NAME)
+
+
+def embedded_quantize(quantize: str, device: str) -> str:
+    """The quantize mode for the embedded model: "auto" -> int4/int8 on the CPU, else none."""
+    if quantize != "auto":
+        return quantize
+    if device != "cpu":
+        return "none"
+    from models.quantize import kernels_available
+
+    return "int4" if kernels_available("int4") else "int8"
+

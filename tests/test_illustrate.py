@@ -53,9 +53,9 @@ def test_choose_slots_auto_falls_back_when_the_model_names_none():
 def test_caption_stops_at_closing_quote_and_falls_back_to_the_paragraph():
     lm = ScriptedLM(replies=['a red lighthouse on a cliff" extra', ""])
     illustrator = Illustrator(lm)
-    assert illustrator.caption("ctx", [], "p", "en", GenerationConfig()) == "a red lighthouse on a cliff"
+    assert illustrator.caption("Coasts", [], "p", "en", GenerationConfig()) == "a red lighthouse on a cliff"
     paragraph = "Boats leave the harbor at dawn. Later they return."
-    assert illustrator.caption("ctx", [], paragraph, "en", GenerationConfig()) == fallback_caption(
+    assert illustrator.caption("Coasts", [], paragraph, "en", GenerationConfig()) == fallback_caption(
         paragraph, "en") == "Boats leave the harbor at dawn."
 
 
@@ -68,3 +68,14 @@ def test_select_by_score_or_by_model_letter():
     assert illustrator.select(candidates, "ctx", "model", "en", GenerationConfig()) == 2
     user = lm.calls[0][0][-1].content
     assert "A. cat" in user and "C. cow" in user
+
+
+def test_captions_about_the_prompt_or_repeated_are_not_used():
+    from composer.illustrate import usable_caption
+
+    assert usable_caption("a lighthouse at dusk", [], "en")
+    assert not usable_caption("The Last Paragraph", [], "en")
+    assert not usable_caption("an image for this article", [], "en")
+    assert not usable_caption("a lighthouse at dusk", ["A lighthouse at dusk"], "en")
+    assert not usable_caption("two", [], "en")
+    assert not usable_caption("The history of tea", [], "en", title="The History of Tea")

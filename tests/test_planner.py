@@ -83,3 +83,9 @@ def test_long_instruction_gets_a_model_title_cut_at_the_closing_quote():
     lm = ScriptedLM(replies=['Tea Across Asia" and some trailing words'])
     request = ComposeRequest("Write a long article about tea.\nCover China and Japan.")
     assert Planner(lm).title(request, GenerationConfig()) == "Tea Across Asia"
+
+
+def test_the_prompts_format_example_is_not_taken_as_a_section():
+    text = "1. Section title: first key point; second key point\n2. Real one: a; first key point"
+    sections = parse_outline(text, "en")
+    assert [s.title for s in sections] == ["Real one"] and sections[0].key_points == ["a"]

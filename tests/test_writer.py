@@ -58,3 +58,8 @@ def test_section_prompt_holds_outline_previous_text_and_budget():
     assert "Earlier text about China." in user
     assert "about 180 words" in user
     assert config.max_new_tokens == token_budget(180, "en", 512)
+
+
+def test_labels_and_lead_ins_that_small_models_add_are_removed():
+    text = '[Article] Title: The Sea\n\nHere is the full article:\n\nSection Title: Waves roll in.'
+    assert split_paragraphs(text) == ["The Sea", "Waves roll in."]

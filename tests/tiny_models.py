@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
     "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
@@ -78,3 +80,9 @@ def build_tiny_lm(folder: Path, chat_template: bool = True, seed: int = 0) -> Pa
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A saved tiny model folder (import this fixture into a test module to use it)."""
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))

@@ -15,7 +15,7 @@ import gradio as gr
 
 from composer.render import ARTICLE_CSS
 from composer.types import ComposerError, Document
-from ui.spaces import spaces_gpu
+from models.registry import spaces_gpu
 from ui import handlers as h
 from ui.i18n import t
 
@@ -76,7 +76,8 @@ def build_ui(services: Any, secret: str, model_concurrency: int = 1) -> gr.Block
                 d = _documents_tab()
                 d["tab"] = documents_tab
 
-        demo.load(h.new_owner_key, inputs=owner_key, outputs=owner_key)
+        demo.load(h.new_owner_key, inputs=owner_key, outputs=owner_key,
+                  api_visibility="undocumented")
         _wire_compose(services, flags, c, owner_key, doc_state, model_concurrency)
         _wire_documents(services, c, d, owner_key, doc_state, tabs)
     demo.css = CSS
@@ -234,11 +235,14 @@ def _wire_outline_editing(c: dict[str, Any]) -> None:
         rows = h.move_row(rows, 1, 0) if rows is not None and len(rows) else []
         return rows + [["New section", "", 200]]
 
-    c["up"].click(lambda rows, n: move(rows, n, -1), [c["outline"], c["row"]], c["outline"])
-    c["down"].click(lambda rows, n: move(rows, n, +1), [c["outline"], c["row"]], c["outline"])
-    c["remove"].click(remove, [c["outline"], c["row"]], c["outline"])
-    c["add"].click(add, c["outline"], c["outline"])
-    c["clear"].click(lambda: ("", []), None, [c["title"], c["outline"]])
+    hidden = {"api_visibility": "undocumented", "queue": False}
+    c["up"].click(lambda rows, n: move(rows, n, -1), [c["outline"], c["row"]], c["outline"],
+                  **hidden)
+    c["down"].click(lambda rows, n: move(rows, n, +1), [c["outline"], c["row"]], c["outline"],
+                    **hidden)
+    c["remove"].click(remove, [c["outline"], c["row"]], c["outline"], **hidden)
+    c["add"].click(add, c["outline"], c["outline"], **hidden)
+    c["clear"].click(lambda: ("", []), None, [c["title"], c["outline"]], **hidden)
 
 
 def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_key: Any,
@@ -280,9 +284,10 @@ def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_key: Any,
 
     c["share"].click(share, [owner_key, doc_state], c["link"], api_name="share")
     c["revoke"].click(revoke, [owner_key, doc_state], c["link"], api_name="revoke")
-    c["slot"].change(show_candidates, [owner_key, doc_state, c["slot"]], c["gallery"])
+    c["slot"].change(show_candidates, [owner_key, doc_state, c["slot"]], c["gallery"],
+                     api_name="candidates")
     c["gallery"].select(swap, [owner_key, doc_state, c["slot"]],
-                        [c["article"], doc_state, c["gallery"]])
+                        [c["article"], doc_state, c["gallery"]], api_visibility="undocumented")
 
 
 def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_key: Any,
@@ -322,11 +327,13 @@ def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_k
             return gr.skip(), gr.skip(), gr.skip()
 
     d["refresh"].click(refresh, owner_key, d["table"], api_name="documents")
-    owner_key.change(refresh, owner_key, d["table"])
-    d["tab"].select(refresh, owner_key, d["table"])
-    d["table"].select(select, d["table"], d["selected"])
+    owner_key.change(refresh, owner_key, d["table"], api_visibility="undocumented")
+    d["tab"].select(refresh, owner_key, d["table"], api_visibility="undocumented")
+    d["table"].select(select, d["table"], d["selected"], api_visibility="undocumented")
     d["open"].click(open_doc, [owner_key, d["selected"]],
-                    [c["article"], doc_state, c["slot"], c["title"], c["status"], tabs])
-    d["duplicate"].click(duplicate, [owner_key, d["selected"]], [d["table"], d["selected"]])
+                    [c["article"], doc_state, c["slot"], c["title"], c["status"], tabs],
+                    api_name="open")
+    d["duplicate"].click(duplicate, [owner_key, d["selected"]], [d["table"], d["selected"]],
+                         api_name="duplicate")
     d["delete"].click(delete, [owner_key, d["selected"], d["confirm"]],
-                      [d["table"], d["selected"], d["confirm"]])
+                      [d["table"], d["selected"], d["confirm"]], api_name="delete")

