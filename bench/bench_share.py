@@ -1,8 +1,9 @@
 """Benchmark: throughput and latency of a public share page /a/{token} under load.
 
 Builds a data dir with one shared, illustrated article (no model needed), starts app.py on
-loopback, and drives it with wrk (Debian's `wrk`) at 64 connections. Reports requests/s and
-latency percentiles as JSON.
+loopback, and drives it with wrk (Debian's `wrk`) at 64 connections, once with one wrk thread
+and once with two (on a 2-core machine the second wrk thread competes with the server for
+CPU, which shows in the tail). Reports requests/s and latency percentiles as JSON.
 
     .venv/bin/python bench/bench_share.py [--connections 64] [--seconds 10] [--out FILE]
 """
@@ -78,7 +79,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="wrk thread counts to run in turn (on 2 cores, 2 wrk threads "
+                        "take the core the server would use)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "share.json")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -99,15 +102,17 @@ def main() -> None:
                 time.sleep(0.5)
         else:
             sys.exit(f"the app did not start: {server.stderr.read1().decode()[-2000:]}")
-        run = subprocess.run(["wrk", f"-t{args.threads}", f"-c{args.connections}",
-                              f"-d{args.seconds}s", "--latency", url],
-                             capture_output=True, text=True, check=True)
+        runs = {}
+        for threads in args.threads:
+            run = subprocess.run(["wrk", f"-t{threads}", f"-c{args.connections}",
+                                  f"-d{args.seconds}s", "--latency", url],
+                                 capture_output=True, text=True, check=True)
+            runs[f"wrk_threads_{threads}"] = parse_wrk(run.stdout)
     finally:
         server.terminate()
         server.wait(timeout=30)
     result = {"url_path": "/a/{token}", "page_bytes": len(page), "connections": args.connections,
-              "seconds": args.seconds, "wrk_threads": args.threads, "cpus": os.cpu_count(),
-              **parse_wrk(run.stdout)}
+              "seconds": args.seconds, "cpus": os.cpu_count(), **runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -160,9 +160,9 @@ def test_spaces_gpu_is_a_no_op_without_spaces(monkeypatch):
 
 
 @pytest.mark.slow
-def test_embedded_model_converts_once_then_loads_fast(tmp_path_factory):
-    settings = make_settings(tmp_path_factory.mktemp("home"), quantize="auto")
-    lm = load_language_model(settings)  # converts the GGUF (~20 s)
+def test_embedded_model_converts_once_then_loads_fast(embedded_home, embedded_lm):
+    settings = make_settings(embedded_home, quantize="auto")
+    lm = embedded_lm  # the session fixture converted the GGUF (~20 s) into embedded_home
     assert lm.name == embedded.EMBEDDED_NAME and lm.context_length == 8192
     reply = "".join(lm.stream([ChatMessage("user", "Name three colours.")],
                               GenerationConfig(max_new_tokens=24)))
