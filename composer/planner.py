@@ -27,7 +27,8 @@ _FALLBACK_TITLES = {
 }
 _LINE = re.compile(r"^\s*(?:\d{1,2}|[一二三四五六七八九十]+)\s*[.)、．:：]\s*(.+?)\s*$")
 _TITLE_SPLIT = re.compile(r"\s*(?::|：|\s[-–—]\s)\s*")
-_POINT_SPLIT = re.compile(r"\s*[;；,，、]\s*")
+_POINT_SPLIT = re.compile(r"\s*[;；]\s*")
+_BULLET = re.compile(r"^\s*[-•*]\s+(.+?)\s*$")
 # The format example in the outline prompt, which small models sometimes copy.
 _TEMPLATE_TITLES = {"section title", "部分标题", "title"}
 _TEMPLATE_POINTS = {"first key point", "second key point", "要点一", "要点二"}
@@ -64,23 +65,36 @@ def title_from_instruction(instruction: str) -> str | None:
 
 
 def parse_outline(text: str, language: str) -> list[SectionPlan]:
-    """Numbered lines "N. Title: point; point" -> sections (titles deduplicated, no budgets)."""
+    """Numbered lines "N. Title: point; point" -> sections (titles deduplicated, no budgets).
+
+    Bullet lines ("- point") under a numbered line become its key points, as small models
+    often write them that way.
+    """
     sections: list[SectionPlan] = []
     seen: set[str] = set()
     for line in text.splitlines():
+        bullet = _BULLET.match(line)
+        if bullet and sections:
+            sections[-1].key_points = _points([*sections[-1].key_points, bullet.group(1)])
+            continue
         match = _LINE.match(line)
         if not match:
             continue
         body = _DECORATION.sub("", match.group(1)).strip()
         parts = _TITLE_SPLIT.split(body, maxsplit=1)
         title = _shorten(parts[0].strip(" .。"), MAX_SECTION_TITLE_CHARS)
-        points = [p.strip(" .。") for p in _POINT_SPLIT.split(parts[1])] if len(parts) > 1 else []
         if not title or title.lower() in seen or title.lower() in _TEMPLATE_TITLES:
             continue
-        points = [p for p in points if p.lower() not in _TEMPLATE_POINTS]
         seen.add(title.lower())
-        sections.append(SectionPlan(title=title, key_points=[p for p in points if p][:5]))
+        points = _POINT_SPLIT.split(parts[1]) if len(parts) > 1 else []
+        sections.append(SectionPlan(title=title, key_points=_points(points)))
     return sections
+
+
+def _points(points: list[str]) -> list[str]:
+    """Clean key points: trimmed, no template text, at most 5 of at most 25 words each."""
+    cleaned = [" ".join(p.strip(" .。-•*").split()[:25]) for p in points]
+    return [p for p in cleaned if p and p.lower() not in _TEMPLATE_POINTS][:5]
 
 
 def complete_sections(parsed: list[SectionPlan], count: int, language: str) -> list[SectionPlan]:

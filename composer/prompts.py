@@ -34,20 +34,17 @@ TITLE_CLOSE = {"en": '"', "zh": "”"}
 
 _OUTLINE = {
     "en": (
-        "Plan an article titled \"{title}\".\n"
-        "Instruction: {instruction}\n"
+        "Write an outline for an article titled \"{title}\".\n"
+        "{instruction}"
         "{material}"
-        "List exactly {sections} sections, one per line, in this format:\n"
-        "1. Section title: first key point; second key point\n"
-        "Do not write the article yet."
+        "List {sections} section headings as a numbered list. After each heading, add a colon "
+        "and two key points separated by a semicolon."
     ),
     "zh": (
-        "请为题为《{title}》的文章列出提纲。\n"
-        "要求：{instruction}\n"
+        "请为题为《{title}》的文章写提纲。\n"
+        "{instruction}"
         "{material}"
-        "正好列出{sections}个部分，每行一个，格式如下：\n"
-        "1. 部分标题：要点一；要点二\n"
-        "先不要写正文。"
+        "用编号列表列出{sections}个部分的标题。每个标题后加冒号，再写两个要点，用分号隔开。"
     ),
 }
 _MATERIAL = {
@@ -146,9 +143,11 @@ def outline_prompt(
     title: str, instruction: str, material: str, sections: int, language: str
 ) -> Prompt:
     """Ask for an outline of `sections` numbered lines; the reply is pre-filled with "1."."""
+    label = "要求：" if language == "zh" else "Instruction: "
+    same = instruction.strip().rstrip(".。").lower() == title.strip().lower()
     user = _OUTLINE[language].format(
         title=title,
-        instruction=instruction,
+        instruction="" if same else f"{label}{instruction}\n",
         material=_material_block(material, language),
         sections=sections,
     )

@@ -65,7 +65,7 @@ def default_reply(messages: list[ChatMessage], prefix: str) -> str:
     """A reply of the right shape for each composer prompt, deterministic in the prompt."""
     user = _user_text(messages)
     if prefix == "1.":
-        count = _number(r"exactly (\d+) sections|正好列出(\d+)个", user, 3)
+        count = _number(r"List (\d+) section headings|列出(\d+)个", user, 3)
         lines = [f" Part {WORDS[0].title()}: the {WORDS[0]} idea; why it matters"]
         lines += [f"{n}. Part {WORDS[(n - 1) % len(WORDS)].title()}: {WORDS[n]} facts; examples"
                   for n in range(2, count + 1)]

@@ -39,9 +39,11 @@ def test_parse_outline_reads_titles_and_points_and_skips_noise():
         "2) **Landing** - the Eagle; Tranquility Base\n"
         "3. The Launch: duplicate title\n"
         "4、回家：返回地球；溅落\n"
+        "5. Splashdown:\n- the capsule lands\n- recovery ships\n"
     )
     sections = parse_outline(text, "en")
-    assert [s.title for s in sections] == ["The Launch", "Landing", "回家"]
+    assert [s.title for s in sections] == ["The Launch", "Landing", "回家", "Splashdown"]
+    assert sections[3].key_points == ["the capsule lands", "recovery ships"]
     assert sections[0].key_points == ["Saturn V", "the crew"]
     assert sections[1].key_points == ["the Eagle", "Tranquility Base"]
     assert sections[2].key_points == ["返回地球", "溅落"]
