@@ -68,7 +68,8 @@ def parse_choice(text: str, options: int) -> int:
 
 def fallback_caption(paragraph: str, language: str) -> str:
     """A query from the paragraph itself when the model gives no caption: its first sentence."""
-    first = re.split(r"(?<=[.!?。！？])\s*", paragraph.strip(), maxsplit=1)[0]
+    first = re.split(r"(?<=[.!?。！？])\s*", paragraph.strip(" \"'“”‘’"), maxsplit=1)[0]
+    first = first.strip(" \"'“”‘’")
     if language == "zh":
         return first[:40]
     return " ".join(first.split()[:20])

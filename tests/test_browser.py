@@ -91,3 +91,13 @@ def test_documents_view_lists_opens_and_deletes(live_app, browser):
     page.click("#xc-delete")
     page.locator("#xc-documents >> text='Mountain bridges' >> visible=true").wait_for(
         state="detached", timeout=10_000)
+
+
+def test_labels_follow_the_browsers_language(live_app, browser):
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(live_app.url + "/")
+    page.wait_for_selector("#xc-write:has-text('撰写文章')", timeout=20_000)
+    assert "生成提纲" in page.locator("#xc-plan").inner_text()
+    page.screenshot(path=str(SHOTS / "compose_zh.png"))
+    context.close()

@@ -79,3 +79,7 @@ def test_captions_about_the_prompt_or_repeated_are_not_used():
     assert not usable_caption("a lighthouse at dusk", ["A lighthouse at dusk"], "en")
     assert not usable_caption("two", [], "en")
     assert not usable_caption("The history of tea", [], "en", title="The History of Tea")
+
+
+def test_fallback_caption_drops_quotes():
+    assert fallback_caption('"Quoted start here. Then more."', "en") == "Quoted start here."
