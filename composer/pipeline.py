@@ -73,9 +73,9 @@ class Composer:
         title = outline.title if outline else request.instruction.strip()[:120]
         doc = self._store(self.documents.create, title, request.instruction, request.language,
                           request.options(), outline, owner)
-        yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
         state = _WriteState()
         try:
+            yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
             # 2. Plan: title and outline with word budgets.
             if outline is None:
                 outline = self.plan(request, cancel)

@@ -185,3 +185,10 @@ def test_timings_split_generation_storage_and_retrieval(documents, image_store):
     composer = make(documents, image_store)
     composer.compose_document(ComposeRequest("Tea", target_words=300, images=1))
     assert {"generation", "storage", "retrieval"} <= set(composer.timer.seconds)
+
+
+def test_closing_after_the_first_event_still_leaves_no_document_composing(documents, image_store):
+    events = make(documents, image_store).compose(ComposeRequest("Tea", target_words=300))
+    first = next(events)
+    events.close()
+    assert documents.get(first.document_id).status == "interrupted"
