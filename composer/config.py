@@ -27,7 +27,7 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,7 +71,6 @@ class Settings:
     auth: str = ""
     on_spaces: bool = False
     model_concurrency: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images_dir(self) -> Path:

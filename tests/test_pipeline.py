@@ -8,7 +8,6 @@ from composer.pipeline import Composer
 from composer.types import (
     ComposeRequest,
     ComposerError,
-    ImageBlock,
     InputError,
     Outline,
     SectionPlan,

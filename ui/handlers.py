@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from composer.render import article_html
@@ -56,7 +56,6 @@ class ComposeOptions:
     beams: float = 1
     max_tokens: float = 1024
     selection: str = "score"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def new_owner_key(current: str | None) -> str:

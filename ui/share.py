@@ -38,8 +38,8 @@ border-top:1px solid #e5e5e0}footer a{color:#888}
 """
 NOT_FOUND_HTML = (
     '<!doctype html><html><head><meta charset="utf-8"><title>Not found</title>'
-    f'<style>body{{font:1.1rem system-ui,sans-serif;max-width:36rem;margin:4rem auto;'
-    f'padding:0 1rem;color:#333}}</style></head><body><h1>This article is not shared</h1>'
+    '<style>body{font:1.1rem system-ui,sans-serif;max-width:36rem;margin:4rem auto;'
+    'padding:0 1rem;color:#333}</style></head><body><h1>This article is not shared</h1>'
     "<p>The link is wrong, or its owner stopped sharing it.</p></body></html>"
 )
 
