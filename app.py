@@ -61,7 +61,8 @@ def create_app(services: Services) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    demo = build_ui(services, browser_secret(settings), settings.model_concurrency)
+    demo = build_ui(services, browser_secret(settings), settings.model_concurrency,
+                    hf_login=settings.on_spaces)
     demo.queue(default_concurrency_limit=8)
     auth = settings.auth_pairs() or None
     return gr.mount_gradio_app(app, demo, path="/", i18n=I18N, css=CSS, auth=auth,

@@ -130,3 +130,17 @@ def test_stop_keeps_text(services):
             flag.set()
     doc = h.owned_document(services, updates[-1].document_id, OWNER)
     assert doc.status == "interrupted" and doc.text_blocks
+
+
+def test_login_names_from_auth_or_a_hugging_face_session():
+    import time
+
+    assert h.login_name("ann", None) == "ann"
+    session = {"oauth_info": {"userinfo": {"preferred_username": "bo"},
+                              "expires_at": time.time() + 60}}
+    assert h.login_name(None, session) == "bo@huggingface"
+    assert h.owner_id("some-browser-key-0123456789abc", h.login_name(None, session)) == (
+        "user:bo@huggingface")
+    session["oauth_info"]["expires_at"] = time.time() - 1
+    assert h.login_name(None, session) is None
+    assert h.login_name(None, None) is None

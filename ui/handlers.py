@@ -65,6 +65,18 @@ def new_owner_key(current: str | None) -> str:
     return secrets.token_urlsafe(24)
 
 
+def login_name(username: str | None, session: Any = None) -> str | None:
+    """Who is logged in: the --auth user name, else the Hugging Face account (Spaces OAuth,
+    read from the session as Gradio stores it), else None."""
+    if username:
+        return username
+    info = session.get("oauth_info") if hasattr(session, "get") else None
+    if not info or (info.get("expires_at") or float("inf")) < time.time():
+        return None
+    name = (info.get("userinfo") or {}).get("preferred_username")
+    return f"{name}@huggingface" if name else None
+
+
 def owner_id(browser_key: str | None, username: str | None) -> str:
     """Who owns what this session creates: the logged-in user, else the browser's key."""
     if username:

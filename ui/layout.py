@@ -54,21 +54,32 @@ class JobFlags:
 
 
 def _user(request: gr.Request | None) -> str | None:
-    return getattr(request, "username", None) if request is not None else None
+    if request is None:
+        return None
+    raw = getattr(request, "request", None)
+    scope = getattr(raw, "scope", None) or {}
+    return h.login_name(getattr(request, "username", None), scope.get("session"))
 
 
 def _fail(error: Exception) -> gr.Error:
     return gr.Error(str(error), print_exception=False)
 
 
-def build_ui(services: Any, secret: str, model_concurrency: int = 1) -> gr.Blocks:
-    """The whole browser UI; `secret` encrypts the owner key kept in the browser."""
+def build_ui(services: Any, secret: str, model_concurrency: int = 1,
+             hf_login: bool = False) -> gr.Blocks:
+    """The whole browser UI; `secret` encrypts the owner key kept in the browser.
+
+    hf_login adds "Sign in with Hugging Face" (on a Space): signed-in people own their
+    documents by account, across browsers.
+    """
     flags = JobFlags()
     with gr.Blocks(title="Interleaved Composer") as demo:
         owner_key = gr.BrowserState(None, storage_key="xc-owner-key", secret=secret)
         doc_state = gr.State(None)  # {"id": ..., "version": ...} of the open document
         gr.Markdown(t("title"), elem_id="xc-heading")
         gr.Markdown(t("subtitle"))
+        if hf_login:
+            gr.LoginButton()
         with gr.Tabs() as tabs:
             with gr.Tab(t("compose"), id="compose"):
                 c = _compose_tab()
