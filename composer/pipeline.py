@@ -34,6 +34,7 @@ from models.lm import LanguageModel
 T = TypeVar("T")
 
 PLAN_SHARE = 0.05
+SECTION_OVERRUN = 1.1  # a section may run this much over its word budget, then it is cut
 WRITE_SHARE = 0.80
 
 
@@ -124,8 +125,14 @@ class Composer:
                                 words=state.words, fraction=self._fraction(state, request),
                                 document_id=doc.id)
             state.start_section(index, section.title)
-            for delta in self.writer.stream_section(outline, index, state.text(), request.material,
-                                                    request.language, config, cancel):
+            words_before = state.words
+            stream = self.writer.stream_section(outline, index, state.text(), request.material,
+                                                request.language, config, cancel)
+            for delta in stream:
+                if state.words + count_words(state.pending) - words_before > (
+                        section.words * SECTION_OVERRUN):
+                    stream.close()  # the section has its words: stop the model (LongWriter-style)
+                    break
                 state.pending += delta
                 state.tokens += 1
                 for paragraph in state.take_finished_paragraphs():

@@ -94,6 +94,7 @@ class Services:
             if self.images.count() == 0:
                 seed_default_library(self.images, retriever)
             retriever.index()
+            self.embedder.dim  # load the embedder now, not in the middle of a composition
             return retriever
         return self._once("retriever", make)
 

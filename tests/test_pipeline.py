@@ -191,3 +191,12 @@ def test_closing_after_the_first_event_still_leaves_no_document_composing(docume
     first = next(events)
     events.close()
     assert documents.get(first.document_id).status == "interrupted"
+
+
+def test_a_section_that_runs_long_is_cut_near_its_budget(documents, image_store):
+    long_reply = lambda messages, prefix: ("Word " * 30 + "end. ") * 40 if "Write about" in \
+        messages[-1].content else "1. One: a\n2. Two: b"
+    composer = make(documents, image_store, ScriptedLM(responder=long_reply))
+    doc = composer.compose_document(ComposeRequest("Tea", target_words=400, text_only=True))
+    assert doc.status == "done"
+    assert doc.word_count <= 400 * 1.1 + 2
