@@ -17,6 +17,8 @@ Environment variables (all optional):
                         Default "auto": int4 for the embedded model on the CPU, else none.
   COMPOSER_EMBEDDER     "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or a model id/path.
   COMPOSER_THREADS      torch CPU threads. Default: torch's own choice.
+  COMPOSER_TEXT_PENALTY how strongly retrieval demotes images that merely show the query's
+                        words as text (0 turns it off). Default: 2.0.
   COMPOSER_HOST, COMPOSER_PORT   where app.py listens. Default: 127.0.0.1:7860
                         (0.0.0.0 on a Hugging Face Space, detected by SPACE_ID).
   COMPOSER_AUTH         "user:password,user2:password2" turns on login; documents then
@@ -71,6 +73,7 @@ class Settings:
     auth: str = ""
     on_spaces: bool = False
     model_concurrency: int = 1
+    text_penalty: float = 2.0
 
     @property
     def images_dir(self) -> Path:
@@ -108,6 +111,7 @@ class Settings:
             auth=env.get("COMPOSER_AUTH", ""),
             on_spaces=bool(env.get("SPACE_ID")),
             model_concurrency=int(env.get("COMPOSER_MODEL_CONCURRENCY") or 1),
+            text_penalty=float(env.get("COMPOSER_TEXT_PENALTY") or 2.0),
         )
         known = {f.name for f in fields(Settings)}
         unknown = set(overrides) - known

@@ -88,9 +88,11 @@ class Services:
         """The library retriever; the default library is seeded the first time it is needed."""
         def make():
             from composer.library import seed_default_library
+            from models.ocr import load_text_spotter
             from models.retrieval import Retriever
 
-            retriever = Retriever(self.images, self.embedder)
+            retriever = Retriever(self.images, self.embedder, load_text_spotter(),
+                                  self.settings.text_penalty)
             if self.images.count() == 0:
                 seed_default_library(self.images, retriever)
             retriever.index()

@@ -16,11 +16,17 @@ import numpy as np
 
 from composer.types import ImageCandidate, NotFoundError
 from models.embed import Embedder
+from models.ocr import TextSpotter, text_match_share
 
 if TYPE_CHECKING:  # for type hints only: models do not import storage at run time
     from storage.images import ImageStore
 
 INDEX_BATCH = 64
+# Parrot-aware ranking (REFERENCE section 4): score -= weight * (share of the query's words
+# the image shows as text) * (share of the image those words cover). Provisional default,
+# to be set from the labelled retrieval benchmark.
+DEFAULT_TEXT_PENALTY = 2.0
+SHORTLIST = 32  # candidates re-ranked with the penalty beyond those asked for
 
 
 @dataclass
@@ -38,10 +44,14 @@ class Retriever:
     One Retriever may be shared by threads (the web UI); reloads happen under a lock.
     """
 
-    def __init__(self, store: ImageStore, embedder: Embedder) -> None:
-        """`store` is an ImageStore (storage/images.py); `embedder` embeds captions and queries."""
+    def __init__(self, store: ImageStore, embedder: Embedder, spotter: TextSpotter | None = None,
+                 text_penalty: float = DEFAULT_TEXT_PENALTY) -> None:
+        """`store` is an ImageStore (storage/images.py); `embedder` embeds captions and queries;
+        `spotter` reads images' visible text (None: no OCR, no penalty)."""
         self.store = store
         self.embedder = embedder
+        self.spotter = spotter
+        self.text_penalty = text_penalty
         self._matrix: _Matrix | None = None
         self._lock = threading.Lock()
 
@@ -66,7 +76,20 @@ class Retriever:
                                                    for image, vector in zip(batch, vectors)])
         if missing:
             self.invalidate()
+        self._read_text()
         return len(missing)
+
+    def _read_text(self) -> None:
+        """OCR the images not read yet; an unreadable one is stored as showing no text."""
+        if self.spotter is None:
+            return
+        for image in self.store.missing_text():
+            try:
+                visible = self.spotter.read(self.store.path(image.id))
+                words, area = visible.words, visible.area
+            except (OSError, ValueError, RuntimeError):
+                words, area = [], 0.0
+            self.store.put_text(image.id, words, area, self.spotter.name)
 
     def invalidate(self) -> None:
         """Forget the in-memory matrix; the next search reloads it from the store."""
@@ -89,18 +112,30 @@ class Retriever:
         if not matrix.ids:
             return []
         scores = matrix.vectors @ self.embedder.encode([query])[0]
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(-scores, kind="stable")[: k + len(exclude) + SHORTLIST]
+        ranked = self._penalise(query, [(matrix.ids[row], float(scores[row])) for row in order])
         candidates: list[ImageCandidate] = []
-        for row in order:
-            image_id = matrix.ids[row]
+        for image_id, score in ranked:
             if image_id in exclude:
                 continue
-            candidate = self._candidate(image_id, float(scores[row]))
+            candidate = self._candidate(image_id, score)
             if candidate is not None:
                 candidates.append(candidate)
             if len(candidates) == k:
                 break
         return candidates
+
+    def _penalise(self, query: str, scored: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Demote matches that come from the image showing the query's words; best first."""
+        if self.spotter is None or not self.text_penalty:
+            return scored
+        texts = self.store.texts([image_id for image_id, _ in scored])
+        adjusted = []
+        for image_id, score in scored:
+            words, area = texts.get(image_id, ([], 0.0))
+            adjusted.append((image_id, score - self.text_penalty *
+                             text_match_share(query, words) * area))
+        return sorted(adjusted, key=lambda item: -item[1])
 
     def _candidate(self, image_id: str, score: float) -> ImageCandidate | None:
         """The candidate with the store's current caption and license; None if deleted."""

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -158,6 +159,20 @@ class ImageEmbeddingRow(Base):
     model: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImageTextRow(Base):
+    """The text an image visibly shows (OCR): its words and the share of the area they cover."""
+
+    __tablename__ = "image_text"
+
+    image_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    engine: Mapped[str] = mapped_column(String(64))
+    words: Mapped[list[str]] = mapped_column(JSON)
+    area: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class RevisionRow(Base):

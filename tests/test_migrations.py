@@ -22,7 +22,8 @@ from storage.tables import Base, DocumentRow
 from tests.support_storage import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"alembic_version", "blocks", "documents", "image_embeddings", "images", "revisions"}
+TABLES = {"alembic_version", "blocks", "documents", "image_embeddings", "image_text", "images",
+          "revisions"}
 
 
 def _diffs(database: Database, metadata: MetaData = Base.metadata) -> list[Any]:
