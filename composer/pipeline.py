@@ -151,9 +151,8 @@ class Composer:
             raise ComposerError("the model wrote no text: try again with another seed or model")
 
     def _illustrate(self, doc: Document, request: ComposeRequest, title: str,
-                    state: "_WriteState",
-                    config: GenerationConfig, cancel: threading.Event | None,
-                    ) -> Iterator[ProgressEvent]:
+                    state: "_WriteState", config: GenerationConfig,
+                    cancel: threading.Event | None) -> Iterator[ProgressEvent]:
         paragraphs = [text for text, _ in state.paragraphs]
         if request.images is not None and request.images > len(paragraphs):
             yield ProgressEvent("warning", f"{request.images} images were asked for but the "

@@ -32,9 +32,7 @@ class ShareRepository:
     def share(self, doc_id: str) -> str:
         """The document's share token, created if it has none (sharing twice keeps the link)."""
         with self.db.session() as session:
-            row = session.get(DocumentRow, doc_id)
-            if row is None:
-                raise NotFoundError(f"no document with id {doc_id!r}")
+            row = self._row(session, doc_id)
             if row.share_token:
                 return row.share_token
             token = new_share_token()
@@ -44,9 +42,7 @@ class ShareRepository:
     def revoke(self, doc_id: str) -> None:
         """Stop sharing: the link answers 404 from now on."""
         with self.db.session() as session:
-            row = session.get(DocumentRow, doc_id)
-            if row is None:
-                raise NotFoundError(f"no document with id {doc_id!r}")
+            row = self._row(session, doc_id)
             if row.share_token:
                 self._set(session, row, None)
 
@@ -61,6 +57,13 @@ class ShareRepository:
             blocks = list(session.scalars(select(BlockRow).where(BlockRow.document_id == row.id)
                                           .order_by(BlockRow.position)))
             return to_document(row, blocks)
+
+    @staticmethod
+    def _row(session, doc_id: str) -> DocumentRow:
+        row = session.get(DocumentRow, doc_id)
+        if row is None:
+            raise NotFoundError(f"no document with id {doc_id!r}: list the documents to find it")
+        return row
 
     @staticmethod
     def _set(session, row: DocumentRow, token: str | None) -> None:

@@ -37,6 +37,7 @@ class WriteUpdate:
     status: str
     fraction: float
     document_id: str | None
+    document: Document | None = None
     finished: bool = False
 
 
@@ -121,12 +122,19 @@ def outline_rows(outline: Outline) -> list[list[Any]]:
     return [[s.title, "; ".join(s.key_points), s.words] for s in outline.sections]
 
 
+def table_rows(rows: Any) -> list[list[Any]]:
+    """A table's rows as lists, whether gr.Dataframe sent a pandas DataFrame, lists or None."""
+    if rows is None:
+        return []
+    if hasattr(rows, "values"):
+        rows = rows.values.tolist()
+    return [list(row) for row in rows]
+
+
 def outline_from_rows(title: str, rows: Any) -> Outline:
     """The outline a person edited in the table; empty rows are dropped."""
-    if hasattr(rows, "values"):  # a pandas DataFrame from gr.Dataframe
-        rows = rows.values.tolist()
     sections = []
-    for number, row in enumerate(rows or [], start=1):
+    for number, row in enumerate(table_rows(rows), start=1):
         cells = [("" if cell is None else str(cell)).strip() for cell in list(row) + ["", "", ""]]
         if not any(cells[:3]):
             continue
@@ -140,9 +148,7 @@ def outline_from_rows(title: str, rows: Any) -> Outline:
 
 def move_row(rows: Any, number: Any, offset: int) -> list[list[Any]]:
     """Rows with row `number` (1-based) moved up (-1) or down (+1); out of range: unchanged."""
-    if hasattr(rows, "values"):
-        rows = rows.values.tolist()
-    rows = [list(row) for row in rows or []]
+    rows = table_rows(rows)
     index = _whole("row", number) - 1
     target = index + offset
     if not (0 <= index < len(rows)) or not (0 <= target < len(rows)):
@@ -197,9 +203,10 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
         if event.message or now - last >= interval:
             last = now
             doc = services.documents.get(doc_id)
-            yield WriteUpdate(render_document(services, doc, pending), status, fraction, doc_id)
+            yield WriteUpdate(render_document(services, doc, pending), status, fraction, doc_id,
+                              doc)
     doc = services.documents.get(doc_id)
-    yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, finished=True)
+    yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, doc, finished=True)
 
 
 

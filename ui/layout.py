@@ -206,7 +206,7 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
         try:
             for update in h.write_article(services, compose_request, outline, owner, flag):
                 progress(update.fraction, desc=update.status)
-                doc = services.documents.get(update.document_id)
+                doc = update.document
                 slots = h.image_slots(doc)
                 first = slots[0][1] if slots and update.finished else None
                 yield (update.html, update.status, {"id": doc.id, "version": doc.version},
@@ -236,15 +236,14 @@ def _wire_outline_editing(c: dict[str, Any]) -> None:
             raise _fail(error)
 
     def remove(rows: Any, number: Any):
-        rows = h.move_row(rows, 1, 0) if rows is not None and len(rows) else []
+        rows = h.table_rows(rows)
         index = int(number or 0) - 1
         if not 0 <= index < len(rows):
             raise gr.Error(f"row {index + 1} does not exist: rows are 1..{len(rows)}")
         return rows[:index] + rows[index + 1:]
 
     def add(rows: Any):
-        rows = h.move_row(rows, 1, 0) if rows is not None and len(rows) else []
-        return rows + [["New section", "", 200]]
+        return h.table_rows(rows) + [["New section", "", 200]]
 
     hidden = {"api_visibility": "undocumented", "queue": False}
     c["up"].click(lambda rows, n: move(rows, n, -1), [c["outline"], c["row"]], c["outline"],
@@ -309,7 +308,7 @@ def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_k
         return h.list_documents(services, h.owner_id(key, _user(request)))
 
     def select(event: gr.SelectData, rows: Any):
-        rows = rows.values.tolist() if hasattr(rows, "values") else rows
+        rows = h.table_rows(rows)
         return rows[event.index[0]][4] if rows and event.index else ""
 
     def open_doc(key: str | None, doc_id: str, request: gr.Request = None):
