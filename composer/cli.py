@@ -4,15 +4,18 @@
     python -m composer export ID --format html --out a.html
     python -m composer list
     python -m composer library add photos/ --license CC0
+    python -m composer library caption --model Salesforce/blip-image-captioning-large
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Sequence
 
 from composer import export as exporting
 from composer.config import Settings
@@ -83,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--attribution", default="")
     actions.add_parser("list", help="list library images")
     actions.add_parser("seed", help="add the bundled default photos (done on first run)")
+    caption = actions.add_parser("caption", help="caption uncaptioned images with a model")
+    caption.add_argument("--model", dest="caption_model",
+                         help="image-to-text model id or folder, or module:factory "
+                         "(default: $COMPOSER_CAPTIONER)")
+    caption.add_argument("--recaption", action="store_true",
+                         help="also replace captions written by another captioning model")
     return parser
 
 
@@ -172,6 +181,8 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
         added = seed_default_library(services.images, services.retriever)
         print(f"Default library: {added} new images ({services.images.count()} in all).")
         return 0
+    if args.action == "caption":
+        return cmd_caption(services, args)
     if args.action == "list":
         for image in services.images.list():
             print(f"{image.id[:12]}  {image.width}x{image.height}  {image.license or '-':<12} "
@@ -185,6 +196,83 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
     for path, message in result.failed:
         print(f"  {path}: {message}", file=sys.stderr)
     return 0 if not result.failed else EXIT_INPUT
+
+
+def cmd_caption(services: Services, args: argparse.Namespace) -> int:
+    """Caption uncaptioned library images with a model, with a progress bar on stderr.
+
+    Each caption is saved as soon as it is written: the first Ctrl-C stops after the current
+    image, a second one stops at once; either way a later run continues where this one ended.
+    """
+    from composer.captioning import NO_CAPTIONER_MESSAGE, caption_library, summary
+    from models.captioner import load_captioner
+
+    spec = args.caption_model or getattr(services.settings, "captioner", "")
+    try:
+        captioner = load_captioner(spec, device=services.settings.device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ComposerError(str(error)) from error
+    if captioner is None:
+        print(NO_CAPTIONER_MESSAGE, file=sys.stderr)
+        return EXIT_INPUT
+    retriever = services.retriever  # new captions are embedded at the end of the job
+    stop = threading.Event()
+    with _bar() as progress, _first_interrupt_stops(stop):
+        try:
+            report = caption_library(services.images, captioner, retriever=retriever,
+                                     progress=progress, stop=stop,
+                                     recaption_model_captions=args.recaption)
+        except KeyboardInterrupt:
+            print("\nInterrupted: the captions written so far are saved; run "
+                  "`library caption` again to continue.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    print(summary(report))
+    for image_id, message in report.failed:
+        print(f"  {image_id[:12]}: {message}", file=sys.stderr)
+    if report.stopped:
+        return EXIT_INTERRUPTED
+    return 0 if not report.failed else EXIT_INPUT
+
+
+@contextlib.contextmanager
+def _bar() -> Iterator[Callable[[int, int, str], None]]:
+    """A tqdm bar on stderr, driven by caption_library's progress(done, total, message)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="image", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[:50], refresh=False)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _first_interrupt_stops(stop: threading.Event) -> Iterator[None]:
+    """While inside: the first Ctrl-C sets `stop` (the job ends after the current image), a
+    second raises KeyboardInterrupt. Outside the main thread signals cannot be caught."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt(f"signal {signum}")
+        stop.set()
+        print("\nStopping after the current image (Ctrl-C again to stop now); the captions "
+              "written so far are kept.", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,

@@ -18,7 +18,21 @@ Environment variables (all optional):
   COMPOSER_EMBEDDER     "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or a model id/path.
   COMPOSER_THREADS      torch CPU threads. Default: torch's own choice.
   COMPOSER_TEXT_PENALTY how strongly retrieval demotes images that merely show the query's
-                        words as text (0 turns it off). Default: 2.0.
+                        words as text (0 turns it off). Default: 3.0, measured by
+                        bench/bench_retrieval_quality.py.
+  COMPOSER_KEYWORD_WEIGHT  weight of the BM25 keyword match of captions (names, rare words)
+                        blended with the embedding similarity (0 turns it off).
+  COMPOSER_CLIP_MODEL   a CLIP or SigLIP model id/path: images are also matched by their pixels
+                        (image-text embeddings). Default: none (captions only).
+  COMPOSER_CLIP_WEIGHT  share of the CLIP image score in the blend when a CLIP model is set.
+  COMPOSER_CAPTIONER    an image-to-text model id/path (or "module:factory") that writes
+                        detailed captions for uncaptioned library images. Default: none, so
+                        captions come from users and sidecar files.
+  COMPOSER_ANN_THRESHOLD  library size from which retrieval uses an approximate (FAISS HNSW)
+                        index instead of exact search. Default: 20000.
+  COMPOSER_WEB_IMAGES   "off" (default), "openverse" or "wikimedia": also search that public
+                        image API when the library has no good match.
+  COMPOSER_WEB_IMAGES_URL  the API's base URL (tests and mirrors).
   COMPOSER_HOST, COMPOSER_PORT   where app.py listens. Default: 127.0.0.1:7860
                         (0.0.0.0 on a Hugging Face Space, detected by SPACE_ID).
   COMPOSER_AUTH         "user:password,user2:password2" turns on login; documents then
@@ -49,6 +63,17 @@ MAX_IMAGE_PIXELS = 40_000_000
 MAX_CAPTION_CHARS = 2_000
 
 
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A numeric environment variable; ValueError naming the variable when it is not a number."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number: set it to e.g. {default}") from None
+
+
 def default_home(environ: Mapping[str, str]) -> Path:
     """The per-user data directory when COMPOSER_HOME is not set (XDG on Linux)."""
     base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -73,7 +98,14 @@ class Settings:
     auth: str = ""
     on_spaces: bool = False
     model_concurrency: int = 1
-    text_penalty: float = 2.0
+    text_penalty: float = 3.0
+    keyword_weight: float = 0.15
+    clip_model: str = ""
+    clip_weight: float = 0.5
+    captioner: str = ""
+    ann_threshold: int = 20_000
+    web_images: str = "off"
+    web_images_url: str = ""
 
     @property
     def images_dir(self) -> Path:
@@ -82,6 +114,15 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.cache_dir / "thumbs"
+
+    @property
+    def index_dir(self) -> Path:
+        """Where persisted vector indexes live (rebuilt from the database when missing)."""
+        return self.cache_dir / "index"
 
     @staticmethod
     def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -111,7 +152,14 @@ class Settings:
             auth=env.get("COMPOSER_AUTH", ""),
             on_spaces=bool(env.get("SPACE_ID")),
             model_concurrency=int(env.get("COMPOSER_MODEL_CONCURRENCY") or 1),
-            text_penalty=float(env.get("COMPOSER_TEXT_PENALTY") or 2.0),
+            text_penalty=_number(env, "COMPOSER_TEXT_PENALTY", 3.0),
+            keyword_weight=_number(env, "COMPOSER_KEYWORD_WEIGHT", 0.15),
+            clip_model=env.get("COMPOSER_CLIP_MODEL", ""),
+            clip_weight=_number(env, "COMPOSER_CLIP_WEIGHT", 0.5),
+            captioner=env.get("COMPOSER_CAPTIONER", ""),
+            ann_threshold=int(_number(env, "COMPOSER_ANN_THRESHOLD", 20_000)),
+            web_images=(env.get("COMPOSER_WEB_IMAGES") or "off").strip().lower(),
+            web_images_url=env.get("COMPOSER_WEB_IMAGES_URL", ""),
         )
         known = {f.name for f in fields(Settings)}
         unknown = set(overrides) - known

@@ -185,8 +185,10 @@ def seed_default_library(store: ImageStore, retriever: Retriever | None = None) 
     """
     created = 0
     for photo, path in available_seed_photos():
+        # The curated photos are distinct; a person's own copy of one must not stop seeding.
         _, is_new = store.add_file(path, caption=photo.caption, source=photo.source(),
-                                   license=photo.license, attribution=photo.attribution)
+                                   license=photo.license, attribution=photo.attribution,
+                                   caption_source="seed", allow_near_duplicate=True)
         created += int(is_new)
     if retriever is not None:
         retriever.index()
@@ -198,13 +200,16 @@ class AddResult:
     """What `add_images` did: new images, images already in the library, and failures.
 
     `failed` holds (path, message) pairs; `uncaptioned` the images (new or not) that have no
-    caption, which retrieval cannot find until one is set.
+    caption, which retrieval cannot find until one is set; `near_duplicates` holds
+    (path, the library image it resembles, hash distance) for files skipped because they look
+    like a picture already in the library (not counted as failures).
     """
 
     added: list[LibraryImage] = field(default_factory=list)
     existing: list[LibraryImage] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     uncaptioned: list[LibraryImage] = field(default_factory=list)
+    near_duplicates: list[tuple[str, LibraryImage, int]] = field(default_factory=list)
 
     @property
     def images(self) -> list[tuple[LibraryImage, bool]]:
@@ -214,23 +219,39 @@ class AddResult:
 
 
 def add_images(store: ImageStore, paths: Iterable[str | Path], caption: str | None = None, *,
-               source: str = "", license: str = "", attribution: str = "") -> AddResult:
+               source: str = "", license: str = "", attribution: str = "",
+               allow_near_duplicates: bool = False, owner: str | None = None) -> AddResult:
     """Add image files, and the image files of folders (recursively), to the library.
 
-    Each file's caption is `caption` when given, else its sidecar text file (`photo.jpg.txt`
-    or `photo.txt`), else its entry in `captions.json` ({file name: caption}) or
-    `captions.csv` (file name, caption) in its folder. A file that fails (not an image, too
-    big, unreadable ...) is reported in `failed` and the others still go in.
+    Each file's caption is `caption` when given (caption source "user"), else its sidecar
+    text file (`photo.jpg.txt` or `photo.txt`), else its entry in `captions.json`
+    ({file name: caption}) or `captions.csv` (file name, caption) in its folder (caption
+    source "sidecar"). A file that fails (not an image, too big, unreadable ...) is reported
+    in `failed`, one that looks like a library image in `near_duplicates` (kept anyway with
+    `allow_near_duplicates`), and the others still go in. `owner` None adds to the shared
+    library; else the images are that person's own (uploads in the browser).
     """
+    from storage.images import NearDuplicateError
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
     result = AddResult()
     captions = _FolderCaptions()
     for path in _expand(paths, result):
-        text = caption.strip() if caption and caption.strip() else captions.lookup(path, result)
+        if caption and caption.strip():
+            text, caption_source = caption.strip(), "user"
+        else:
+            text = captions.lookup(path, result)
+            caption_source = "sidecar" if text else ""
         try:
             image, created = store.add_file(path, caption=text, source=source or path.name,
-                                            license=license, attribution=attribution)
+                                            license=license, attribution=attribution,
+                                            caption_source=caption_source,
+                                            allow_near_duplicate=allow_near_duplicates,
+                                            owner=owner)
+        except NearDuplicateError as error:
+            result.near_duplicates.append((str(path), error.existing, error.distance))
+            continue
         except (InputError, OSError) as error:
             result.failed.append((str(path), str(error)))
             continue

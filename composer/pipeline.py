@@ -34,6 +34,7 @@ from models.lm import LanguageModel
 T = TypeVar("T")
 
 PLAN_SHARE = 0.05
+WEB_SEARCH_BELOW = 0.3  # a best library score under this asks the web image search, if on
 SECTION_OVERRUN = 1.1  # a section may run this much over its word budget, then it is cut
 WRITE_SHARE = 0.80
 
@@ -46,8 +47,10 @@ class Composer:
     """Runs the composition pipeline with injected components (model, storage, retrieval)."""
 
     def __init__(self, lm: LanguageModel, documents: Any, retriever: Any | None = None,
-                 timer: StageTimer | None = None):
+                 timer: StageTimer | None = None, web_search: Any | None = None):
+        """`web_search` (composer/web_images.py) is asked when the library has no good match."""
         self.timer = timer or StageTimer()
+        self.web_search = web_search
         self.lm = TimedLanguageModel(lm, self.timer)
         self.documents = documents
         self.retriever = retriever
@@ -154,6 +157,7 @@ class Composer:
                     state: "_WriteState", config: GenerationConfig,
                     cancel: threading.Event | None) -> Iterator[ProgressEvent]:
         paragraphs = [text for text, _ in state.paragraphs]
+        owner = doc.owner
         if request.images is not None and request.images > len(paragraphs):
             yield ProgressEvent("warning", f"{request.images} images were asked for but the "
                                 f"article has {len(paragraphs)} paragraphs; placing "
@@ -173,8 +177,15 @@ class Composer:
             caption = self.illustrator.caption(title, captions, paragraphs[slot],
                                                request.language, config, cancel)
             with self.timer.measure("retrieval"):
-                candidates = self.retriever.search(caption, k=CANDIDATES, exclude=used) \
-                    if self.retriever else []
+                candidates = self._candidates(caption, used, owner)
+            if self._wants_web(candidates):
+                yield ProgressEvent("web", f"Image {number + 1} of {len(slots)}: searching the "
+                                    "web", fraction=share, document_id=doc.id)
+                with self.timer.measure("retrieval"):
+                    message = self._search_web(caption)
+                    candidates = self._candidates(caption, used, owner)
+                if message:
+                    yield ProgressEvent("warning", message, document_id=doc.id)
             if not candidates:
                 yield ProgressEvent("warning", "The image library has no unused image for "
                                     f"\"{caption}\": add images with `python -m composer library "
@@ -192,6 +203,27 @@ class Composer:
             self._store(self.documents.insert_block, doc.id, slot + 1 + len(captions) - 1, block)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _candidates(self, caption: str, used: set[str], owner: str | None) -> list[Any]:
+        """Library images for a caption: the owner's and the shared ones, unused so far."""
+        if self.retriever is None:
+            return []
+        return self.retriever.search(caption, k=CANDIDATES, exclude=used, owner=owner)
+
+    def _wants_web(self, candidates: list[Any]) -> bool:
+        """Whether to ask the web: it is configured and the library has no good match."""
+        return (self.web_search is not None and self.retriever is not None
+                and (not candidates or candidates[0].score < WEB_SEARCH_BELOW))
+
+    def _search_web(self, caption: str) -> str | None:
+        """Import web images for a caption into the library; a message when that failed."""
+        from composer.web_images import search_web_images
+
+        images, message = search_web_images(self.web_search, self.retriever.store, caption,
+                                             CANDIDATES)
+        if images:
+            self.retriever.index()
+        return message
 
     def _append_paragraph(self, doc_id: str, state: "_WriteState", paragraph: str) -> None:
         block = TextBlock(text=paragraph, section=state.section)

@@ -127,7 +127,13 @@ class Outline:
 
 @dataclass
 class LibraryImage:
-    """An image of the library as stored: content-addressed by its sha256."""
+    """An image of the library as stored: content-addressed by the sha256 of the given bytes.
+
+    `phash` is the 64-bit perceptual hash as 16 hex digits ("" when not computed or the
+    image is flat); `caption_source` says who wrote the caption ("user", "sidecar", "seed",
+    "model:<captioner>", "web", or "" when unknown); `owner` is None for the shared library,
+    else the person who uploaded the image (only they and the shared library's users see it).
+    """
 
     id: str
     path: str
@@ -139,6 +145,9 @@ class LibraryImage:
     source: str = ""
     license: str = ""
     attribution: str = ""
+    phash: str = ""
+    caption_source: str = ""
+    owner: str | None = None
 
 
 @dataclass

@@ -95,8 +95,42 @@ def load_text_spotter() -> TextSpotter | None:
 
 
 def text_match_share(query: str, visible: list[str]) -> float:
-    """The share of the query's words (3+ letters) that the image shows as text."""
-    wanted = {word for word in words_of(query) if len(word) >= 3}
+    """The share of the query's content words (3+ letters, not stop-words, plurals folded)
+    that the image shows as text."""
+    from models.keywords import fold_plural, tokenize
+
+    wanted = {word for word in tokenize(query) if len(word) >= 3}
     if not wanted:
         return 0.0
-    return len(wanted & set(visible)) / len(wanted)
+    shown = {fold_plural(word.lower()) for word in visible}
+    return len(wanted & shown) / len(wanted)
+
+
+# Words that describe how text looks rather than what an image depicts: a caption made of
+# these plus the image's visible words says nothing about the scene.
+_FRAMING_WORDS = frozenset("""
+a an the this that of in on with and or at to is are it its reading reads read says say
+saying written writing word words text texts letter letters lettering font bold large big
+small huge capital capitals uppercase printed print sign signs poster posters banner
+banners label labels caption title image picture photo photograph showing shows shown
+black white background plain
+""".split())
+SPELLED_SHARE = 0.6  # a caption whose content words are at least this share visible text
+
+
+def caption_spells_text(caption: str, visible: list[str]) -> bool:
+    """Whether a caption merely spells the image's visible text (REFERENCE section 4).
+
+    True when the image shows text and at least 60% of the caption's content words (those
+    that are not about lettering, like "sign", "reads", "letters") are among the visible
+    words: "SUNSET" or "A poster with the words MOUNTAIN PEAKS" on a picture of those words.
+    Such a caption describes the lettering, not a scene, so retrieval does not trust it.
+    """
+    shown = set(visible)
+    if not shown:
+        return False
+    content = [word for word in words_of(caption) if word not in _FRAMING_WORDS]
+    if not content:
+        return False
+    spelled = sum(word in shown for word in content)
+    return spelled > 0 and spelled / len(content) >= SPELLED_SHARE

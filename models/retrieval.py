@@ -1,83 +1,243 @@
-"""Caption retrieval over the image library: embed, keep the matrix in memory, cosine top-k.
+"""Library retrieval: which images depict what an image slot asks for.
 
-The library is small (hundreds to tens of thousands of images), so a dense [n, dim] float32
-matrix and one matrix-vector product per query is faster and simpler than an ANN index. The
-matrix is reloaded from the store only when the library changes, detected cheaply from the
-number of images and the number of them without a vector for this embedder.
+A query is scored against every signal that is configured, then blended:
+
+- caption similarity: the text embedder's cosine between the query and each image's caption;
+- image similarity (when a CLIP/SigLIP model is configured): the query's text vector against
+  each image's pixel vector, so images are found by what they show, captioned or not;
+- keyword match (BM25 over captions), so names and rare words ("Falcon 9") count;
+- minus the parrot penalty (REFERENCE section 4): weight x (share of the query's words the
+  image shows as text) x (share of the image that text covers). A caption that merely spells
+  the image's visible text is not trusted: its caption and keyword scores do not count.
+
+Vectors live in the database (the source of truth) and, for searching, in a vector index per
+signal (models/vector_index.py): exact below `ann_threshold` images, FAISS HNSW above, saved
+under `index_dir` and brought up to date incrementally from the rows written since it was
+saved. Captions and BM25 statistics are kept in memory alongside.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from composer.types import ImageCandidate, NotFoundError
 from models.embed import Embedder
-from models.ocr import TextSpotter, text_match_share
+from models.keywords import KeywordIndex
+from models.ocr import TextSpotter, caption_spells_text, text_match_share
+from models.vector_index import DEFAULT_ANN_THRESHOLD, build_index, load_index, maybe_promote
 
 if TYPE_CHECKING:  # for type hints only: models do not import storage at run time
     from storage.images import ImageStore
 
+log = logging.getLogger(__name__)
+
 INDEX_BATCH = 64
-# Parrot-aware ranking (REFERENCE section 4): score -= weight * (share of the query's words
-# the image shows as text) * (share of the image those words cover). Provisional default,
-# to be set from the labelled retrieval benchmark.
-DEFAULT_TEXT_PENALTY = 2.0
-SHORTLIST = 32  # candidates re-ranked with the penalty beyond those asked for
+# Defaults measured on the labelled set of bench/retrieval_set.py (bench/bench_retrieval_quality.py).
+DEFAULT_TEXT_PENALTY = 3.0
+DEFAULT_KEYWORD_WEIGHT = 0.15
+DEFAULT_CLIP_WEIGHT = 0.5
+SHORTLIST = 32  # candidates taken from each signal beyond those asked for, then re-ranked
+IMAGE_VECTORS = "#image"  # suffix of the model name pixel vectors are stored under
+# Vectors written this long before the last sync are read again at the next one, so a write
+# that committed late with an earlier timestamp is not missed (upserting twice is harmless).
+SYNC_OVERLAP = timedelta(seconds=30)
 
 
 @dataclass
-class _Matrix:
-    """The in-memory index: ids in row order, the vectors, and the store state it reflects."""
+class Weights:
+    """How the signals are blended; see the module docstring."""
 
-    ids: list[str]
-    vectors: np.ndarray
-    signature: tuple[int, int]
+    text_penalty: float = DEFAULT_TEXT_PENALTY
+    keyword: float = DEFAULT_KEYWORD_WEIGHT
+    clip: float = DEFAULT_CLIP_WEIGHT
+    distrust_spelled_captions: bool = True
+
+
+@dataclass
+class ScoredImage:
+    """One image's blended score and the parts it was made of (for reports and tests)."""
+
+    image_id: str
+    score: float
+    caption: float = 0.0
+    image: float = 0.0
+    keyword: float = 0.0
+    penalty: float = 0.0
+    spelled_caption: bool = False
+
+
+class VectorSignal:
+    """The vectors of one model name kept in a vector index in step with the store."""
+
+    def __init__(self, store: ImageStore, model: str, folder: Path | None, threshold: int):
+        self.store = store
+        self.model = model
+        self.folder = folder
+        self.threshold = threshold
+        self.index: Any = None
+        self._synced_at: datetime | None = None
+        self._state: tuple[int, Any] | None = None
+        self._dirty = False
+
+    def sync(self) -> tuple[list[str], set[str]]:
+        """Bring the index up to date; returns (ids whose vector is new, ids removed)."""
+        state = self.store.embedding_state(self.model)
+        if state == self._state and self.index is not None:
+            return [], set()
+        if self.index is None:
+            self.index = self._load()
+        since = self._synced_at - SYNC_OVERLAP if self._synced_at else None
+        ids, vectors, newest = self.store.embeddings_since(self.model, since)
+        if ids and self.index is not None and vectors.shape[1] != self.index.dim:
+            log.warning("index %s has dim %d, vectors have %d: rebuilding", self.model,
+                        self.index.dim, vectors.shape[1])
+            self.index, self._synced_at = None, None
+            ids, vectors, newest = self.store.embeddings_since(self.model, None)
+        if self.index is None:
+            self.index = (build_index(ids, _unit_rows(vectors), self.threshold, model=self.model)
+                          if ids else None)
+        elif ids:
+            self.index.upsert(ids, _unit_rows(vectors))
+        removed: set[str] = set()
+        if self.index is not None and len(self.index) != state[0]:
+            stored = set(self.store.embedding_ids(self.model))
+            removed = set(self.index.ids()) - stored
+            if removed:
+                self.index.remove(sorted(removed))
+        if self.index is not None:
+            self.index = maybe_promote(self.index, self.threshold)
+        self._synced_at = newest or self._synced_at
+        self._state = state
+        self._dirty = self._dirty or bool(ids) or bool(removed)
+        return ids, removed
+
+    def search(self, vector: np.ndarray, n: int, exclude: frozenset[str] | set[str],
+               allowed: set[str] | None) -> list[tuple[str, float]]:
+        """The n best (id, cosine) pairs, best first."""
+        if self.index is None or len(self.index) == 0:
+            return []
+        return self.index.search(vector, n, exclude=exclude, allowed=allowed)
+
+    def save(self) -> None:
+        """Persist the index when it changed since it was loaded or last saved."""
+        if self.folder is None or self.index is None or not self._dirty:
+            return
+        self.index.synced_at = self._synced_at.isoformat() if self._synced_at else None
+        self.index.save(self.folder)
+        self._dirty = False
+
+    def _load(self) -> Any:
+        """The saved index, or None when there is none (or it cannot be read: rebuilt)."""
+        if self.folder is None or not self.folder.exists():
+            return None
+        try:
+            index = load_index(self.folder, model=self.model)
+        except Exception as error:  # corrupt or from another version: the store rebuilds it
+            log.warning("ignoring the saved index in %s (%s); rebuilding it", self.folder, error)
+            return None
+        self._synced_at = datetime.fromisoformat(index.synced_at) if index.synced_at else None
+        return index
+
+
+@dataclass
+class _Texts:
+    """Captions (for BM25 and the spelled-caption check), kept in step with caption vectors."""
+
+    captions: dict[str, str] = field(default_factory=dict)
+    keywords: KeywordIndex = field(default_factory=KeywordIndex)
 
 
 class Retriever:
-    """Finds library images whose captions match a query; see docs/contracts.md.
+    """Finds library images that depict a query; see docs/contracts.md.
 
-    One Retriever may be shared by threads (the web UI); reloads happen under a lock.
+    One Retriever may be shared by threads (the web UI); syncing happens under a lock.
     """
 
     def __init__(self, store: ImageStore, embedder: Embedder, spotter: TextSpotter | None = None,
-                 text_penalty: float = DEFAULT_TEXT_PENALTY) -> None:
-        """`store` is an ImageStore (storage/images.py); `embedder` embeds captions and queries;
-        `spotter` reads images' visible text (None: no OCR, no penalty)."""
+                 text_penalty: float = DEFAULT_TEXT_PENALTY, *,
+                 keyword_weight: float = DEFAULT_KEYWORD_WEIGHT, clip: Any = None,
+                 clip_weight: float = DEFAULT_CLIP_WEIGHT, index_dir: Path | None = None,
+                 ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
+        """`store` is an ImageStore (storage/images.py); `embedder` embeds captions and
+        queries; `spotter` reads images' visible text (None: no OCR, no penalty); `clip` a
+        ClipEmbedder (models/clip.py) for image vectors, or None; `index_dir` where vector
+        indexes are saved (None: kept in memory only)."""
         self.store = store
         self.embedder = embedder
         self.spotter = spotter
-        self.text_penalty = text_penalty
-        self._matrix: _Matrix | None = None
+        self.clip = clip
+        self.weights = Weights(text_penalty=text_penalty, keyword=keyword_weight,
+                               clip=clip_weight)
+        self._captions = VectorSignal(store, embedder.name, _folder(index_dir, embedder.name),
+                                      ann_threshold)
+        self._images = (VectorSignal(store, self.image_model, _folder(index_dir,
+                                                                       self.image_model),
+                                     ann_threshold) if clip is not None else None)
+        self._texts: _Texts | None = None
         self._lock = threading.Lock()
 
     @property
     def model(self) -> str:
-        """The name the vectors are stored under in the store (the embedder's name)."""
+        """The name caption vectors are stored under (the text embedder's name)."""
         return self.embedder.name
 
-    def index(self) -> int:
-        """Embed the captions of images that have no vector for this embedder yet.
+    @property
+    def image_model(self) -> str:
+        """The name pixel vectors are stored under (the CLIP model's name + "#image")."""
+        return f"{self.clip.name}{IMAGE_VECTORS}" if self.clip is not None else ""
 
-        Returns how many were embedded (0 when all are indexed, so it is cheap to call at
-        start-up and after every import). Images without a caption are left out: there is
-        nothing to match a query against until they get one (`store.update(caption=...)`).
+    @property
+    def text_penalty(self) -> float:
+        return self.weights.text_penalty
+
+    # -- indexing ------------------------------------------------------------------------------
+
+    def index(self) -> int:
+        """Embed what is not embedded yet, read images' text, and save the vector indexes.
+
+        Returns how many captions were embedded (0 when everything is indexed, so it is cheap
+        to call at start-up and after every import). Images without a caption get no caption
+        vector: only the image signal (CLIP), when configured, can find them.
         """
         missing = [image for image in self.store.missing_embeddings(self.model)
                    if image.caption.strip()]
         for start in range(0, len(missing), INDEX_BATCH):
             batch = missing[start:start + INDEX_BATCH]
             vectors = self.embedder.encode([image.caption for image in batch])
-            self.store.put_embeddings(self.model, [(image.id, vector)
-                                                   for image, vector in zip(batch, vectors)])
-        if missing:
-            self.invalidate()
+            self.store.put_embeddings(self.model, list(zip([image.id for image in batch],
+                                                           vectors)))
+        self._embed_pixels()
         self._read_text()
+        with self._lock:
+            self._sync()
+            self._captions.save()
+            if self._images is not None:
+                self._images.save()
         return len(missing)
+
+    def _embed_pixels(self) -> None:
+        """CLIP image vectors for images that have none yet; unreadable files are skipped."""
+        if self.clip is None:
+            return
+        missing = self.store.missing_embeddings(self.image_model)
+        for start in range(0, len(missing), INDEX_BATCH):
+            batch = missing[start:start + INDEX_BATCH]
+            try:
+                vectors = self.clip.encode_images([self.store.path(image.id) for image in batch])
+            except (OSError, ValueError) as error:
+                log.warning("could not embed %d images with %s: %s", len(batch),
+                            self.clip.name, error)
+                continue
+            self.store.put_embeddings(self.image_model,
+                                      list(zip([image.id for image in batch], vectors)),
+                                      kind="image")
 
     def _read_text(self) -> None:
         """OCR the images not read yet; an unreadable one is stored as showing no text."""
@@ -92,50 +252,122 @@ class Retriever:
             self.store.put_text(image.id, words, area, self.spotter.name)
 
     def invalidate(self) -> None:
-        """Forget the in-memory matrix; the next search reloads it from the store."""
+        """Forget the in-memory state; the next search reloads it from the store."""
         with self._lock:
-            self._matrix = None
+            self._captions = VectorSignal(self.store, self.model, self._captions.folder,
+                                          self._captions.threshold)
+            if self._images is not None:
+                self._images = VectorSignal(self.store, self.image_model, self._images.folder,
+                                            self._images.threshold)
+            self._texts = None
 
-    def search(self, query: str, k: int = 4,
-               exclude: set[str] | frozenset[str] = frozenset()) -> list[ImageCandidate]:
-        """The k images whose captions are closest to `query` (cosine), best first.
+    def _sync(self) -> None:
+        """Bring every signal up to date with the store (call with the lock held)."""
+        changed, removed = self._captions.sync()
+        if self._images is not None:
+            self._images.sync()
+        if self._texts is None:
+            self._texts = _Texts()
+            index = self._captions.index
+            ids = sorted(index.ids()) if index is not None else []
+            self._set_captions(ids)
+        elif changed or removed:
+            for image_id in removed:
+                self._texts.captions.pop(image_id, None)
+                self._texts.keywords.remove(image_id)
+            self._set_captions(changed)
 
-        Images in `exclude` (already used in the article) are skipped; an empty library or
-        an all-excluded one gives an empty list. Images not yet indexed are not searched:
-        call `index()` after adding images.
+    def _set_captions(self, ids: list[str]) -> None:
+        assert self._texts is not None
+        for image_id, caption in self.store.captions(ids).items():
+            self._texts.captions[image_id] = caption
+            self._texts.keywords.upsert(image_id, caption)
+
+    # -- searching -----------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 4, exclude: set[str] | frozenset[str] = frozenset(),
+               *, owner: str | None = None, source: str | None = None,
+               license: str | None = None) -> list[ImageCandidate]:
+        """The k images that best depict `query`, best first.
+
+        Images in `exclude` (already used in the article) are skipped; with `owner`, only the
+        shared library and that owner's images are searched; `source` / `license` keep only
+        images with exactly that source or license. An empty library, or one with everything
+        excluded, gives an empty list. Images are searchable once `index()` has embedded them.
         """
+        candidates = []
+        for scored in self.rank(query, k, exclude, owner=owner, source=source,
+                                license=license):
+            candidate = self._candidate(scored.image_id, scored.score)
+            if candidate is not None:
+                candidates.append(candidate)
+        return candidates
+
+    def rank(self, query: str, k: int = 4, exclude: set[str] | frozenset[str] = frozenset(),
+             *, owner: str | None = None, source: str | None = None,
+             license: str | None = None) -> list[ScoredImage]:
+        """`search` with each candidate's score parts, for reports and tests."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("search query is empty: pass the caption to look for")
         if k < 1:
             raise ValueError(f"k={k} must be at least 1")
-        matrix = self._current()
-        if not matrix.ids:
-            return []
-        scores = matrix.vectors @ self.embedder.encode([query])[0]
-        order = np.argsort(-scores, kind="stable")[: k + len(exclude) + SHORTLIST]
-        ranked = self._penalise(query, [(matrix.ids[row], float(scores[row])) for row in order])
-        candidates: list[ImageCandidate] = []
-        for image_id, score in ranked:
-            if image_id in exclude:
-                continue
-            candidate = self._candidate(image_id, score)
-            if candidate is not None:
-                candidates.append(candidate)
-            if len(candidates) == k:
-                break
-        return candidates
+        exclude = frozenset(exclude)
+        if owner is not None:  # other people's uploads are private to them
+            exclude |= frozenset(self.store.private_ids(except_owner=owner))
+        with self._lock:
+            self._sync()
+            texts = self._texts
+            assert texts is not None
+        allowed = self._allowed(source, license)
+        n = k + SHORTLIST
+        caption_hits = dict(self._captions.search(self.embedder.encode([query])[0], n, exclude,
+                                                  allowed))
+        image_hits: dict[str, float] = {}
+        if self._images is not None:
+            image_hits = dict(self._images.search(self.clip.encode([query])[0], n, exclude,
+                                                  allowed))
+        keyword_hits: dict[str, float] = {}
+        if self.weights.keyword:
+            keyword_hits = _top(texts.keywords.normalized_scores(query), n, exclude, allowed)
+        scored = self._blend(query, caption_hits, image_hits, keyword_hits, texts)
+        return scored[:k]
 
-    def _penalise(self, query: str, scored: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """Demote matches that come from the image showing the query's words; best first."""
-        if self.spotter is None or not self.text_penalty:
-            return scored
-        texts = self.store.texts([image_id for image_id, _ in scored])
-        adjusted = []
-        for image_id, score in scored:
-            words, area = texts.get(image_id, ([], 0.0))
-            adjusted.append((image_id, score - self.text_penalty *
-                             text_match_share(query, words) * area))
-        return sorted(adjusted, key=lambda item: -item[1])
+    def _blend(self, query: str, caption_hits: dict[str, float], image_hits: dict[str, float],
+               keyword_hits: dict[str, float], texts: _Texts) -> list[ScoredImage]:
+        """Blend the signals for the union of their shortlists and apply the penalty.
+
+        An image missing from one signal's shortlist gets that shortlist's lowest score (its
+        true score is at most that), or 0 when the signal found nothing. A caption that merely
+        spells the image's visible text is no evidence of what it depicts: its caption and
+        keyword scores are replaced by the shortlist's lowest and 0.
+        """
+        ids = set(caption_hits) | set(image_hits) | set(keyword_hits)
+        caption_floor = min(caption_hits.values(), default=0.0)
+        image_floor = min(image_hits.values(), default=0.0)
+        visible = self.store.texts(sorted(ids)) if self.spotter is not None else {}
+        clip_share = self.weights.clip if self._images is not None else 0.0
+        scored = []
+        for image_id in ids:
+            caption = caption_hits.get(image_id, caption_floor)
+            image = image_hits.get(image_id, image_floor)
+            keyword = keyword_hits.get(image_id, 0.0)
+            words, area = visible.get(image_id, ([], 0.0))
+            spelled = caption_spells_text(texts.captions.get(image_id, ""), words)
+            if spelled and self.weights.distrust_spelled_captions:
+                caption, keyword = caption_floor, 0.0  # the caption is no evidence
+            penalty = self.weights.text_penalty * text_match_share(query, words) * area
+            score = ((1 - clip_share) * caption + clip_share * image
+                     + self.weights.keyword * keyword - penalty)
+            scored.append(ScoredImage(image_id, float(score), float(caption), float(image),
+                                      float(keyword), float(penalty), spelled))
+        scored.sort(key=lambda item: (-item.score, item.image_id))
+        return scored
+
+    def _allowed(self, source: str | None, license: str | None) -> set[str] | None:
+        """The ids a source/license filter keeps, or None when there is no filter."""
+        if source is None and license is None:
+            return None
+        return set(self.store.ids(source=source, license=license))
 
     def _candidate(self, image_id: str, score: float) -> ImageCandidate | None:
         """The candidate with the store's current caption and license; None if deleted."""
@@ -146,25 +378,33 @@ class Retriever:
         return ImageCandidate(image_id=image.id, caption=image.caption, score=score,
                               license=image.license, attribution=image.attribution)
 
-    def _signature(self) -> tuple[int, int]:
-        """(images, images without a vector): changes whenever images or vectors come or go."""
-        return self.store.count(), len(self.store.missing_embeddings(self.model))
 
-    def _current(self) -> _Matrix:
-        """The in-memory matrix, reloaded from the store when the library has changed."""
-        with self._lock:
-            signature = self._signature()
-            if self._matrix is None or self._matrix.signature != signature:
-                ids, vectors = self.store.embeddings(self.model)
-                self._matrix = _Matrix(ids=list(ids), vectors=_as_matrix(vectors),
-                                       signature=signature)
-            return self._matrix
+def _top(scores: dict[str, float], n: int, exclude: frozenset[str],
+         allowed: set[str] | None) -> dict[str, float]:
+    """The n best non-zero scores that pass the filters."""
+    kept = [(image_id, score) for image_id, score in scores.items()
+            if score > 0 and image_id not in exclude
+            and (allowed is None or image_id in allowed)]
+    kept.sort(key=lambda item: (-item[1], item[0]))
+    return dict(kept[:n])
 
 
-def _as_matrix(vectors: np.ndarray) -> np.ndarray:
-    """The stored vectors as float32 rows of unit length (older rows may not be normalised)."""
+def _folder(index_dir: Path | None, model: str) -> Path | None:
+    """The folder an index of `model` is saved in: a file-system-safe form of its name."""
+    if index_dir is None:
+        return None
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[-60:]
+    return Path(index_dir) / f"{slug}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """The vectors as float32 rows of unit length (older rows may not be normalised)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.size == 0:
-        return np.zeros((0, 0), dtype=np.float32)
+        return vectors.reshape(0, vectors.shape[1] if vectors.ndim == 2 else 0)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms == 0, 1.0, norms)
+

@@ -72,8 +72,8 @@ def check_image(session: Session, image_id: str | None) -> None:
 def new_block_row(session: Session, doc_id: str, position: int, block: Block) -> BlockRow:
     """A BlockRow for a TextBlock or ImageBlock, validated (caption length, image exists)."""
     now = utcnow()
-    common = dict(document_id=doc_id, position=position, section=block.section,
-                  created_at=now, updated_at=now)
+    common = {"document_id": doc_id, "position": position, "section": block.section,
+              "created_at": now, "updated_at": now}
     if isinstance(block, TextBlock):
         return BlockRow(kind="text", text=block.text, caption="", image_id=None,
                         candidates=[], **common)
@@ -90,4 +90,6 @@ def to_image(row: ImageRow) -> LibraryImage:
     """The LibraryImage an images row holds (`path` relative to the images directory)."""
     return LibraryImage(id=row.id, path=row.path, width=row.width, height=row.height,
                         format=row.format, bytes=row.bytes, caption=row.caption,
-                        source=row.source, license=row.license, attribution=row.attribution)
+                        source=row.source, license=row.license, attribution=row.attribution,
+                        phash=row.phash or "", caption_source=row.caption_source or "",
+                        owner=row.owner)

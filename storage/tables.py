@@ -8,7 +8,7 @@ that always hands back timezone-aware datetimes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -43,7 +43,7 @@ REVISION_OPS = ("create", "update", "delete", "move")
 
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC (the only timezone stored)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:
@@ -66,15 +66,15 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: pass a timezone-aware UTC datetime")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -119,7 +119,17 @@ class ImageRow(Base):
     source: Mapped[str] = mapped_column(Text)
     license: Mapped[str] = mapped_column(Text)
     attribution: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # indexed: the library is listed (and paged) oldest first, and its newest image tells
+    # ImageStore whether its in-memory hash index is stale
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    # 64-bit perceptual hash as 16 hex digits; "" = flat image (no usable hash), NULL = not
+    # computed yet (images stored before migration 0004; ImageStore.backfill_phashes fills it).
+    phash: Mapped[str | None] = mapped_column(String(16), index=True)
+    # Who wrote the caption: "user", "sidecar", "seed", "model:<captioner>", "web" or "".
+    caption_source: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # None: the shared library (CLI imports, default photos); else who uploaded it in the
+    # browser, the only one (besides the shared library) whose compositions can use it.
+    owner: Mapped[str | None] = mapped_column(String(200), index=True)
 
 
 class BlockRow(Base):
@@ -149,7 +159,12 @@ class BlockRow(Base):
 
 
 class ImageEmbeddingRow(Base):
-    """One image's caption vector for one embedding model, as little-endian float32 bytes."""
+    """One image's vector for one embedding model, as little-endian float32 bytes.
+
+    `kind` says what was embedded: "caption" (the caption text; stale when it changes) or
+    "image" (the pixels). `created_at` is when the vector was written (NULL for rows written
+    before migration 0004), so an index can pick up only what is new.
+    """
 
     __tablename__ = "image_embeddings"
 
@@ -159,6 +174,8 @@ class ImageEmbeddingRow(Base):
     model: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    kind: Mapped[str] = mapped_column(String(16), default="caption", server_default="caption")
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ImageTextRow(Base):

@@ -121,12 +121,12 @@ class WordOverlapRetriever:
     def index(self) -> int:
         return 0
 
-    def search(self, query: str, k: int = 4, exclude=frozenset()):
+    def search(self, query: str, k: int = 4, exclude=frozenset(), owner=None):
         from composer.types import ImageCandidate
 
         words = set(re.findall(r"\w+", query.lower()))
         scored = []
-        for image in self.store.list():
+        for image in self.store.list(owner=owner):
             if image.id in exclude:
                 continue
             shared = words & set(re.findall(r"\w+", image.caption.lower()))

@@ -15,6 +15,7 @@ def make_services(home, lm=None) -> Services:
     services = Services(Settings.from_env({}, home=home), lm=lm or ScriptedLM())
     for caption, color in LIBRARY:
         services.images.add(png_bytes(color), caption=caption, source="test", license="CC0",
+                            allow_near_duplicate=True,  # one drawing in several colours
                             attribution="Test Suite")
     services.provide("retriever", WordOverlapRetriever(services.images))
     return services

@@ -50,5 +50,6 @@ def image_store(database, tmp_path):
     store = ImageStore(database, tmp_path / "images")
     for caption, color in LIBRARY:
         store.add(png_bytes(color), caption=caption, source="test", license="CC0",
+                  allow_near_duplicate=True,  # one drawing in several colours
                   attribution="Test Suite")
     return store

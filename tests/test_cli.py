@@ -126,3 +126,114 @@ def test_sigterm_mid_composition_keeps_the_text_and_marks_interrupted(tmp_path):
         saved = connection.execute("select count(*) from blocks").fetchone()[0]
     assert status == "interrupted"
     assert saved >= blocks
+
+
+# -- library caption --------------------------------------------------------------------------
+
+FAKE_CAPTIONER = "tests.fake_captioner:colour_captioner"
+
+
+def model_captions(home: Path) -> list[tuple[str, str]]:
+    """(caption, caption_source) of the images a model captioned, read from the database."""
+    with sqlite3.connect(home / "composer.db") as connection:
+        return connection.execute("select caption, caption_source from images where "
+                                  "caption_source like 'model:%' order by id").fetchall()
+
+
+def photo_folder(folder: Path, count: int, sidecar: bool = True) -> Path:
+    """`count` uncaptioned photos, plus (when asked) one whose caption is in a sidecar file."""
+    from tests.fake_captioner import BLUE, RED, photo
+
+    folder.mkdir(parents=True)
+    for seed in range(count):
+        (folder / f"photo{seed}.png").write_bytes(photo(RED, seed))
+    if sidecar:
+        (folder / "typed.png").write_bytes(photo(BLUE, 99))
+        (folder / "typed.png.txt").write_text("a blue door in a white wall")
+    return folder
+
+
+def test_library_caption_without_a_model_says_where_captions_come_from(home, capsys,
+                                                                      monkeypatch):
+    monkeypatch.delenv("COMPOSER_CAPTIONER", raising=False)
+    code, _, stderr = run(capsys, "library", "caption")
+    assert code == 2
+    assert "library add --caption" in stderr and "Library view" in stderr
+    assert "photo.jpg.txt" in stderr and "captions.json" in stderr
+    assert "COMPOSER_CAPTIONER" in stderr and "--model" in stderr
+
+
+def test_library_caption_fills_only_missing_captions_and_is_idempotent(home, tmp_path, capsys):
+    folder = photo_folder(tmp_path / "photos", 2)
+    code, stdout, _ = run(capsys, "library", "add", str(folder))
+    assert code == 0 and "Added 3" in stdout
+    code, stdout, stderr = run(capsys, "library", "caption", "--model", FAKE_CAPTIONER)
+    assert code == 0, stderr
+    assert "Captioned 2 images, failed 0" in stdout
+    assert "2/2" in stderr and "100%" in stderr  # the progress bar
+    captions = model_captions(home)
+    assert len(captions) == 2
+    assert all(caption.startswith("a red picture") and source == "model:fake-colour"
+               for caption, source in captions)
+    code, listing, _ = run(capsys, "library", "list")
+    assert "a blue door in a white wall" in listing and "a red picture" in listing
+    code, stdout, _ = run(capsys, "library", "caption", "--model", FAKE_CAPTIONER)
+    assert code == 0 and "Captioned 0 images" in stdout
+
+
+def test_library_caption_uses_the_configured_captioner_and_recaptions_on_request(
+        home, tmp_path, capsys, monkeypatch):
+    folder = photo_folder(tmp_path / "photos", 2, sidecar=False)
+    run(capsys, "library", "add", str(folder))
+    code, _, stderr = run(capsys, "library", "caption", "--model",
+                          "tests.fake_captioner:other_captioner")
+    assert code == 0, stderr
+    monkeypatch.setenv("COMPOSER_CAPTIONER", FAKE_CAPTIONER)
+    code, stdout, _ = run(capsys, "library", "caption")
+    assert code == 0 and "Captioned 0 images" in stdout  # other models' captions are kept
+    code, stdout, _ = run(capsys, "library", "caption", "--recaption")
+    assert code == 0 and "Captioned 2 images" in stdout
+    assert {source for _, source in model_captions(home)} == {"model:fake-colour"}
+
+
+def test_library_caption_with_a_tiny_blip_folder(home, tmp_path, capsys):
+    from tests.tiny_models import build_tiny_blip
+
+    blip = build_tiny_blip(tmp_path / "blip")
+    run(capsys, "library", "add", str(photo_folder(tmp_path / "photos", 2)))
+    code, stdout, stderr = run(capsys, "library", "caption", "--model", str(blip))
+    assert code == 0, stderr
+    assert "Captioned 2 images" in stdout
+    captions = model_captions(home)
+    assert len(captions) == 2
+    assert all(caption and source.startswith("model:captioner:") for caption, source in captions)
+
+
+def test_library_caption_with_a_missing_model_folder_says_so(home, tmp_path, capsys):
+    code, _, stderr = run(capsys, "library", "caption", "--model", str(tmp_path / "no-model"))
+    assert code == 1
+    assert "does not exist" in stderr and "Traceback" not in stderr
+
+
+def test_ctrl_c_stops_captioning_and_the_next_run_continues(home, tmp_path, capsys):
+    run(capsys, "library", "add", str(photo_folder(tmp_path / "photos", 5, sidecar=False)))
+    env = {**os.environ, "COMPOSER_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "composer", "library", "caption", "--model",
+         "tests.fake_captioner:slow_captioner"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not model_captions(home):
+        time.sleep(0.2)
+    assert model_captions(home), "the captioning job never saved a caption"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Stopping after the current image" in stderr
+    assert "left: run it again to continue" in stdout
+    written = len(model_captions(home))
+    assert 1 <= written < 5
+    code, stdout, _ = run(capsys, "library", "caption", "--model", FAKE_CAPTIONER)
+    assert code == 0 and f"Captioned {5 - written} images" in stdout
+    assert len(model_captions(home)) == 5

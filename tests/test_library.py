@@ -10,11 +10,22 @@ from pathlib import Path
 import pytest
 
 from composer import library
-from composer.library import (CC0, CC_BY_2, PUBLIC_DOMAIN, SEED_PHOTOS, AddResult, add_images,
-                              available_seed_photos, seed_default_library)
+from composer.library import (
+    CC0,
+    CC_BY_2,
+    PUBLIC_DOMAIN,
+    SEED_PHOTOS,
+    AddResult,
+    add_images,
+    available_seed_photos,
+    seed_default_library,
+)
 from models.retrieval import Retriever
+from storage.images import NEAR_DUPLICATE_DISTANCE
 from tests.support_library import *  # noqa: F403
 from tests.support_library import png_bytes
+from tests.test_imaging import encoded
+from tests.test_imaging import photo as skimage_photo
 
 # -- the seed photos -----------------------------------------------------------------------
 
@@ -48,6 +59,7 @@ def test_seed_is_idempotent_and_indexes(store, embedder):
     for image in store.list():
         assert image.caption and image.license and image.attribution
         assert image.source.startswith(("scikit-image ", "scikit-learn "))
+        assert image.caption_source == "seed"
 
 
 def test_seed_without_retriever_only_stores(store):
@@ -163,3 +175,38 @@ def test_blank_caption_argument_falls_back_to_files(store, tmp_path, caption):
     image = _write(tmp_path / "y.png", png_bytes((16, 0, 0)))
     _write(tmp_path / "y.txt", "from y.txt")
     assert add_images(store, [image], caption=caption).added[0].caption == "from y.txt"
+
+
+def test_caption_sources(store, tmp_path):
+    _write(tmp_path / "side" / "a.png", png_bytes((17, 0, 0)))
+    _write(tmp_path / "side" / "a.png.txt", "from a sidecar")
+    _write(tmp_path / "side" / "b.png", png_bytes((18, 0, 0)))
+    _write(tmp_path / "side" / "captions.json", json.dumps({"b.png": "from captions.json"}))
+    _write(tmp_path / "side" / "c.png", png_bytes((19, 0, 0)))
+    typed = _write(tmp_path / "typed.png", png_bytes((20, 0, 0)))
+    result = add_images(store, [tmp_path / "side"])
+    assert {Path(i.source).name: i.caption_source for i in result.added} == {
+        "a.png": "sidecar", "b.png": "sidecar", "c.png": ""}
+    assert add_images(store, typed, caption="typed in").added[0].caption_source == "user"
+    filled = add_images(store, tmp_path / "side" / "c.png", caption="filled in later")
+    assert [(i.caption, i.caption_source) for i in filled.existing] == [
+        ("filled in later", "user")]
+
+
+def test_near_duplicates_are_reported_and_can_be_kept(store, tmp_path):
+    cat = skimage_photo("chelsea.png").convert("RGB")
+    _write(tmp_path / "a" / "chelsea.png", encoded(cat, "PNG"))
+    _write(tmp_path / "a" / "coffee.png", encoded(skimage_photo("coffee.png").convert("RGB"), "PNG"))
+    small = _write(tmp_path / "b" / "chelsea-small.jpg",
+                   encoded(cat.resize((cat.width // 2, cat.height // 2)), "JPEG", quality=70))
+    first = add_images(store, [tmp_path / "a"])
+    assert len(first.added) == 2 and first.near_duplicates == []
+    original = next(i for i in first.added if i.source == "chelsea.png")
+    second = add_images(store, [tmp_path / "b"])
+    assert second.added == [] and second.failed == [] and second.existing == []
+    ((path, existing, distance),) = second.near_duplicates
+    assert (path, existing.id) == (str(small), original.id)
+    assert 0 <= distance <= NEAR_DUPLICATE_DISTANCE
+    kept = add_images(store, [small], allow_near_duplicates=True)
+    assert [Path(i.source).name for i in kept.added] == ["chelsea-small.jpg"]
+    assert kept.near_duplicates == [] and store.count() == 3

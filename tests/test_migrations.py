@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -18,6 +19,7 @@ from composer.config import Settings
 from composer.types import TextBlock
 from storage.db import Database, alembic_config, head_revision
 from storage.documents import DocumentRepository
+from storage.images import ImageStore
 from storage.tables import Base, DocumentRow
 from tests.support_storage import *  # noqa: F403
 
@@ -149,5 +151,69 @@ def test_open_creates_directories_and_migrates(tmp_path: Path) -> None:
         assert (tmp_path / "nested" / "db" / "c.db").exists()
         assert database.current_revision() == head_revision()
         assert "sqlite" in repr(database) and database.dialect == "sqlite"
+    finally:
+        database.dispose()
+
+
+def _migrate(database: Database, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or downgrade) to one revision, on the connection `migrate()` would use."""
+    config = alembic_config()
+    with database._migration_connection() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def _columns(database: Database, table: str) -> set[str]:
+    with database.engine.connect() as connection:
+        return {column["name"] for column in inspect(connection).get_columns(table)}
+
+
+def test_migration_0004_keeps_existing_rows_up_and_down(empty_database_url: str,
+                                                        tmp_path: Path) -> None:
+    image_id = "ab" * 32
+    database = Database(empty_database_url)
+    try:
+        _migrate(database, "0003")
+        document = DocumentRepository(database).create("t", "i", "en", {})
+        with database.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO images (id, path, format, width, height, bytes, caption, source, "
+                "license, attribution, created_at) VALUES (:id, :path, 'PNG', 4, 3, 99, "
+                "'old caption', 'src', 'CC0', 'me', '2024-01-02 03:04:05')"),
+                {"id": image_id, "path": f"ab/{image_id}.png"})
+            connection.execute(text(
+                "INSERT INTO image_embeddings (image_id, model, dim, vector) "
+                "VALUES (:id, 'mini', 2, :vector)"),
+                {"id": image_id, "vector": bytes(8)})
+            connection.execute(text(
+                "INSERT INTO blocks (document_id, position, kind, section, text, caption, "
+                "image_id, candidates, created_at, updated_at) VALUES (:doc, 0, 'image', 0, "
+                "'', 'c', :id, '[]', '2024-01-02 03:04:05', '2024-01-02 03:04:05')"),
+                {"doc": document.id, "id": image_id})
+
+        _migrate(database, "head")
+        assert database.current_revision() == head_revision() and _diffs(database) == []
+        store = ImageStore(database, tmp_path / "images")
+        image = store.get(image_id)
+        assert (image.caption, image.phash, image.caption_source) == ("old caption", "", "")
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT phash FROM images")).scalar() is None
+            kind, created = connection.execute(
+                text("SELECT kind, created_at FROM image_embeddings")).one()
+        assert (kind, created) == ("caption", None)
+        assert store.embedding_state("mini") == (1, None)
+        assert store.embeddings_since("mini", None)[0] == [image_id]
+
+        _migrate(database, "0003", down=True)
+        assert database.current_revision() == "0003"
+        assert not {"phash", "caption_source"} & _columns(database, "images")
+        assert not {"kind", "created_at"} & _columns(database, "image_embeddings")
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT caption FROM images")).scalar() == "old caption"
+            assert connection.execute(text("SELECT count(*) FROM image_embeddings")).scalar() == 1
+            assert connection.execute(text("SELECT image_id FROM blocks")).scalar() == image_id
+
+        _migrate(database, "head")
+        assert _diffs(database) == [] and store.get(image_id).caption == "old caption"
     finally:
         database.dispose()

@@ -1,21 +1,36 @@
-"""ImageStore and validate_image on SQLite and PostgreSQL: validation, files, embeddings."""
+"""ImageStore and validate_image on SQLite and PostgreSQL: validation, files, EXIF, near-duplicates,
+thumbnails, embeddings, filters."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
+from sqlalchemy import event, select, update
 
+import storage.images as images_module
 from composer.config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from composer.types import ImageBlock, InputError, NotFoundError
+from storage.db import Database
 from storage.documents import DocumentRepository
-from storage.images import ImageStore, validate_image
+from storage.images import (
+    NEAR_DUPLICATE_DISTANCE,
+    THUMBNAIL_SIZES,
+    ImageStore,
+    NearDuplicateError,
+    validate_image,
+)
+from storage.imaging import has_location
+from storage.tables import ImageEmbeddingRow, ImageRow, utcnow
 from tests.support_storage import *  # noqa: F403
 from tests.support_storage import image_bytes, png_bomb
+from tests.test_imaging import arrow, encoded, exif_with, photo
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"])
@@ -195,3 +210,306 @@ def test_concurrent_duplicate_adds(store: ImageStore) -> None:
     assert sorted(created for _, created in results) == [False, False, True]
     assert {image.id for image, _ in results} == {hashlib.sha256(data).hexdigest()}
     assert store.count() == 1
+
+
+# -- EXIF orientation and location -----------------------------------------------------------
+
+
+def test_exif_orientation_is_applied_to_the_stored_file(store: ImageStore) -> None:
+    given = encoded(arrow(), "JPEG", quality=95, exif=exif_with(orientation=6))
+    image, created = store.add(given, name="sideways.jpg")
+    assert created and image.id == hashlib.sha256(given).hexdigest()
+    assert (image.width, image.height) == (40, 60) and image.format == "JPEG"
+    stored = store.path(image.id).read_bytes()
+    assert stored != given and image.bytes == len(stored)
+    with Image.open(store.path(image.id)) as upright:
+        assert upright.size == (40, 60) and not upright.getexif()
+        assert upright.getpixel((20, 10))[0] > 150  # the red half is on top now
+    again, created = store.add(given, name="sideways again.jpg")
+    assert not created and again == image and store.count() == 1
+    store.path(image.id).unlink()  # a lost file comes back turned, as before
+    store.add(given)
+    assert store.path(image.id).read_bytes() == stored
+
+
+def test_gps_position_is_not_stored(store: ImageStore) -> None:
+    given = encoded(photo("coffee.png").convert("RGB"), "JPEG", exif=exif_with(gps=True))
+    image, _ = store.add(given, name="holiday.jpg")
+    assert image.id == hashlib.sha256(given).hexdigest()
+    with Image.open(store.path(image.id)) as stored:
+        assert not stored.getexif() and not has_location(stored)
+    plain = encoded(photo("chelsea.png").convert("RGB"), "JPEG", exif=exif_with())
+    kept, _ = store.add(plain)
+    assert store.path(kept.id).read_bytes() == plain
+
+
+# -- near-duplicates ---------------------------------------------------------------------------
+
+
+def _photo_bytes(name: str, scale: float = 1.0, fmt: str = "PNG", **options: Any) -> bytes:
+    image = photo(name).convert("RGB")
+    if scale != 1.0:
+        image = image.resize((int(image.width * scale), int(image.height * scale)))
+    return encoded(image, fmt, **options)
+
+
+def test_near_duplicates_are_refused_with_a_helpful_message(store: ImageStore) -> None:
+    original, _ = store.add(_photo_bytes("astronaut.png"), name="astronaut.png",
+                            caption="An astronaut")
+    assert len(original.phash) == 16
+    copies = {"half.png": _photo_bytes("astronaut.png", 0.5),
+              "recompressed.jpg": _photo_bytes("astronaut.png", fmt="JPEG", quality=70)}
+    for name, data in copies.items():
+        with pytest.raises(NearDuplicateError) as caught:
+            store.add(data, name=name)
+        error = caught.value
+        assert isinstance(error, InputError)
+        assert error.existing == original and 0 <= error.distance <= NEAR_DUPLICATE_DISTANCE
+        message = str(error)
+        assert name in message and original.id[:12] in message and "An astronaut" in message
+        assert "allow_near_duplicate=True" in message
+    assert store.count() == 1
+    other, created = store.add(_photo_bytes("coffee.png"), name="coffee.png")
+    assert created
+    kept, created = store.add(copies["half.png"], allow_near_duplicate=True)
+    assert created and store.count() == 3
+    near = store.near_duplicates(original.id)
+    assert [(image.id, distance <= NEAR_DUPLICATE_DISTANCE) for image, distance in near] == \
+        [(kept.id, True)]
+    assert [image.id for image, _ in store.near_duplicates(kept.id)] == [original.id]
+    assert store.near_duplicates(other.id) == []
+
+
+def test_flat_images_are_never_near_duplicates(store: ImageStore) -> None:
+    for shade in range(3):
+        image, created = store.add(image_bytes(color=(shade, shade, shade)))
+        assert created and image.phash == ""
+        assert store.near_duplicates(image.id) == []
+
+
+def test_the_hash_index_sees_other_stores_and_is_not_reloaded_per_add(
+        db: Database, tmp_path: Path) -> None:
+    loads: list[str] = []
+
+    def count_loads(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().startswith("SELECT images.id, images.phash"):
+            loads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count_loads)
+    try:
+        first = ImageStore(db, tmp_path / "images")
+        second = ImageStore(db, tmp_path / "images")
+        astronaut, _ = first.add(_photo_bytes("astronaut.png"))
+        first.add(_photo_bytes("camera.png"))
+        first.add(_photo_bytes("horse.png"))
+        assert len(loads) == 1  # loaded once, then kept up to date in place
+        coffee, _ = second.add(_photo_bytes("coffee.png"))
+        with pytest.raises(NearDuplicateError) as caught:
+            first.add(_photo_bytes("coffee.png", 0.5))  # first must see second's image
+        assert caught.value.existing.id == coffee.id
+        second.delete(coffee.id)
+        assert first.add(_photo_bytes("coffee.png", 0.5))[1]  # and its deletion
+        assert len(loads) == 4
+        first.delete(astronaut.id)
+        assert first.add(_photo_bytes("astronaut.png", 0.5))[1]
+        assert len(loads) == 4  # its own deletion needs no reload either
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count_loads)
+
+
+def test_hashes_of_older_images_are_backfilled_lazily(store: ImageStore, db: Database) -> None:
+    chelsea, _ = store.add(_photo_bytes("chelsea.png"))
+    flat, _ = store.add(image_bytes())
+    turned = encoded(photo("camera.png").convert("RGB"), "JPEG", exif=exif_with(orientation=6))
+    camera, _ = store.add(turned)
+    with db.session() as session:  # as if stored before migration 0004, file as given
+        session.execute(update(ImageRow).values(phash=None))
+    store.path(camera.id).write_bytes(turned)
+    fresh = ImageStore(db, store.images_dir)
+    with pytest.raises(NearDuplicateError) as caught:
+        fresh.add(_photo_bytes("chelsea.png", 0.5))
+    assert caught.value.existing.id == chelsea.id
+    assert (fresh.get(chelsea.id).phash, fresh.get(flat.id).phash) == (chelsea.phash, "")
+    assert fresh.get(camera.id).phash == camera.phash  # hashed upright, like a new add
+    assert fresh.backfill_phashes() == 0
+    with db.session() as session:
+        session.execute(update(ImageRow).where(ImageRow.id == chelsea.id).values(phash=None))
+    store.path(chelsea.id).unlink()
+    assert fresh.backfill_phashes() == 1  # an unreadable file gets "" and is not retried
+    assert fresh.get(chelsea.id).phash == "" and fresh.backfill_phashes() == 0
+
+
+# -- thumbnails --------------------------------------------------------------------------------
+
+
+def test_thumbnails(store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    wide, _ = store.add(_photo_bytes("astronaut.png"))  # 512 x 512
+    tall, _ = store.add(encoded(photo("coffee.png").convert("RGB").resize((200, 300)), "PNG"))
+    for size in THUMBNAIL_SIZES:
+        path = store.thumbnail(wide.id, size)
+        assert path == store.thumbs_dir / wide.id[:2] / f"{wide.id}-{size}.jpg"
+        with Image.open(path) as thumb:
+            assert thumb.format == "JPEG" and thumb.mode == "RGB"
+            assert thumb.size == (size, size)
+    with Image.open(store.thumbnail(tall.id, 128)) as thumb:
+        assert thumb.size == (85, 128)
+    with Image.open(store.thumbnail(tall.id, 512)) as thumb:
+        assert thumb.size == (200, 300)  # never enlarged
+    made: list[int] = []
+    monkeypatch.setattr(images_module, "make_thumbnail",
+                        lambda path, size: made.append(size) or b"")
+    assert store.thumbnail(wide.id) == store.thumbs_dir / wide.id[:2] / f"{wide.id}-256.jpg"
+    assert made == []  # made once, then served from the cache
+    monkeypatch.undo()
+    assert not [p for p in store.thumbs_dir.rglob(".tmp*")]
+    store.delete(wide.id)
+    assert not list(store.thumbs_dir.rglob(f"{wide.id}-*"))
+    assert len(list(store.thumbs_dir.rglob(f"{tall.id}-*"))) == 2
+
+
+def test_thumbnail_of_a_transparent_png_is_on_white(db: Database, tmp_path: Path) -> None:
+    store = ImageStore(db, tmp_path / "images", thumbs_dir=tmp_path / "thumbs")
+    picture = Image.new("RGBA", (300, 150), (0, 0, 0, 0))
+    ImageDraw.Draw(picture).rectangle((0, 0, 149, 149), fill=(0, 0, 255, 255))
+    image, _ = store.add(encoded(picture, "PNG"))
+    path = store.thumbnail(image.id, 128)
+    assert path.parent.parent == tmp_path / "thumbs"
+    with Image.open(path) as thumb:
+        assert thumb.size == (128, 64) and thumb.mode == "RGB"
+        assert min(thumb.getpixel((120, 32))) > 240  # the transparent half is white
+        blue = thumb.getpixel((20, 32))
+        assert blue[2] > 200 and blue[0] < 40
+
+
+def test_thumbnail_errors(store: ImageStore) -> None:
+    image, _ = store.add(image_bytes())
+    with pytest.raises(InputError, match=r"thumbnail size 100 is not one of \[128, 256, 512\]"):
+        store.thumbnail(image.id, 100)
+    for unknown in ("0" * 64, "../../etc/passwd"):
+        with pytest.raises(NotFoundError):
+            store.thumbnail(unknown)
+    store.path(image.id).unlink()
+    with pytest.raises(NotFoundError, match=f"file of image {image.id[:12]} .* add the picture"):
+        store.thumbnail(image.id)
+
+
+# -- embeddings: kinds and times ---------------------------------------------------------------
+
+
+def _three_images(store: ImageStore) -> list[str]:
+    return [store.add(image_bytes(color=(i, 0, 0)), caption=f"c{i}")[0].id for i in range(3)]
+
+
+def test_embedding_kind_time_and_state(store: ImageStore, db: Database) -> None:
+    ids = _three_images(store)
+    assert store.embedding_state("mini") == (0, None)
+    assert store.embeddings_since("mini", None)[0] == []
+    before = utcnow()
+    store.put_embeddings("mini", [(ids[0], np.ones(4)), (ids[1], np.ones(4) * 2)])
+    count, newest = store.embedding_state("mini")
+    assert count == 2 and newest is not None and newest >= before
+    assert newest.tzinfo is not None
+    got, matrix, seen = store.embeddings_since("mini", None)
+    assert got == sorted(ids[:2]) and matrix.shape == (2, 4) and seen == newest
+    assert store.embeddings_since("mini", seen)[0] == []
+    assert store.embeddings_since("mini", seen)[2] == seen  # nothing new: pass it again
+    store.put_embeddings("mini", [(ids[2], np.ones(4) * 3), (ids[0], np.ones(4) * 4)])
+    got, matrix, later = store.embeddings_since("mini", seen)
+    assert got == sorted([ids[0], ids[2]]) and later is not None and later > seen
+    assert store.embedding_state("mini") == (3, later)
+    assert store.embedding_ids("mini") == sorted(ids) and store.embedding_ids("x") == []
+    with db.session() as session:
+        kinds = dict(session.execute(select(ImageEmbeddingRow.image_id,
+                                            ImageEmbeddingRow.kind)).tuples().all())
+        # vectors stored before migration 0004 have no time
+        session.execute(update(ImageEmbeddingRow).where(ImageEmbeddingRow.image_id == ids[1])
+                        .values(created_at=None))
+    assert set(kinds.values()) == {"caption"}
+    assert ids[1] in store.embeddings_since("mini", None)[0]
+    assert ids[1] not in store.embeddings_since("mini", datetime(2000, 1, 1, tzinfo=UTC))[0]
+    with pytest.raises(InputError, match="no timezone"):
+        store.embeddings_since("mini", datetime(2000, 1, 1))
+    with pytest.raises(InputError, match="embedding kind 'pixels' is not one of"):
+        store.put_embeddings("mini", [(ids[0], np.ones(4))], kind="pixels")
+
+
+def test_embeddings_of_some_ids(store: ImageStore) -> None:
+    ids = _three_images(store)
+    vectors = {image_id: np.full(3, number, dtype=np.float32)
+               for number, image_id in enumerate(ids)}
+    store.put_embeddings("mini", list(vectors.items()))
+    unknown = [f"{number:064x}" for number in range(1200)]  # more than one IN list
+    got, matrix = store.embeddings("mini", ids=[ids[2], ids[0], ids[2]] + unknown)
+    assert got == sorted([ids[0], ids[2]])
+    np.testing.assert_array_equal(matrix, np.stack([vectors[image_id] for image_id in got]))
+    got, matrix = store.embeddings("mini", ids=[])
+    assert got == [] and matrix.shape == (0, 0)
+
+
+def test_caption_change_keeps_pixel_vectors(store: ImageStore, db: Database) -> None:
+    image, _ = store.add(image_bytes(), caption="old")
+    store.put_embeddings("text-model", [(image.id, np.ones(4))])
+    store.put_embeddings("clip-image", [(image.id, np.ones(8))], kind="image")
+    store.update(image.id, caption="new")
+    assert [i.id for i in store.missing_embeddings("text-model")] == [image.id]
+    assert store.embedding_ids("clip-image") == [image.id]
+    with db.session() as session:
+        assert session.scalar(select(ImageEmbeddingRow.kind)) == "image"
+    store.delete(image.id)
+    assert store.embedding_ids("clip-image") == []
+
+
+# -- caption sources ---------------------------------------------------------------------------
+
+
+def test_caption_source(store: ImageStore) -> None:
+    typed, _ = store.add(image_bytes(color=(1, 0, 0)), caption="typed")
+    assert typed.caption_source == "user"
+    blank, _ = store.add(image_bytes(color=(2, 0, 0)))
+    assert blank.caption_source == ""
+    filled, _ = store.add(image_bytes(color=(2, 0, 0)), caption="by a model",
+                          caption_source="model:blip-base")
+    assert (filled.caption, filled.caption_source) == ("by a model", "model:blip-base")
+    assert store.update(filled.id, caption="fixed by hand").caption_source == "user"
+    assert store.update(filled.id, caption="from the web",
+                        caption_source="web").caption_source == "web"
+    assert store.update(filled.id, license="CC0").caption_source == "web"
+    assert store.update(filled.id, caption_source="sidecar").caption_source == "sidecar"
+    assert store.get(filled.id).caption == "from the web"
+    for bad in ("robot", "model:", "model:" + "x" * 60):
+        with pytest.raises(InputError, match="caption source"):
+            store.add(image_bytes(color=(3, 0, 0)), caption="x", caption_source=bad)
+        with pytest.raises(InputError, match="caption source"):
+            store.update(typed.id, caption_source=bad)
+    assert store.count() == 2
+
+
+# -- listing with filters ----------------------------------------------------------------------
+
+
+def test_list_filters_and_distinct_values(store: ImageStore) -> None:
+    specs = [("A Red Fox in the snow", "camera", "CC0"), ("a lighthouse", "camera", "CC BY"),
+             ("Foxglove flowers", "web", "CC0"), ("100% cotton", "", "")]
+    images = [store.add(image_bytes(color=(number, 1, 1)), caption=caption, source=source,
+                        license=license)[0]
+              for number, (caption, source, license) in enumerate(specs)]
+    ids = [image.id for image in images]
+
+    def listed(**filters: Any) -> list[str]:
+        return [image.id for image in store.list(**filters)]
+
+    assert listed() == ids
+    assert listed(source="camera") == ids[:2] and store.count(source="camera") == 2
+    assert listed(license="CC0") == [ids[0], ids[2]] and store.count(license="CC0") == 2
+    assert listed(source="camera", license="CC0") == [ids[0]]
+    assert listed(search="fox") == [ids[0], ids[2]] and store.count(search="FOX") == 2
+    assert listed(search="%") == [ids[3]]  # LIKE wildcards are matched literally
+    assert listed(search="  ") == ids and listed(license="") == [ids[3]]
+    assert listed(limit=2, offset=1) == ids[1:3] and listed(offset=3) == [ids[3]]
+    assert store.list(limit=2, offset=1, search="o") == store.list(search="o")[1:3]
+    assert store.sources() == ["camera", "web"]
+    assert store.licenses() == ["CC BY", "CC0"]
+    assert store.ids(license="CC0") == sorted([ids[0], ids[2]])
+    assert store.captions([ids[1], "0" * 64]) == {ids[1]: "a lighthouse"}
+    with pytest.raises(InputError, match="must not be negative"):
+        store.list(offset=-1)

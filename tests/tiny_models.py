@@ -86,3 +86,256 @@ def build_tiny_lm(folder: Path, chat_template: bool = True, seed: int = 0) -> Pa
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A saved tiny model folder (import this fixture into a test module to use it)."""
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+# -- tiny image-to-text models (captioners) -------------------------------------------------
+
+CAPTION_WORDS = ["a", "an", "the", "photo", "of", "dog", "cat", "red", "blue", "green", "sky",
+                 "tree", "house", "river", "bridge", "on", "in", "with", "and", "boat", "harbor",
+                 "light", "stone"]
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tiny_blip(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random BLIP captioner (BertTokenizer on a small vocabulary, 32-pixel
+    BlipImageProcessor, 2-layer vision and text towers) to `folder`; returns the folder."""
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *CAPTION_WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    config = BlipConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "max_position_embeddings": 64, "bos_token_id": tokenizer.bos_token_id,
+                     "sep_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id,
+                     "eos_token_id": tokenizer.sep_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_llava(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random LLaVA chat VLM (2-layer CLIP vision tower at 32 pixels, 2-layer
+    Llama, the byte-level BPE tokenizer plus an <image> token, a chat template that places
+    the image) to `folder`; returns the folder."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(chat_template=False)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32},
+                                         crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               patch_size=8, vision_feature_select_strategy="default",
+                               chat_template=VLM_CHAT_TEMPLATE, image_token="<image>",
+                               num_additional_image_tokens=1)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, image_size=32, patch_size=8,
+                                       projection_dim=32),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                max_position_embeddings=256, bos_token_id=None,
+                                eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_vision_encoder_decoder(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random VisionEncoderDecoder (2-layer ViT at 32 pixels + 2-layer GPT-2, the
+    byte-level BPE tokenizer, a ViTImageProcessor) to `folder`; returns the folder."""
+    import torch
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(chat_template=False)
+    encoder = ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, image_size=32, patch_size=8)
+    decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+                         n_positions=256, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = tokenizer.bos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.decoder_start_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> Path:
+    """A saved tiny BLIP captioner folder (import this fixture into a test module to use it)."""
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+# --- Tiny dual image-text encoders (CLIP, SigLIP, SigLIP2) for models/clip.py -------------
+
+CLIP_TEXT_POSITIONS = 16  # the tiny text towers read at most this many tokens
+CLIP_IMAGE_SIZE = 32
+CLIP_MERGES = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("t", "h"),
+               ("th", "e</w>")]
+
+
+def build_clip_tokenizer(max_length: int = CLIP_TEXT_POSITIONS):
+    """A real CLIPTokenizer over a hand-made vocabulary: the 256 byte symbols, each also with
+    the end-of-word mark "</w>", a few merges ("cat", "dog", "the") and the two specials."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {}
+    for symbol in symbols + [symbol + "</w>" for symbol in symbols]:
+        vocab[symbol] = len(vocab)
+    for left, right in CLIP_MERGES:
+        vocab.setdefault(left + right, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=list(CLIP_MERGES), model_max_length=max_length)
+
+
+def _tiny_towers(tokenizer, **text_extra) -> tuple[dict, dict]:
+    """Text and vision config dicts: 2 layers, hidden 32, 4 heads, 8-pixel patches."""
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=CLIP_TEXT_POSITIONS, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                **text_extra)
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "patch_size": 8}
+    return text, vision
+
+
+def _save(folder: Path, *parts) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        part.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer CLIPModel (projection 16, 32x32 images), its CLIPTokenizer and a
+    CLIPImageProcessor (shortest edge 32, centre crop 32) to `folder`; returns the folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    tokenizer = build_clip_tokenizer()
+    text, vision = _tiny_towers(tokenizer)
+    config = CLIPConfig(text_config=text,
+                        vision_config=dict(vision, image_size=CLIP_IMAGE_SIZE),
+                        projection_dim=16)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    processor = CLIPImageProcessorPil(size={"shortest_edge": CLIP_IMAGE_SIZE},
+                                      crop_size={"height": CLIP_IMAGE_SIZE,
+                                                 "width": CLIP_IMAGE_SIZE})
+    return _save(folder, model, tokenizer, processor)
+
+
+def build_tiny_siglip(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer SiglipModel (32x32 images, squashed to size, no crop) with the
+    tiny CLIPTokenizer; returns the folder."""
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    tokenizer = build_clip_tokenizer()
+    text, vision = _tiny_towers(tokenizer, projection_size=32)
+    config = SiglipConfig(text_config=text, vision_config=dict(vision,
+                                                               image_size=CLIP_IMAGE_SIZE))
+    torch.manual_seed(seed)
+    model = SiglipModel(config).eval()
+    processor = SiglipImageProcessorPil(size={"height": CLIP_IMAGE_SIZE,
+                                              "width": CLIP_IMAGE_SIZE})
+    return _save(folder, model, tokenizer, processor)
+
+
+def build_tiny_siglip2(folder: Path, seed: int = 0) -> Path:
+    """Save a random 2-layer Siglip2Model (NaFlex: at most 16 patches of 8 pixels) with the
+    tiny byte-level BPE tokenizer (case-sensitive on its own); returns the folder."""
+    import torch
+    from transformers import Siglip2Config, Siglip2Model
+    from transformers.models.siglip2 import Siglip2ImageProcessorPil
+
+    tokenizer = build_tokenizer(chat_template=False)
+    text, vision = _tiny_towers(tokenizer, projection_size=32)
+    config = Siglip2Config(text_config=text, vision_config=dict(vision, num_patches=16))
+    torch.manual_seed(seed)
+    model = Siglip2Model(config).eval()
+    processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16)
+    return _save(folder, model, tokenizer, processor)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A saved tiny CLIP folder (import this fixture into a test module to use it)."""
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> Path:
+    """A saved tiny SigLIP folder."""
+    return build_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip2_dir(tmp_path_factory) -> Path:
+    """A saved tiny SigLIP2 folder."""
+    return build_tiny_siglip2(tmp_path_factory.mktemp("tiny-siglip2"))
