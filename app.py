@@ -61,12 +61,15 @@ def create_app(services: Services) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    if settings.captioner:  # caption what has no caption yet, in the background
+        services.captions.start()
     demo = build_ui(services, browser_secret(settings), settings.model_concurrency,
                     hf_login=settings.on_spaces)
     demo.queue(default_concurrency_limit=8)
     auth = settings.auth_pairs() or None
     return gr.mount_gradio_app(app, demo, path="/", i18n=I18N, css=CSS, auth=auth,
-                               allowed_paths=[str(settings.images_dir)], footer_links=["api"],
+                               allowed_paths=[str(settings.images_dir), str(settings.thumbs_dir)],
+                               footer_links=["api"],
                                show_error=True)
 
 

@@ -84,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--source", default="")
     add.add_argument("--license", default="")
     add.add_argument("--attribution", default="")
-    actions.add_parser("list", help="list library images")
+    add.add_argument("--keep-near-duplicates", action="store_true",
+                     help="add images that look like one already in the library")
+    listing = actions.add_parser("list", help="list library images")
+    listing.add_argument("--search", help="only captions containing this text")
+    listing.add_argument("--source", help="only images with exactly this source")
+    listing.add_argument("--license", help="only images with exactly this license")
+    listing.add_argument("--limit", type=int, default=None)
     actions.add_parser("seed", help="add the bundled default photos (done on first run)")
     caption = actions.add_parser("caption", help="caption uncaptioned images with a model")
     caption.add_argument("--model", dest="caption_model",
@@ -184,17 +190,30 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
     if args.action == "caption":
         return cmd_caption(services, args)
     if args.action == "list":
-        for image in services.images.list():
+        images = services.images.list(limit=args.limit, search=args.search, source=args.source,
+                                      license=args.license)
+        for image in images:
             print(f"{image.id[:12]}  {image.width}x{image.height}  {image.license or '-':<12} "
-                  f"{image.caption[:70]}")
+                  f"{image.caption[:70] or '(no caption)'}")
+        if not images:
+            print("No images match.", file=sys.stderr)
         return 0
     result = add_images(services.images, args.paths, caption=args.caption, source=args.source,
-                        license=args.license, attribution=args.attribution)
+                        license=args.license, attribution=args.attribution,
+                        allow_near_duplicates=args.keep_near_duplicates)
+    print("Reading visible text and indexing captions ...", file=sys.stderr)
     services.retriever.index()
     print(f"Added {len(result.added)}, already present {len(result.existing)}, "
-          f"failed {len(result.failed)}.")
+          f"near-duplicates skipped {len(result.near_duplicates)}, failed {len(result.failed)}.")
+    for path, existing, distance in result.near_duplicates:
+        print(f"  {path}: looks like {existing.id[:12]} ({existing.caption[:40]!r}, distance "
+              f"{distance}); add it with --keep-near-duplicates to keep both", file=sys.stderr)
     for path, message in result.failed:
         print(f"  {path}: {message}", file=sys.stderr)
+    if result.uncaptioned:
+        print(f"  {len(result.uncaptioned)} images have no caption, so articles cannot find "
+              "them yet: add photo.jpg.txt sidecar files or captions.csv and run `library add` "
+              "again, or run `library caption` with a captioning model.", file=sys.stderr)
     return 0 if not result.failed else EXIT_INPUT
 
 

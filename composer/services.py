@@ -73,7 +73,8 @@ class Services:
     def images(self):
         from storage.images import ImageStore
 
-        return self._once("images", lambda: ImageStore(self.db, self.settings.images_dir))
+        return self._once("images", lambda: ImageStore(self.db, self.settings.images_dir,
+                                                        self.settings.thumbs_dir))
 
     @property
     def embedder(self):
@@ -91,14 +92,51 @@ class Services:
             from models.ocr import load_text_spotter
             from models.retrieval import Retriever
 
+            settings = self.settings
             retriever = Retriever(self.images, self.embedder, load_text_spotter(),
-                                  self.settings.text_penalty)
+                                  settings.text_penalty, keyword_weight=settings.keyword_weight,
+                                  clip=self.clip, clip_weight=settings.clip_weight,
+                                  index_dir=settings.index_dir,
+                                  ann_threshold=settings.ann_threshold)
             if self.images.count() == 0:
                 seed_default_library(self.images, retriever)
             retriever.index()
             self.embedder.dim  # load the embedder now, not in the middle of a composition
             return retriever
         return self._once("retriever", make)
+
+    @property
+    def clip(self):
+        """The CLIP/SigLIP embedder of COMPOSER_CLIP_MODEL, or None when none is configured."""
+        if not self.settings.clip_model:
+            return None
+
+        def make():
+            from models.clip import ClipEmbedder
+
+            return ClipEmbedder.from_pretrained(self.settings.clip_model,
+                                                device=self.settings.device)
+        return self._once("clip", make)
+
+    @property
+    def web_search(self):
+        """The web image search of COMPOSER_WEB_IMAGES, or None when it is off (the default)."""
+        from composer.web_images import make_web_search
+
+        return make_web_search(self.settings.web_images, self.settings.web_images_url)
+
+    @property
+    def captions(self):
+        """The background captioning worker (its model loads on the first job, if any)."""
+        def make():
+            from composer.captioning import CaptionWorker
+            from models.captioner import load_captioner
+
+            spec = self.settings.captioner
+            loader = (lambda: load_captioner(spec, device=self.settings.device)) if spec \
+                else None
+            return CaptionWorker(self.images, loader, retriever=self.retriever)
+        return self._once("captions", make)
 
     @property
     def lm(self) -> LanguageModel:
@@ -115,4 +153,5 @@ class Services:
         with_images=False skips loading the library and embedder (text-only articles).
         """
         retriever = self.retriever if with_images else None
-        return Composer(self.lm, self.documents, retriever, timer=timer)
+        web = self.web_search if with_images else None
+        return Composer(self.lm, self.documents, retriever, timer=timer, web_search=web)

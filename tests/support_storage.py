@@ -150,3 +150,22 @@ def png_bomb(width: int, height: int) -> bytes:
     data = zlib.compress(b"\x00" * 64)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data)
             + _png_chunk(b"IEND", b""))
+
+
+def photo_bytes(name: str, scale: float = 1.0) -> bytes:
+    """One of scikit-image's sample photos (e.g. "chelsea.png") as PNG bytes, maybe scaled."""
+    import importlib.util
+    import io
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    if scale != 1.0:
+        image = image.resize((int(image.width * scale), int(image.height * scale)))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

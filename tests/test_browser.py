@@ -101,3 +101,56 @@ def test_labels_follow_the_browsers_language(live_app, browser):
     assert "生成提纲" in page.locator("#xc-plan").inner_text()
     page.screenshot(path=str(SHOTS / "compose_zh.png"))
     context.close()
+
+
+def test_library_view_uploads_edits_and_deletes(live_app, browser, tmp_path):
+    from tests.support_storage import photo_bytes
+
+    upload = tmp_path / "my-cat.png"
+    upload.write_bytes(photo_bytes("chelsea.png", 0.5))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(live_app.url + "/")
+    page.click("button[role='tab']:has-text('Library')")
+    page.wait_for_function("document.querySelector('#xc-lib-summary')?.innerText"
+                           ".includes('images')", timeout=20_000)
+    assert page.locator("#xc-lib-gallery img").count() >= 4
+    assert "no captioning model is configured" in page.locator("#xc-lib-caption-hint").inner_text()
+    page.screenshot(path=str(SHOTS / "library.png"), full_page=True)
+
+    page.click("button:has-text('Upload images')")
+    page.set_input_files("#xc-lib-files input[type=file]", [str(upload), str(broken)])
+    page.fill("label:has-text('Caption for these files') textarea, "
+              "label:has-text('Caption for these files') input",
+              "My cat <img src=x onerror=window.pwned=1>")
+    page.click("#xc-lib-upload")
+    page.wait_for_function("document.querySelector('#xc-lib-upload-result')?.innerText"
+                           ".includes('Added 1')", timeout=60_000)
+    result = page.locator("#xc-lib-upload-result").inner_text()
+    assert "Not added: broken.png" in result
+    assert page.evaluate("window.pwned") is None
+
+    page.fill("#xc-lib-search input, #xc-lib-search textarea", "My cat")
+    page.press("#xc-lib-search input, #xc-lib-search textarea", "Enter")
+    page.wait_for_function("document.querySelector('#xc-lib-summary')?.innerText"
+                           ".startsWith('1 images')", timeout=20_000)
+    page.locator("#xc-lib-gallery img").first.click()
+    caption = page.locator("#xc-lib-caption textarea")
+    page.wait_for_function("document.querySelector('#xc-lib-caption textarea')?.value"
+                           ".startsWith('My cat')", timeout=20_000)
+    caption.fill("A tabby cat with green eyes, my own photo")
+    page.click("#xc-lib-save")
+    page.wait_for_function("document.querySelector('#xc-lib-notes')?.innerText"
+                           ".includes('Caption by: a person')", timeout=20_000)
+    page.screenshot(path=str(SHOTS / "library_edit.png"), full_page=True)
+    assert page.evaluate("window.pwned") is None
+
+    page.click("#xc-lib-delete")
+    page.wait_for_timeout(800)
+    assert page.locator("#xc-lib-caption textarea").input_value().startswith("A tabby cat")
+    page.click("#xc-lib-confirm label, #xc-lib-confirm input")
+    page.click("#xc-lib-delete")
+    page.wait_for_function("document.querySelector('#xc-lib-summary')?.innerText"
+                           ".includes('No images match')", timeout=20_000)
+    page.screenshot(path=str(SHOTS / "library_deleted.png"), full_page=True)

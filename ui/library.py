@@ -10,6 +10,7 @@ not a Space); on a multi-user server the shared library is read-only in the brow
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -193,7 +194,8 @@ def upload_images(services: Any, owner: str, files: list[Any] | None, caption: s
                   license: str = "", attribution: str = "", keep_near_duplicates: bool = False,
                   progress: Callable[[float, str], None] | None = None) -> str:
     """Add uploaded files to the owner's library, index them, and say what happened."""
-    paths = [Path(getattr(item, "name", item)) for item in (files or [])]
+    paths = [Path(item) if isinstance(item, (str, os.PathLike)) else Path(item.name)
+             for item in (files or [])]
     if not paths:
         raise InputError("choose one or more image files to upload")
     if len(paths) > MAX_UPLOAD_FILES:
@@ -216,11 +218,13 @@ def upload_images(services: Any, owner: str, files: list[Any] | None, caption: s
         lines.append(f"Skipped {Path(path).name}: it looks like an image already in the library "
                      f"(\"{existing.caption[:50]}\", distance {distance}). Tick 'Keep near-"
                      "duplicates' to add it anyway.")
-    for path, message in result.failed:
-        lines.append(f"Not added: {Path(path).name}: {message}")
+    for path, message in result.failed:  # uploads sit in temporary folders: name the file only
+        lines.append(f"Not added: {Path(path).name}: {message.replace(str(path), Path(path).name)}")
     if result.uncaptioned:
         lines.append(f"{len(result.uncaptioned)} image(s) have no caption yet: "
                      + caption_hint(services))
+        if services.settings.captioner:
+            services.captions.start()  # idempotent: captions only what has no caption
     return "\n".join(f"- {_plain(line)}" for line in lines) or "- Nothing was added."
 
 
@@ -242,6 +246,6 @@ def caption_status_text(status: CaptionStatus | None) -> str:
     if status.running:
         return f"Captioning: {status.done} of {status.total} done. {status.message}"
     if status.total:
-        failed = f", {len(status.failed)} failed" if status.failed else ""
+        failed = f", {status.failed} failed" if status.failed else ""
         return f"Captioning finished: {status.done} of {status.total} captioned{failed}."
     return status.message or ""
