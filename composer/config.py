@@ -61,6 +61,7 @@ MAX_BEAMS = 6
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_CAPTION_CHARS = 2_000
+WEB_IMAGE_CHOICES = ("off", "openverse", "wikimedia")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -161,6 +162,9 @@ class Settings:
             web_images=(env.get("COMPOSER_WEB_IMAGES") or "off").strip().lower(),
             web_images_url=env.get("COMPOSER_WEB_IMAGES_URL", ""),
         )
+        if settings.web_images not in WEB_IMAGE_CHOICES:
+            raise ValueError(f"COMPOSER_WEB_IMAGES={settings.web_images!r} is not one of "
+                             f"{list(WEB_IMAGE_CHOICES)}: use off, openverse or wikimedia")
         known = {f.name for f in fields(Settings)}
         unknown = set(overrides) - known
         if unknown:

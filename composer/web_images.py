@@ -34,7 +34,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlencode, urlsplit
 
-from composer.config import MAX_IMAGE_BYTES
+from composer.config import MAX_IMAGE_BYTES, WEB_IMAGE_CHOICES
 from composer.types import ComposerError, InputError, LibraryImage
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WEB_SEARCH_KINDS = ("off", "openverse", "wikimedia")
+WEB_SEARCH_KINDS = WEB_IMAGE_CHOICES
 PROVIDER_NAMES = {"openverse": "Openverse", "wikimedia": "Wikimedia Commons"}
 DEFAULT_TIMEOUT = 10.0  # seconds per connect / read
 DOWNLOAD_DEADLINE = 120.0  # seconds for a whole download, however the bytes trickle in

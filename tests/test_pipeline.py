@@ -200,3 +200,47 @@ def test_a_section_that_runs_long_is_cut_near_its_budget(documents, image_store)
     doc = composer.compose_document(ComposeRequest("Tea", target_words=400, text_only=True))
     assert doc.status == "done"
     assert doc.word_count <= 400 * 1.1 + 2
+
+
+def _empty_store(database, tmp_path):
+    from storage.images import ImageStore
+
+    return ImageStore(database, tmp_path / "empty-images")
+
+
+def test_web_images_fill_slots_the_library_cannot(documents, database, tmp_path):
+    from composer.web_images import OpenverseSearch
+    from tests.fake_image_api import FakeImageAPI
+
+    store = _empty_store(database, tmp_path)
+    with FakeImageAPI() as api:
+        web = OpenverseSearch(base_url=api.url, timeout=2)
+        composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store), web_search=web)
+        events = list(composer.compose(ComposeRequest("Harbors of the north", target_words=400,
+                                                      images=1)))
+    assert events[-1].stage == "done"
+    assert any(event.stage == "web" for event in events)
+    doc = documents.get(events[-1].document_id)
+    [block] = doc.image_blocks
+    image = store.get(block.image_id)
+    assert image.license and "via Openverse" in image.attribution
+    assert image.caption_source == "web" and image.source.startswith("https://")  # its page
+
+
+def test_a_failing_web_search_falls_back_with_a_clear_message(documents, database, tmp_path):
+    from composer.web_images import OpenverseSearch
+    from tests.fake_image_api import FakeImageAPI
+
+    store = _empty_store(database, tmp_path)
+    with FakeImageAPI() as api:
+        api.search_mode = "503"
+        web = OpenverseSearch(base_url=api.url, timeout=2)
+        composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store), web_search=web)
+        events = list(composer.compose(ComposeRequest("Harbors of the north", target_words=400,
+                                                      images=1)))
+    assert events[-1].stage == "done"
+    warnings = [event.message for event in events if event.stage == "warning"]
+    assert any("HTTP 503" in message and "using your library only" in message
+               for message in warnings)
+    assert documents.get(events[-1].document_id).image_blocks == []
+    assert store.count() == 0
