@@ -182,11 +182,7 @@ def ef_sweep(index: ApproximateIndex, queries: np.ndarray, excludes: list[set[st
 
 
 def exact_sweep(sizes: tuple[int, ...], queries_n: int, rng: np.random.Generator) -> list[dict]:
-    """Exact query latency by library size, on all cores and on one (BLAS limited to one
-    thread, as when generation keeps the other core busy): where p50 passes ~5 ms sets
-    DEFAULT_ANN_THRESHOLD."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
+    """Exact query latency by library size: where p50 passes ~5 ms sets DEFAULT_ANN_THRESHOLD."""
     rows = []
     for n in sizes:
         middles = centres(rng)
@@ -194,12 +190,8 @@ def exact_sweep(sizes: tuple[int, ...], queries_n: int, rng: np.random.Generator
         index.upsert([f"{number:064x}" for number in range(n)], clustered(n, middles, rng))
         queries = clustered(queries_n, middles, rng)
         _, latencies = timed_searches(index, queries, [set()] * queries_n)
-        with threadpool_limits(limits=1, user_api="blas"):
-            _, single = timed_searches(index, queries, [set()] * queries_n)
         rows.append({"n": n, "query_p50_ms": round(percentile(latencies, 0.50), 3),
-                     "query_p99_ms": round(percentile(latencies, 0.99), 3),
-                     "one_thread_p50_ms": round(percentile(single, 0.50), 3),
-                     "one_thread_p99_ms": round(percentile(single, 0.99), 3)})
+                     "query_p99_ms": round(percentile(latencies, 0.99), 3)})
     return rows
 
 

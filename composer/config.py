@@ -29,7 +29,7 @@ Environment variables (all optional):
                         detailed captions for uncaptioned library images. Default: none, so
                         captions come from users and sidecar files.
   COMPOSER_ANN_THRESHOLD  library size from which retrieval uses an approximate (FAISS HNSW)
-                        index instead of exact search. Default: 20000.
+                        index instead of exact search. Default: 50000 (bench/bench_index.py).
   COMPOSER_WEB_IMAGES   "off" (default), "openverse" or "wikimedia": also search that public
                         image API when the library has no good match.
   COMPOSER_WEB_IMAGES_URL  the API's base URL (tests and mirrors).
@@ -104,7 +104,7 @@ class Settings:
     clip_model: str = ""
     clip_weight: float = 0.5
     captioner: str = ""
-    ann_threshold: int = 20_000
+    ann_threshold: int = 50_000
     web_images: str = "off"
     web_images_url: str = ""
 
@@ -158,7 +158,7 @@ class Settings:
             clip_model=env.get("COMPOSER_CLIP_MODEL", ""),
             clip_weight=_number(env, "COMPOSER_CLIP_WEIGHT", 0.5),
             captioner=env.get("COMPOSER_CAPTIONER", ""),
-            ann_threshold=int(_number(env, "COMPOSER_ANN_THRESHOLD", 20_000)),
+            ann_threshold=int(_number(env, "COMPOSER_ANN_THRESHOLD", 50_000)),
             web_images=(env.get("COMPOSER_WEB_IMAGES") or "off").strip().lower(),
             web_images_url=env.get("COMPOSER_WEB_IMAGES_URL", ""),
         )

@@ -91,13 +91,15 @@ class Services:
             from composer.library import seed_default_library
             from models.ocr import load_text_spotter
             from models.retrieval import Retriever
+            from storage.pgvector import pgvector_available
 
             settings = self.settings
             retriever = Retriever(self.images, self.embedder, load_text_spotter(),
                                   settings.text_penalty, keyword_weight=settings.keyword_weight,
                                   clip=self.clip, clip_weight=settings.clip_weight,
                                   index_dir=settings.index_dir,
-                                  ann_threshold=settings.ann_threshold)
+                                  ann_threshold=settings.ann_threshold,
+                                  vector_db=self.db if pgvector_available(self.db) else None)
             if self.images.count() == 0:
                 seed_default_library(self.images, retriever)
             retriever.index()

@@ -76,8 +76,12 @@ class ScoredImage:
 class VectorSignal:
     """The vectors of one model name kept in a vector index in step with the store."""
 
-    def __init__(self, store: ImageStore, model: str, folder: Path | None, threshold: int):
+    def __init__(self, store: ImageStore, model: str, folder: Path | None, threshold: int,
+                 vector_db: Any = None):
+        """`folder` keeps a saved in-process index; `vector_db` (a Database with pgvector)
+        keeps the vectors in PostgreSQL instead (storage/pgvector.py)."""
         self.store = store
+        self.vector_db = vector_db
         self.model = model
         self.folder = folder
         self.threshold = threshold
@@ -86,8 +90,12 @@ class VectorSignal:
         self._state: tuple[int, Any] | None = None
         self._dirty = False
 
-    def sync(self) -> tuple[list[str], set[str]]:
-        """Bring the index up to date; returns (ids whose vector is new, ids removed)."""
+    def sync(self, promote: bool = False) -> tuple[list[str], set[str]]:
+        """Bring the index up to date; returns (ids whose vector is new, ids removed).
+
+        `promote` turns an exact index past the threshold into HNSW (seconds at 50k
+        vectors), so only `Retriever.index()` asks for it, never a search.
+        """
         state = self.store.embedding_state(self.model)
         if state == self._state and self.index is not None:
             return [], set()
@@ -99,10 +107,13 @@ class VectorSignal:
             log.warning("index %s has dim %d, vectors have %d: rebuilding", self.model,
                         self.index.dim, vectors.shape[1])
             self.index, self._synced_at = None, None
+            if self.vector_db is not None:
+                from storage.pgvector import drop_vectors
+
+                drop_vectors(self.vector_db, self.model)
             ids, vectors, newest = self.store.embeddings_since(self.model, None)
         if self.index is None:
-            self.index = (build_index(ids, _unit_rows(vectors), self.threshold, model=self.model)
-                          if ids else None)
+            self.index = self._build(ids, _unit_rows(vectors)) if ids else None
         elif ids:
             self.index.upsert(ids, _unit_rows(vectors))
         removed: set[str] = set()
@@ -111,7 +122,7 @@ class VectorSignal:
             removed = set(self.index.ids()) - stored
             if removed:
                 self.index.remove(sorted(removed))
-        if self.index is not None:
+        if promote and self.index is not None and self.vector_db is None:
             self.index = maybe_promote(self.index, self.threshold)
         self._synced_at = newest or self._synced_at
         self._state = state
@@ -127,14 +138,32 @@ class VectorSignal:
 
     def save(self) -> None:
         """Persist the index when it changed since it was loaded or last saved."""
-        if self.folder is None or self.index is None or not self._dirty:
+        if self.index is None or not self._dirty or (self.folder is None
+                                                     and self.vector_db is None):
             return
         self.index.synced_at = self._synced_at.isoformat() if self._synced_at else None
         self.index.save(self.folder)
         self._dirty = False
 
+    def _build(self, ids: list[str], vectors: np.ndarray) -> Any:
+        """A new index of these vectors: in PostgreSQL with pgvector, else in this process."""
+        if self.vector_db is None:
+            return build_index(ids, vectors, self.threshold, model=self.model)
+        from storage.pgvector import PgVectorIndex
+
+        index = PgVectorIndex(self.vector_db, self.model, int(vectors.shape[1]))
+        index.upsert(ids, vectors)
+        return index
+
     def _load(self) -> Any:
         """The saved index, or None when there is none (or it cannot be read: rebuilt)."""
+        if self.vector_db is not None:
+            from storage.pgvector import open_index
+
+            index = open_index(self.vector_db, self.model)
+            if index is not None and index.synced_at:
+                self._synced_at = datetime.fromisoformat(index.synced_at)
+            return index
         if self.folder is None or not self.folder.exists():
             return None
         try:
@@ -164,11 +193,12 @@ class Retriever:
                  text_penalty: float = DEFAULT_TEXT_PENALTY, *,
                  keyword_weight: float = DEFAULT_KEYWORD_WEIGHT, clip: Any = None,
                  clip_weight: float = DEFAULT_CLIP_WEIGHT, index_dir: Path | None = None,
-                 ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
+                 ann_threshold: int = DEFAULT_ANN_THRESHOLD, vector_db: Any = None) -> None:
         """`store` is an ImageStore (storage/images.py); `embedder` embeds captions and
         queries; `spotter` reads images' visible text (None: no OCR, no penalty); `clip` a
         ClipEmbedder (models/clip.py) for image vectors, or None; `index_dir` where vector
-        indexes are saved (None: kept in memory only)."""
+        indexes are saved (None: kept in memory only); `vector_db` a PostgreSQL Database
+        with pgvector to keep the vectors searchable there instead."""
         self.store = store
         self.embedder = embedder
         self.spotter = spotter
@@ -176,10 +206,10 @@ class Retriever:
         self.weights = Weights(text_penalty=text_penalty, keyword=keyword_weight,
                                clip=clip_weight)
         self._captions = VectorSignal(store, embedder.name, _folder(index_dir, embedder.name),
-                                      ann_threshold)
+                                      ann_threshold, vector_db)
         self._images = (VectorSignal(store, self.image_model, _folder(index_dir,
                                                                        self.image_model),
-                                     ann_threshold) if clip is not None else None)
+                                     ann_threshold, vector_db) if clip is not None else None)
         self._texts: _Texts | None = None
         self._lock = threading.Lock()
 
@@ -216,7 +246,7 @@ class Retriever:
         self._embed_pixels()
         self._read_text()
         with self._lock:
-            self._sync()
+            self._sync(promote=True)
             self._captions.save()
             if self._images is not None:
                 self._images.save()
@@ -255,17 +285,17 @@ class Retriever:
         """Forget the in-memory state; the next search reloads it from the store."""
         with self._lock:
             self._captions = VectorSignal(self.store, self.model, self._captions.folder,
-                                          self._captions.threshold)
+                                          self._captions.threshold, self._captions.vector_db)
             if self._images is not None:
                 self._images = VectorSignal(self.store, self.image_model, self._images.folder,
-                                            self._images.threshold)
+                                            self._images.threshold, self._images.vector_db)
             self._texts = None
 
-    def _sync(self) -> None:
+    def _sync(self, promote: bool = False) -> None:
         """Bring every signal up to date with the store (call with the lock held)."""
-        changed, removed = self._captions.sync()
+        changed, removed = self._captions.sync(promote)
         if self._images is not None:
-            self._images.sync()
+            self._images.sync(promote)
         if self._texts is None:
             self._texts = _Texts()
             index = self._captions.index

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,18 +48,25 @@ MANIFEST = "manifest.json"
 IDS_FILE = "ids.json"
 VECTORS_FILE = "vectors.npy"
 FAISS_FILE = "index.faiss"
-# Above this many vectors `choose_index` picks HNSW. Measured (bench/results/index.json):
-# exact p50 stays under ~2.5 ms up to 20k vectors of dim 384 on 2 cores, and passes 5 ms
-# between 30k and 50k (sooner when the cores are busy with generation).
-DEFAULT_ANN_THRESHOLD = 20_000
+# Above this many vectors `choose_index` picks HNSW. Measured (bench/results/index.json,
+# dim 384, 2 cores): exact p50 is 0.7 ms at 10k, 2.8 ms at 40k, 3.6 ms at 50k, 5.3 ms at 75k
+# and 7.2 ms at 100k; HNSW is ~0.4 ms at all of these but costs a build (2.5-5k vectors/s)
+# and gives up some recall on small libraries (0.95 at 10k). 50k keeps exact p50 under 4 ms.
+DEFAULT_ANN_THRESHOLD = 50_000
 HNSW_M = 32
-# efConstruction 200 built 4x slower than 80 for +0.002 recall@10 at 100k (measured).
+# efConstruction 200 built 4x slower than 80 for +0.002 recall@10 at 100k (measured on
+# clustered vectors looser than the benchmark's: 0.993 -> 0.995 at efSearch 64).
 HNSW_EF_CONSTRUCTION = 80
-# recall@10 >= 0.99 at 100k on the benchmark's clustered vectors (0.98 at 32, 0.89 at 16).
+# recall@8 1.0 at 100k on the benchmark's clustered vectors (0.995 at 32, 0.97 at 16;
+# 0.95 at 10k, where the threshold keeps exact search anyway).
 HNSW_EF_SEARCH = 64
 MAX_EF_SEARCH = 1024
-# An `allowed` set this small is scored exactly, vector by vector, instead of through HNSW.
+# An `allowed` set this small, or this small a share of the library, is scored exactly
+# (its vectors copied out of FAISS) instead of filtered inside the HNSW search, which has to
+# widen its beam by 1/share. At 100k with 10% allowed: ~2 ms copy + product vs ~4 ms of HNSW
+# with efSearch 640 (measured), and exact.
 SMALL_ALLOWED = 2000
+SMALL_ALLOWED_SHARE = 0.25
 # Dead labels (replaced or removed vectors) past this share of all labels trigger a rebuild.
 MAX_DEAD_SHARE = 0.2
 # Upserts go into HNSW in chunks this big, each under its own write lock, so searches wait at
@@ -183,6 +191,16 @@ def check_query(query: np.ndarray, k: int, dim: int) -> np.ndarray:
     if not np.isfinite(row).all():
         raise ValueError("query contains NaN or infinity")
     return row
+
+
+def _scores(matrix: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """matrix @ row, on one thread with numpy's own SIMD loop rather than BLAS.
+
+    The product is memory-bound: einsum matches 2-thread OpenBLAS when the machine is idle
+    (6.5 ms for 100k x 384) and stays there when another process keeps a core busy, while
+    OpenBLAS's threads then wait on each other (14 ms p50, 8 ms p99 even at 10k; measured).
+    """
+    return np.einsum("ij,j->i", matrix, row)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -370,11 +388,13 @@ class _Index:
                       ) -> np.ndarray:
         """Sorted rows (labels) of the allowed ids that are in the index and not excluded.
 
-        Set operations and map() run in C: 10k allowed ids take about 1-3 ms on 2 cores.
+        Only the allowed ids are visited, with the loops in C (set difference, map): about
+        1 ms for 10k of them.
         """
-        keep = (self._rows.keys() & allowed) - exclude
-        rows = np.fromiter(map(self._rows.__getitem__, keep), dtype=np.int64, count=len(keep))
-        return np.sort(rows)
+        keep = set(allowed) - exclude
+        rows = np.fromiter(map(self._rows.get, keep, repeat(-1)), dtype=np.int64,
+                           count=len(keep))
+        return np.sort(rows[rows >= 0])
 
     def _manifest(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, "kind": self.kind, "dim": self.dim,
@@ -444,7 +464,7 @@ class ExactIndex(_Index):
         with self._lock.reading():
             count = len(self._ids)
             if allowed is None:
-                scores = self._vectors[:count] @ row
+                scores = _scores(self._vectors[:count], row)
                 for image_id in exclude:
                     position = self._rows.get(image_id)
                     if position is not None:
@@ -452,7 +472,7 @@ class ExactIndex(_Index):
                 rows = None
             else:
                 rows = self._allowed_rows(allowed, exclude)
-                scores = self._vectors[rows] @ row
+                scores = _scores(np.take(self._vectors, rows, axis=0), row)
             best = _top(scores, k)
             found = best if rows is None else rows[best]
             return [(self._ids[r], float(scores[b])) for r, b in zip(found, best)]
@@ -623,8 +643,8 @@ class ApproximateIndex(_Index):
 
         `exclude`: ids never returned (images already in the article). `allowed`: when not
         None, only these ids are candidates (the caller's source/license filter); fewer than
-        SMALL_ALLOWED of them are scored exactly. Fewer than k come back only when fewer
-        than k ids pass the filters.
+        SMALL_ALLOWED of them, or under SMALL_ALLOWED_SHARE of the library, are scored
+        exactly. Fewer than k come back only when fewer than k ids pass the filters.
         """
         row = check_query(query, k, self.dim)
         exclude = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
@@ -634,7 +654,7 @@ class ApproximateIndex(_Index):
                 return self._graph_search(row, k, keep, len(self._rows) - excluded, excluded)
             else:
                 labels = self._allowed_rows(allowed, exclude)
-                if len(labels) < SMALL_ALLOWED:
+                if len(labels) < max(SMALL_ALLOWED, SMALL_ALLOWED_SHARE * len(self._rows)):
                     return self._exact_over(row[0], labels, k)
                 keep = np.zeros(len(self._labels), dtype=bool)
                 keep[labels] = True
@@ -650,7 +670,7 @@ class ApproximateIndex(_Index):
         return keep, len(excluded)
 
     def _exact_over(self, row: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[str, float]]:
-        scores = self._vectors_of(labels) @ row
+        scores = _scores(self._vectors_of(labels), row)
         best = _top(scores, k)
         return [(self._labels[labels[b]], float(scores[b])) for b in best]  # type: ignore[misc]
 

@@ -31,6 +31,7 @@ from storage.db import Database
 log = logging.getLogger(__name__)
 
 TABLE_PREFIX = "image_vectors_"
+STATE_TABLE = "image_vector_state"  # per model: dim and how far the table is synced
 MAX_HNSW_DIM = 2000  # pgvector's limit for an HNSW index on `vector`
 MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
 # pgvector's index defaults (m=16, ef_construction=64) need a wider search beam than FAISS
@@ -92,6 +93,10 @@ def drop_vectors(db: Database, model: str) -> None:
     """Drop `model`'s table and its index (to rebuild for a new dim, or forget a model)."""
     with db.engine.begin() as connection:
         connection.execute(text(f'DROP TABLE IF EXISTS "{table_name(model)}"'))
+        if connection.execute(text("SELECT to_regclass(:name)"),
+                              {"name": STATE_TABLE}).scalar() is not None:
+            connection.execute(text(f"DELETE FROM {STATE_TABLE} WHERE model = :model"),
+                               {"model": model})
 
 
 def _first_line(error: BaseException) -> str:
@@ -125,7 +130,20 @@ class PgVectorIndex:
         self.dim = dim
         self.ef_search = ef_search
         self.table = table_name(model)
+        self.synced_at: str | None = None
         self._ensure_table()
+
+    def save(self, folder: object = None) -> None:
+        """Record `synced_at` (the newest stored vector copied in) for the next process.
+
+        `folder` is ignored: the vectors are already in the database. Mirrors the in-process
+        indexes' save(), so the retriever treats both alike.
+        """
+        with self.db.engine.begin() as connection:
+            connection.execute(text(
+                f"INSERT INTO {STATE_TABLE} (model, dim, synced_at) VALUES (:model, :dim, :at) "
+                "ON CONFLICT (model) DO UPDATE SET dim = :dim, synced_at = :at"
+            ), {"model": self.model, "dim": self.dim, "at": self.synced_at})
 
     def __repr__(self) -> str:
         return f"PgVectorIndex(table={self.table!r}, dim={self.dim})"
@@ -145,6 +163,9 @@ class PgVectorIndex:
                     f"model {self.model!r} changed its dim; call drop_vectors(db, model) and "
                     "re-index"
                 )
+            connection.execute(text(
+                f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (model text PRIMARY KEY, "
+                "dim integer NOT NULL, synced_at text)"))
             if stored is None:
                 connection.execute(text(
                     f'CREATE TABLE "{self.table}" (image_id text PRIMARY KEY, '
@@ -233,3 +254,18 @@ class PgVectorIndex:
                                    {"ef": str(ef)})
             return [(image_id, float(score))
                     for image_id, score in connection.execute(statement, parameters)]
+
+
+def open_index(db: Database, model: str) -> PgVectorIndex | None:
+    """The PgVectorIndex saved for `model`, with its `synced_at`, or None when there is none."""
+    with db.engine.connect() as connection:
+        if connection.execute(text("SELECT to_regclass(:name)"),
+                              {"name": STATE_TABLE}).scalar() is None:
+            return None
+        row = connection.execute(text(f"SELECT dim, synced_at FROM {STATE_TABLE} "
+                                      "WHERE model = :model"), {"model": model}).first()
+    if row is None:
+        return None
+    index = PgVectorIndex(db, model, int(row[0]))
+    index.synced_at = row[1]
+    return index

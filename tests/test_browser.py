@@ -116,7 +116,8 @@ def test_library_view_uploads_edits_and_deletes(live_app, browser, tmp_path):
     page.wait_for_function("document.querySelector('#xc-lib-summary')?.innerText"
                            ".includes('images')", timeout=20_000)
     assert page.locator("#xc-lib-gallery img").count() >= 4
-    assert "no captioning model is configured" in page.locator("#xc-lib-caption-hint").inner_text()
+    page.wait_for_function("document.querySelector('#xc-lib-caption-hint')?.innerText"
+                           ".includes('no captioning model is configured')", timeout=20_000)
     page.screenshot(path=str(SHOTS / "library.png"), full_page=True)
 
     page.click("button:has-text('Upload images')")

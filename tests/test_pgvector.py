@@ -232,3 +232,35 @@ def test_bad_input_is_rejected_before_the_database(filled) -> None:
         index.search(np.ones(8, dtype=np.float32), 3)
     with pytest.raises(ValueError, match="from 1 to 2000"):
         PgVectorIndex(index.db, "test/too-wide", 4096)
+
+
+# ---------------------------------------------------------- the retriever on pgvector
+
+
+def test_retriever_keeps_its_vectors_in_pgvector(vector_db: Database, tmp_path) -> None:
+    from models.retrieval import Retriever
+    from storage.images import ImageStore
+    from tests.support_library import shared_embedder
+    from tests.support_storage import photo_bytes
+
+    vector_db.migrate()
+    store = ImageStore(vector_db, tmp_path / "images")
+    cat, _ = store.add(photo_bytes("chelsea.png"), caption="a tabby cat with green eyes")
+    coffee, _ = store.add(photo_bytes("coffee.png"), caption="a cup of espresso coffee")
+    embedder = shared_embedder()
+    retriever = Retriever(store, embedder, vector_db=vector_db, index_dir=tmp_path / "unused")
+    try:
+        retriever.index()
+        assert type(retriever._captions.index).__name__ == "PgVectorIndex"
+        assert retriever.search("a kitten", k=1)[0].image_id == cat.id
+        assert not (tmp_path / "unused").exists()  # nothing saved in files
+        # Another process: it opens the same table, synced to where the first one was.
+        store.update(coffee.id, caption="a red motorcycle in a garage")
+        other = Retriever(store, embedder, vector_db=vector_db)
+        other.index()
+        assert other.search("a motorbike", k=1)[0].image_id == coffee.id
+        assert other._captions.index.ids() == {cat.id, coffee.id}
+        store.delete(cat.id)
+        assert [c.image_id for c in other.search("a kitten", k=2)] == [coffee.id]
+    finally:
+        drop_vectors(vector_db, embedder.name)
