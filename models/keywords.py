@@ -269,6 +269,21 @@ class KeywordIndex:
             return dict.fromkeys(raw, 0.0)
         return {doc_id: min(1.0, score / reference) for doc_id, score in raw.items()}
 
+    def rare_matches(self, query: str, max_df: int = 2000) -> list[str]:
+        """Documents holding a query term that at most `max_df` documents hold.
+
+        Names and rare words are what a keyword match adds to an embedding; common words
+        would match a large share of a big library. Scoring these documents plus another
+        stage's candidates (`normalized_scores(query, ids=...)`) keeps the cost bounded.
+        """
+        found: set[int] = set()
+        with self._lock:
+            for term in _distinct(tokenize(query)):
+                postings = self._postings.get(term)
+                if postings and len(postings) <= max_df:
+                    found.update(postings)
+            return [self._ids[slot] for slot in found]
+
     def _slot_scores(self, terms: list[str], ids: list[str] | None) -> dict[int, float]:
         """BM25 per document slot, summed over postings (or over the candidate slots)."""
         count = len(self._slot_of)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from composer.types import ImageCandidate, NotFoundError
+from composer.types import ImageCandidate
 from models.embed import Embedder
 from models.keywords import KeywordIndex
 from models.ocr import TextSpotter, caption_spells_text, text_match_share
@@ -44,6 +44,7 @@ DEFAULT_TEXT_PENALTY = 3.0
 DEFAULT_KEYWORD_WEIGHT = 0.15
 DEFAULT_CLIP_WEIGHT = 0.5
 SHORTLIST = 32  # candidates taken from each signal beyond those asked for, then re-ranked
+RARE_TERM_DOCS = 2000  # a query term in at most this many captions is searched everywhere
 IMAGE_VECTORS = "#image"  # suffix of the model name pixel vectors are stored under
 # Vectors written this long before the last sync are read again at the next one, so a write
 # that committed late with an earlier timestamp is not missed (upserting twice is harmless).
@@ -87,7 +88,7 @@ class VectorSignal:
         self.threshold = threshold
         self.index: Any = None
         self._synced_at: datetime | None = None
-        self._state: tuple[int, Any] | None = None
+        self._version: int | None = None
         self._dirty = False
 
     def sync(self, promote: bool = False) -> tuple[list[str], set[str]]:
@@ -96,9 +97,10 @@ class VectorSignal:
         `promote` turns an exact index past the threshold into HNSW (seconds at 50k
         vectors), so only `Retriever.index()` asks for it, never a search.
         """
-        state = self.store.embedding_state(self.model)
-        if state == self._state and self.index is not None:
+        version = self.store.version()  # one primary-key read when nothing changed
+        if version == self._version and self.index is not None:
             return [], set()
+        state = self.store.embedding_state(self.model)
         if self.index is None:
             self.index = self._load()
         since = self._synced_at - SYNC_OVERLAP if self._synced_at else None
@@ -125,7 +127,7 @@ class VectorSignal:
         if promote and self.index is not None and self.vector_db is None:
             self.index = maybe_promote(self.index, self.threshold)
         self._synced_at = newest or self._synced_at
-        self._state = state
+        self._version = version
         self._dirty = self._dirty or bool(ids) or bool(removed)
         return ids, removed
 
@@ -325,13 +327,11 @@ class Retriever:
         images with exactly that source or license. An empty library, or one with everything
         excluded, gives an empty list. Images are searchable once `index()` has embedded them.
         """
-        candidates = []
-        for scored in self.rank(query, k, exclude, owner=owner, source=source,
-                                license=license):
-            candidate = self._candidate(scored.image_id, scored.score)
-            if candidate is not None:
-                candidates.append(candidate)
-        return candidates
+        ranked = self.rank(query, k, exclude, owner=owner, source=source, license=license)
+        images = self.store.get_many([scored.image_id for scored in ranked])
+        return [ImageCandidate(image_id=image.id, caption=image.caption, score=scored.score,
+                               license=image.license, attribution=image.attribution)
+                for scored in ranked if (image := images.get(scored.image_id)) is not None]
 
     def rank(self, query: str, k: int = 4, exclude: set[str] | frozenset[str] = frozenset(),
              *, owner: str | None = None, source: str | None = None,
@@ -357,8 +357,11 @@ class Retriever:
             image_hits = dict(self._images.search(self.clip.encode([query])[0], n, exclude,
                                                   allowed))
         keyword_hits: dict[str, float] = {}
-        if self.weights.keyword:
-            keyword_hits = _top(texts.keywords.normalized_scores(query), n, exclude, allowed)
+        if self.weights.keyword:  # BM25 over the shortlists and the captions with rare terms
+            pool = set(texts.keywords.rare_matches(query, RARE_TERM_DOCS))
+            pool |= set(caption_hits) | set(image_hits)
+            keyword_hits = _top(texts.keywords.normalized_scores(query, sorted(pool)), n,
+                                exclude, allowed)
         scored = self._blend(query, caption_hits, image_hits, keyword_hits, texts)
         return scored[:k]
 
@@ -398,15 +401,6 @@ class Retriever:
         if source is None and license is None:
             return None
         return set(self.store.ids(source=source, license=license))
-
-    def _candidate(self, image_id: str, score: float) -> ImageCandidate | None:
-        """The candidate with the store's current caption and license; None if deleted."""
-        try:
-            image = self.store.get(image_id)
-        except NotFoundError:
-            return None
-        return ImageCandidate(image_id=image.id, caption=image.caption, score=score,
-                              license=image.license, attribution=image.attribution)
 
 
 def _top(scores: dict[str, float], n: int, exclude: frozenset[str],

@@ -43,7 +43,13 @@ from storage.imaging import (
     prepare_image,
 )
 from storage.rows import check_caption, to_image
-from storage.tables import ImageEmbeddingRow, ImageRow, ImageTextRow, utcnow
+from storage.tables import (
+    ImageEmbeddingRow,
+    ImageRow,
+    ImageTextRow,
+    LibraryVersionRow,
+    utcnow,
+)
 
 __all__ = ["ALLOWED_FORMATS", "CAPTION_SOURCES", "EMBEDDING_KINDS", "NEAR_DUPLICATE_DISTANCE",
            "THUMBNAIL_SIZES", "ImageStore", "NearDuplicateError", "phash_distance",
@@ -365,6 +371,7 @@ class ImageStore:
         """Delete an image's record, embeddings, file and thumbnails; blocks lose the image."""
         with self.db.session() as session:
             row = self._row(session, image_id)
+            _bump_version(session)
             relative, hashed = row.path, row.phash is not None
             session.delete(row)
         (self.images_dir / relative).unlink(missing_ok=True)
@@ -416,7 +423,7 @@ class ImageStore:
                      for number in np.flatnonzero(found <= NEAR_DUPLICATE_DISTANCE)
                      if self._index_ids[number] != image_id]
         close.sort()
-        images = self._images([found_id for _, _, found_id in close])
+        images = self.get_many([found_id for _, _, found_id in close])
         return [(images[found_id], distance) for distance, _, found_id in close
                 if found_id in images]
 
@@ -562,6 +569,13 @@ class ImageStore:
         ids, matrix = _matrix(rows)
         return ids, matrix, newest
 
+    def version(self) -> int:
+        """A number that grows whenever vectors are written or dropped, or images deleted:
+        one primary-key read, so a retriever can check it before every search."""
+        with self.db.session() as session:
+            return int(session.scalar(select(LibraryVersionRow.version)
+                                      .where(LibraryVersionRow.id == 1)) or 0)
+
     def embedding_state(self, model: str) -> tuple[int, datetime | None]:
         """(number of vectors of `model`, newest write time): one cheap aggregate query that
         tells an index whether anything was added, replaced or deleted since it last looked."""
@@ -610,6 +624,7 @@ class ImageStore:
                                                    kind=kind, created_at=now)
                                  for image_id in chunk])
                 session.flush()
+            _bump_version(session)
 
     def missing_embeddings(self, model: str) -> builtins.list[LibraryImage]:
         """Images without a vector for `model` (oldest first): what an indexer must embed."""
@@ -674,8 +689,8 @@ class ImageStore:
                                   prepare_image(data, image_format).data)
             return to_image(row)
 
-    def _images(self, image_ids: builtins.list[str]) -> dict[str, LibraryImage]:
-        """{id: image} of those ids still in the library."""
+    def get_many(self, image_ids: builtins.list[str]) -> dict[str, LibraryImage]:
+        """{id: image} of those ids still in the library (unknown ids left out), one query."""
         found: dict[str, LibraryImage] = {}
         with self.db.session() as session:
             for chunk in _chunks(sorted(set(image_ids))):
@@ -726,8 +741,15 @@ def _library_state(session: Session) -> tuple[int, int, datetime | None]:
     return int(images), int(missing), latest
 
 
+def _bump_version(session: Session) -> None:
+    """Count one more change to the library's vectors (in the caller's transaction)."""
+    session.execute(update(LibraryVersionRow).where(LibraryVersionRow.id == 1)
+                    .values(version=LibraryVersionRow.version + 1))
+
+
 def _drop_caption_vectors(session: Session, image_id: str) -> None:
     """Delete an image's caption vectors (stale once its caption changed); pixel ones stay."""
+    _bump_version(session)
     session.execute(delete(ImageEmbeddingRow)
                     .where(ImageEmbeddingRow.image_id == image_id,
                            ImageEmbeddingRow.kind == "caption"))

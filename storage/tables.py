@@ -178,6 +178,15 @@ class ImageEmbeddingRow(Base):
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class LibraryVersionRow(Base):
+    """One row (id 1) counting changes to the library's vectors: a cheap "did it change?"."""
+
+    __tablename__ = "library_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class ImageTextRow(Base):
     """The text an image visibly shows (OCR): its words and the share of the area they cover."""
 

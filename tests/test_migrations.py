@@ -25,7 +25,7 @@ from tests.support_storage import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"alembic_version", "blocks", "documents", "image_embeddings", "image_text", "images",
-          "revisions"}
+          "library_version", "revisions"}
 
 
 def _diffs(database: Database, metadata: MetaData = Base.metadata) -> list[Any]:
@@ -217,3 +217,9 @@ def test_migration_0004_keeps_existing_rows_up_and_down(empty_database_url: str,
         assert _diffs(database) == [] and store.get(image_id).caption == "old caption"
     finally:
         database.dispose()
+
+
+def test_library_version_row_exists_after_migrating(db: Database) -> None:
+    from storage.images import ImageStore
+
+    assert ImageStore(db, "/nonexistent").version() == 0

@@ -3,7 +3,8 @@
 images.phash (nullable, indexed; filled in Python for older rows), images.caption_source,
 images.owner (NULL: the shared library; else the person who uploaded it in the browser),
 image_embeddings.kind ("caption" for existing rows) and image_embeddings.created_at (NULL for
-existing rows), plus an index on images.created_at (paging oldest first and the cheap "did
+existing rows), library_version (one row counting vector changes: a retriever's cheap check
+before each search), plus an index on images.created_at (paging oldest first and the cheap "did
 the library change" check stay fast at 100k images). Add-only: every existing row stays valid.
 
 Revision ID: 0004
@@ -32,6 +33,13 @@ def upgrade() -> None:
         batch.create_index(op.f("ix_images_phash"), ["phash"], unique=False)
         batch.create_index(op.f("ix_images_owner"), ["owner"], unique=False)
         batch.create_index(op.f("ix_images_created_at"), ["created_at"], unique=False)
+    version = op.create_table(
+        "library_version",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False, server_default="0"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_library_version")),
+    )
+    op.bulk_insert(version, [{"id": 1, "version": 0}])
     with op.batch_alter_table("image_embeddings") as batch:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False,
                                    server_default="caption"))
@@ -40,6 +48,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop them again (hashes are recomputed, kinds and times forgotten)."""
+    op.drop_table("library_version")
     with op.batch_alter_table("image_embeddings") as batch:
         batch.drop_column("created_at")
         batch.drop_column("kind")
