@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--material", type=Path, help="a text file of reference material")
     compose.add_argument("--selection", default="score", choices=("score", "model"),
                          help="pick images by retrieval score or let the model choose A-D")
+    compose.add_argument("--image-license", help="only library images with exactly this "
+                         "license (see `library list`), e.g. 'CC0 1.0'")
+    compose.add_argument("--image-source", help="only library images with exactly this source")
     compose.add_argument("--seed", type=int, default=0)
     compose.add_argument("--sample", action="store_true", help="sample instead of greedy")
     compose.add_argument("--temperature", type=float, default=0.7)
@@ -118,6 +121,7 @@ def request_from_args(args: argparse.Namespace) -> ComposeRequest:
         instruction=instruction, language=args.lang, target_words=args.words,
         images=args.images, text_only=args.text_only, seed=args.seed,
         selection=args.selection, material=material, generation=generation,
+        image_license=args.image_license or "", image_source=args.image_source or "",
     )
 
 

@@ -177,13 +177,13 @@ class Composer:
             caption = self.illustrator.caption(title, captions, paragraphs[slot],
                                                request.language, config, cancel)
             with self.timer.measure("retrieval"):
-                candidates = self._candidates(caption, used, owner)
+                candidates = self._candidates(caption, used, owner, request)
             if self._wants_web(candidates):
                 yield ProgressEvent("web", f"Image {number + 1} of {len(slots)}: searching the "
                                     "web", fraction=share, document_id=doc.id)
                 with self.timer.measure("retrieval"):
                     message = self._search_web(caption)
-                    candidates = self._candidates(caption, used, owner)
+                    candidates = self._candidates(caption, used, owner, request)
                 if message:
                     yield ProgressEvent("warning", message, document_id=doc.id)
             if not candidates:
@@ -204,11 +204,15 @@ class Composer:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _candidates(self, caption: str, used: set[str], owner: str | None) -> list[Any]:
-        """Library images for a caption: the owner's and the shared ones, unused so far."""
+    def _candidates(self, caption: str, used: set[str], owner: str | None,
+                    request: ComposeRequest) -> list[Any]:
+        """Library images for a caption: the owner's and the shared ones, unused so far, of
+        the license and source the request asks for."""
         if self.retriever is None:
             return []
-        return self.retriever.search(caption, k=CANDIDATES, exclude=used, owner=owner)
+        return self.retriever.search(caption, k=CANDIDATES, exclude=used, owner=owner,
+                                     license=request.image_license or None,
+                                     source=request.image_source or None)
 
     def _wants_web(self, candidates: list[Any]) -> bool:
         """Whether to ask the web: it is configured and the library has no good match."""

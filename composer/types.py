@@ -74,6 +74,8 @@ class ComposeRequest:
     `images` is None for "automatic" (the model decides how many), else the exact count.
     `selection` picks how an image is chosen among candidates: "score" takes the best
     retrieval score, "model" asks the language model to pick A-D as the reference does.
+    `image_license` / `image_source`, when not empty, keep only library images with exactly
+    that license or source (e.g. "CC0 1.0" for an article that must be free to reuse).
     """
 
     instruction: str
@@ -85,6 +87,8 @@ class ComposeRequest:
     selection: str = "score"
     material: str = ""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    image_license: str = ""
+    image_source: str = ""
 
     def options(self) -> dict[str, Any]:
         """The request's options as JSON-ready data, as stored with the document."""

@@ -20,6 +20,9 @@ WORDS_PER_IMAGE_MIN = 50
 SELECTION_MODES = ("score", "model")
 
 
+MAX_FILTER_CHARS = 300
+
+
 def check_request(request: ComposeRequest) -> None:
     """Raise InputError for the first invalid field of a compose request."""
     if not isinstance(request.instruction, str):
@@ -49,6 +52,11 @@ def check_request(request: ComposeRequest) -> None:
     if request.selection not in SELECTION_MODES:
         raise InputError(f"selection {request.selection!r} is not one of {SELECTION_MODES}")
     _check_int("seed", request.seed, 0, 2**32 - 1)
+    for name, value in (("image license", request.image_license),
+                        ("image source", request.image_source)):
+        if not isinstance(value, str) or len(value) > MAX_FILTER_CHARS:
+            raise InputError(f"{name} must be text of at most {MAX_FILTER_CHARS} characters, "
+                             f"got {str(value)[:40]!r}: pick one from the library's list")
     check_generation(request.generation)
 
 

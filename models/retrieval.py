@@ -131,6 +131,11 @@ class VectorSignal:
         self._dirty = self._dirty or bool(ids) or bool(removed)
         return ids, removed
 
+    @property
+    def version(self) -> int | None:
+        """The store's library version this signal was last synced at."""
+        return self._version
+
     def search(self, vector: np.ndarray, n: int, exclude: frozenset[str] | set[str],
                allowed: set[str] | None) -> list[tuple[str, float]]:
         """The n best (id, cosine) pairs, best first."""
@@ -213,6 +218,7 @@ class Retriever:
                                                                        self.image_model),
                                      ann_threshold, vector_db) if clip is not None else None)
         self._texts: _Texts | None = None
+        self._owners: tuple[int | None, dict[str, str]] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -292,6 +298,7 @@ class Retriever:
                 self._images = VectorSignal(self.store, self.image_model, self._images.folder,
                                             self._images.threshold, self._images.vector_db)
             self._texts = None
+            self._owners = None
 
     def _sync(self, promote: bool = False) -> None:
         """Bring every signal up to date with the store (call with the lock held)."""
@@ -342,12 +349,12 @@ class Retriever:
         if k < 1:
             raise ValueError(f"k={k} must be at least 1")
         exclude = frozenset(exclude)
-        if owner is not None:  # other people's uploads are private to them
-            exclude |= frozenset(self.store.private_ids(except_owner=owner))
         with self._lock:
             self._sync()
             texts = self._texts
             assert texts is not None
+            if owner is not None:  # other people's uploads are private to them
+                exclude |= self._private_to_others(owner)
         allowed = self._allowed(source, license)
         n = k + SHORTLIST
         caption_hits = dict(self._captions.search(self.embedder.encode([query])[0], n, exclude,
@@ -395,6 +402,18 @@ class Retriever:
                                       float(keyword), float(penalty), spelled))
         scored.sort(key=lambda item: (-item.score, item.image_id))
         return scored
+
+    def _private_to_others(self, owner: str) -> frozenset[str]:
+        """Ids `owner` must not get: other people's uploads (call with the lock held).
+
+        Read again only when the library's vectors changed (an upload is searchable only
+        once `index()` has embedded it, which bumps the version).
+        """
+        version = self._captions.version
+        if self._owners is None or self._owners[0] != version:
+            self._owners = (version, self.store.owners())
+        return frozenset(image_id for image_id, other in self._owners[1].items()
+                         if other != owner)
 
     def _allowed(self, source: str | None, license: str | None) -> set[str] | None:
         """The ids a source/license filter keeps, or None when there is no filter."""

@@ -316,10 +316,13 @@ class ImageStore:
 
     def private_ids(self, except_owner: str) -> builtins.list[str]:
         """Ids of images other people uploaded privately: what `except_owner` must not see."""
-        query = select(ImageRow.id).where(ImageRow.owner.is_not(None),
-                                          ImageRow.owner != except_owner)
+        return [image_id for image_id, owner in self.owners().items() if owner != except_owner]
+
+    def owners(self) -> dict[str, str]:
+        """{id: owner} of every privately uploaded image (the shared library is left out)."""
+        query = select(ImageRow.id, ImageRow.owner).where(ImageRow.owner.is_not(None))
         with self.db.session() as session:
-            return builtins.list(session.scalars(query))
+            return dict(session.execute(query).tuples().all())
 
     def captions(self, image_ids: builtins.list[str]) -> dict[str, str]:
         """{id: caption} of those images still in the library (unknown ids left out)."""

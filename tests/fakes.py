@@ -121,12 +121,13 @@ class WordOverlapRetriever:
     def index(self) -> int:
         return 0
 
-    def search(self, query: str, k: int = 4, exclude=frozenset(), owner=None):
+    def search(self, query: str, k: int = 4, exclude=frozenset(), owner=None, license=None,
+               source=None):
         from composer.types import ImageCandidate
 
         words = set(re.findall(r"\w+", query.lower()))
         scored = []
-        for image in self.store.list(owner=owner):
+        for image in self.store.list(owner=owner, license=license, source=source):
             if image.id in exclude:
                 continue
             shared = words & set(re.findall(r"\w+", image.caption.lower()))

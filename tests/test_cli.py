@@ -98,6 +98,29 @@ def test_library_add_reports_broken_files_and_keeps_the_good_ones(home, tmp_path
     assert "a green field" in listing
 
 
+def test_library_add_skips_near_duplicates_unless_kept_and_list_filters(home, tmp_path,
+                                                                        capsys):
+    from tests.support_storage import photo_bytes
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "cat.png").write_bytes(photo_bytes("chelsea.png"))
+    (second / "cat-small.png").write_bytes(photo_bytes("chelsea.png", 0.5))
+    code, stdout, _ = run(capsys, "library", "add", str(first), "--caption", "my tabby cat",
+                          "--license", "CC0 1.0")
+    assert code == 0 and "Added 1" in stdout
+    code, stdout, stderr = run(capsys, "library", "add", str(second))
+    assert code == 0 and "near-duplicates skipped 1" in stdout
+    assert "cat-small.png: looks like" in stderr and "--keep-near-duplicates" in stderr
+    code, stdout, stderr = run(capsys, "library", "add", str(second), "--keep-near-duplicates")
+    assert "Added 1" in stdout and "have no caption" in stderr
+    code, listing, _ = run(capsys, "library", "list", "--search", "TABBY")
+    assert listing.count("\n") == 1 and "my tabby cat" in listing
+    code, listing, _ = run(capsys, "library", "list", "--license", "CC0 1.0")
+    assert "my tabby cat" in listing and "(no caption)" not in listing
+
+
 def test_sigterm_mid_composition_keeps_the_text_and_marks_interrupted(tmp_path):
     env = {**os.environ, "COMPOSER_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)

@@ -244,3 +244,18 @@ def test_a_failing_web_search_falls_back_with_a_clear_message(documents, databas
                for message in warnings)
     assert documents.get(events[-1].document_id).image_blocks == []
     assert store.count() == 0
+
+
+def test_image_license_filter_keeps_only_images_with_that_license(documents, image_store):
+    harbor = next(image for image in image_store.list() if "harbor" in image.caption)
+    image_store.update(harbor.id, license="CC BY 4.0")
+    composer = make(documents, image_store)
+    events = list(composer.compose(ComposeRequest("Harbors of the north", target_words=800,
+                                                  images=2, image_license="CC BY 4.0")))
+    doc = documents.get(events[-1].document_id)
+    assert [block.image_id for block in doc.image_blocks] == [harbor.id]
+    assert doc.options["image_license"] == "CC BY 4.0"
+    assert any("no unused image" in event.message for event in events
+               if event.stage == "warning")
+    with pytest.raises(InputError, match="image license must be text of at most 300"):
+        list(composer.compose(ComposeRequest("Harbors", image_license="x" * 301)))

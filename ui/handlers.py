@@ -25,6 +25,7 @@ from composer.types import (
     SectionPlan,
 )
 
+ANY_VALUE = "(any)"  # a filter drop-down's "no filter" choice
 RENDER_INTERVAL = 0.25  # seconds between article re-renders while text streams
 OUTLINE_HEADERS = ["Section title", "Key points (separated by ;)", "Words"]
 
@@ -57,6 +58,8 @@ class ComposeOptions:
     beams: float = 1
     max_tokens: float = 1024
     selection: str = "score"
+    image_license: str = ANY_VALUE
+    image_source: str = ANY_VALUE
 
 
 def new_owner_key(current: str | None) -> str:
@@ -97,6 +100,11 @@ def _whole(name: str, value: Any) -> int:
     return int(number)
 
 
+def _filter_value(choice: Any) -> str:
+    """A filter drop-down's value as a request field: "" for "(any)" or nothing."""
+    return "" if choice in (None, "", ANY_VALUE) else str(choice)
+
+
 def build_request(instruction: str, material: str, options: ComposeOptions) -> ComposeRequest:
     """A ComposeRequest from the form, checked against every limit (InputError)."""
     images = None if str(options.images).lower() in ("auto", "automatic", "") else _whole(
@@ -112,6 +120,8 @@ def build_request(instruction: str, material: str, options: ComposeOptions) -> C
         target_words=_whole("target words", options.words), images=images,
         text_only=bool(options.text_only), seed=_whole("seed", options.seed),
         selection=options.selection, material=material or "", generation=generation,
+        image_license=_filter_value(options.image_license),
+        image_source=_filter_value(options.image_source),
     )
     check_request(request)
     return request

@@ -69,6 +69,9 @@ LABELS: dict[str, dict[str, str]] = {
         "add_to_library": "Add to library",
         "caption_all": "Caption uncaptioned images",
         "selected_image": "Selected image",
+        "image_filters": "Image filters",
+        "image_license": "Only images with the license",
+        "image_source": "Only images from the source",
     },
     "zh": {
         "title": "图文交错创作",
@@ -134,6 +137,9 @@ LABELS: dict[str, dict[str, str]] = {
         "add_to_library": "加入图库",
         "caption_all": "为无说明的图片生成说明",
         "selected_image": "已选图片",
+        "image_filters": "图片筛选",
+        "image_license": "仅限此许可协议的图片",
+        "image_source": "仅限此来源的图片",
     },
 }
 

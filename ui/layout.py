@@ -122,6 +122,12 @@ def _compose_tab() -> dict[str, Any]:
             c["beams"] = gr.Slider(1, 6, value=1, step=1, label=t("beams"))
             c["max_tokens"] = gr.Slider(64, 4096, value=1024, step=64, label=t("max_tokens"))
             c["selection"] = gr.Radio(["score", "model"], value="score", label=t("selection"))
+    with gr.Accordion(t("image_filters"), open=False):
+        with gr.Row():
+            c["image_license"] = gr.Dropdown([lh.ANY], value=lh.ANY, label=t("image_license"),
+                                             allow_custom_value=True, elem_id="xc-image-license")
+            c["image_source"] = gr.Dropdown([lh.ANY], value=lh.ANY, label=t("image_source"),
+                                            allow_custom_value=True, elem_id="xc-image-source")
     with gr.Row():
         c["plan"] = gr.Button(t("plan"), elem_id="xc-plan")
         c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write")
@@ -167,7 +173,8 @@ def _documents_tab() -> dict[str, Any]:
 
 
 OPTION_KEYS = ["language", "words", "images", "text_only", "seed", "sample", "temperature",
-               "top_p", "repetition_penalty", "beams", "max_tokens", "selection"]
+               "top_p", "repetition_penalty", "beams", "max_tokens", "selection",
+               "image_license", "image_source"]
 
 
 def _options(values: list[Any]) -> h.ComposeOptions:
@@ -229,6 +236,15 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
         flags.stop(getattr(request, "session_hash", None) or "direct")
 
     c["stop"].click(stop, None, None, queue=False, api_name="stop")
+
+    def filter_choices(key: str | None, request: gr.Request = None):
+        if not key and not _user(request):
+            return gr.skip(), gr.skip()
+        sources, licenses = lh.filter_choices(services, h.owner_id(key, _user(request)))
+        return gr.update(choices=licenses), gr.update(choices=sources)
+
+    owner_key.change(filter_choices, owner_key, [c["image_license"], c["image_source"]],
+                     api_visibility="undocumented")
     _wire_outline_editing(c)
     _wire_sharing_and_images(services, c, owner_key, doc_state)
 

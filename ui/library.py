@@ -19,11 +19,12 @@ from composer.captioning import CaptionStatus
 from composer.library import add_images
 from composer.types import InputError, LibraryImage, NotFoundError
 from models.ocr import caption_spells_text
+from ui.handlers import ANY_VALUE
 
 PAGE_SIZE = 40
 THUMB_SIZE = 256
 MAX_UPLOAD_FILES = 50
-ANY = "(any)"
+ANY = ANY_VALUE
 
 
 @dataclass
