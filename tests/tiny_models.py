@@ -339,3 +339,70 @@ def tiny_siglip_dir(tmp_path_factory) -> Path:
 def tiny_siglip2_dir(tmp_path_factory) -> Path:
     """A saved tiny SigLIP2 folder."""
     return build_tiny_siglip2(tmp_path_factory.mktemp("tiny-siglip2"))
+
+
+# --- A tiny random Llama for models/plora.py ----------------------------------------------
+
+def build_plora_llama(seed: int = 0, dtype=None):
+    """A random LlamaForCausalLM (hidden 64, 2 layers, 4 heads, 2 key/value heads, vocab 128)
+    in eval mode, built from a config with a fixed seed; `dtype` defaults to float32."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, bos_token_id=None, eos_token_id=1,
+                         pad_token_id=0, initializer_range=0.2)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    return model.to(dtype) if dtype is not None else model
+
+
+# --- Tiny vision-only encoders (CLIPVisionModel, SiglipVisionModel) for models/vision.py ----
+
+def _tiny_vision_config(image_size: int, patch_size: int) -> dict:
+    """Vision tower settings: 2 layers, hidden 32, 4 heads."""
+    return {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "image_size": image_size, "patch_size": patch_size}
+
+
+def build_tiny_clip_vision(folder: Path, image_size: int = 56, patch_size: int = 14,
+                           seed: int = 0) -> Path:
+    """Save a random 2-layer CLIPVisionModel alone (config + weights, no preprocessor file,
+    as a vision-only checkpoint) to `folder`; returns the folder."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(CLIPVisionConfig(**_tiny_vision_config(image_size, patch_size)))
+    return _save(folder, model.eval())
+
+
+def build_tiny_siglip_vision(folder: Path, image_size: int = 32, patch_size: int = 8,
+                             seed: int = 0) -> Path:
+    """Save a random 2-layer SiglipVisionModel alone (config + weights, no preprocessor file)
+    to `folder`; returns the folder."""
+    import torch
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    model = SiglipVisionModel(SiglipVisionConfig(**_tiny_vision_config(image_size, patch_size)))
+    return _save(folder, model.eval())
+
+
+# --- A tokenizer that adds BOS on a normal encode, for models/interleave.py ---------------
+
+def build_bos_tokenizer(chat_template: bool = True):
+    """The tiny byte-level BPE tokenizer plus a "<s>" BOS that a normal encode puts first
+    (add_special_tokens=True), like Llama's; with chat_template, the ChatML template opened
+    by "{{ bos_token }}" (as Llama's templates are)."""
+    from tokenizers import processors
+
+    tokenizer = build_tokenizer(chat_template=False)
+    tokenizer.add_special_tokens({"bos_token": "<s>"})
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    if chat_template:
+        tokenizer.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
+    return tokenizer
