@@ -1,0 +1,456 @@
+"""Partial LoRA (PLoRA, from InternLM-XComposer2): a low-rank update on image tokens only.
+
+Each adapted linear layer computes `y = W0 x` for every position and adds
+`scale * B(A(dropout(x)))` only at the positions where the image mask is true, so a
+text-only input gives exactly the base language model's output, bit for bit.
+
+The mask is a boolean [batch, seq] aligned with the current query positions. Hugging Face
+models call their linear layers as `layer(x)`, so the mask cannot travel as an argument: all
+wrapped layers of one model share a `PLoRAMask` holder, set before the model's forward:
+
+    inject_plora(model)                      # rank 256, alpha 256, dropout 0.05
+    with image_mask(model, mask):            # mask: bool [batch, seq]
+        logits = model(inputs_embeds=embeds).logits
+
+Setting a mask finds its true positions once (one `nonzero`, the only device-to-host sync of
+the whole forward); each layer then gathers those rows with `index_select`, runs A and B on
+them only and adds the result back with `index_add_`. No layer looks at the mask's values, so
+no layer syncs. bench/bench_plora.py measured this against multiplying the update by the
+mask on every row (the low-rank path for all rows), on a SmolLM2-135M-shaped model with
+rank 256 on all 7 projections, 512-token prefill, 2 CPU threads: overhead over the base
+model 21% / 37% at 25% / 50% image tokens (multiply: 81% / 79%), ~0% at 0% and 1.00x text-only
+decode. Rank 256 costs 0.74x the base layers' multiply-adds per image token, so at 50%
+image tokens ~35% is the floor of any design.
+
+With a KV cache the mask must match the *current* query positions: prefill with the image
+mask, then decode steps with a [batch, 1] all-false mask (or no mask). A mask whose length
+differs from the layer input's raises ValueError naming both lengths. Beam search needs the
+mask expanded across beams (`mask.repeat_interleave(num_beams, dim=0)`).
+
+The update is per position, so it cannot be merged into W0. The holder is per model, not
+per thread: run one masked forward per model at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Submodules of a vision-language model that PLoRA never adapts (vision tower, projector).
+VISION_PARTS = frozenset({"vision_tower", "vision_model", "visual", "vision_encoder",
+                          "multi_modal_projector", "mm_projector", "vision_proj"})
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+FORMAT = "plora"
+FORMAT_VERSION = 1
+
+
+class PLoRAMask:
+    """The image mask of the current forward, shared by every PLoRALinear of one model.
+
+    `shape` is the mask's [batch, seq] (None: no mask, every layer is its base layer);
+    `rows` holds the flat indices (batch * seq + position) of the image positions, found
+    once per `set` so that the layers never read the mask's values.
+    """
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, int] | None = None
+        self.rows: torch.Tensor | None = None
+        self._rows_by_device: dict[torch.device, torch.Tensor] = {}
+
+    def set(self, mask: torch.Tensor | None) -> None:
+        """Use `mask` (bool [batch, seq]) for the following forwards; None clears it.
+
+        Finds the true positions here, once, on the mask's device: a mask on the CPU costs
+        no accelerator sync at all, one on a GPU a single sync (its nonzero).
+        """
+        if mask is None:
+            self.clear()
+            return
+        check_mask(mask)
+        self.rows = mask.reshape(-1).nonzero().squeeze(1)
+        self._rows_by_device = {self.rows.device: self.rows}
+        self.shape = (mask.shape[0], mask.shape[1])
+
+    def clear(self) -> None:
+        """Forget the mask: every layer computes its base layer only."""
+        self.shape = None
+        self.rows = None
+        self._rows_by_device = {}
+
+    def rows_on(self, device: torch.device) -> torch.Tensor:
+        """The image rows on `device`, copied there once per mask (a model split across
+        devices gets one copy per device; a copy to a GPU does not sync)."""
+        rows = self._rows_by_device.get(device)
+        if rows is None:
+            rows = self._rows_by_device[device] = self.rows.to(device, non_blocking=True)
+        return rows
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError when the layer input's [batch, seq] differs from the mask's."""
+        if self.shape is None or tuple(x.shape[:-1]) == self.shape:
+            return
+        if x.dim() != 3:
+            raise ValueError(f"a PLoRA layer got an input of shape {tuple(x.shape)}; with an "
+                             "image mask set it must be [batch, seq, features]")
+        batch, seq = self.shape
+        if x.shape[1] != seq:
+            raise ValueError(
+                f"the image mask covers {seq} positions but the layer input has {x.shape[1]} "
+                "query positions: the mask must match the current query positions (with a "
+                "KV cache, decode steps need a [batch, 1] all-false mask, or clear the mask)")
+        raise ValueError(
+            f"the image mask has batch {batch} but the layer input has batch {x.shape[0]}: "
+            "expand the mask the same way as the inputs (beam search: "
+            "mask.repeat_interleave(num_beams, dim=0))")
+
+
+def check_mask(mask: object) -> None:
+    """Raise TypeError / ValueError unless `mask` is a bool tensor of shape [batch, seq]."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"the image mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"the image mask has dtype {mask.dtype}; it must be torch.bool: "
+                         "pass mask.bool() (true at image positions)")
+    if mask.dim() != 2:
+        raise ValueError(f"the image mask has shape {tuple(mask.shape)}; it must be "
+                         "[batch, seq], aligned with the input ids / embeddings")
+
+
+class PLoRALinear(nn.Module):
+    """A base nn.Linear plus a low-rank update applied only at image positions.
+
+    The base layer is kept as given (freeze_base makes it frozen for training). With no
+    mask set, or no image position in it, the output is the base layer's, bit for bit.
+
+    Plora_A: in_features -> rank (kaiming-uniform, as peft initialises lora_A), Plora_B:
+    rank -> out_features (zeros, so a fresh adapter changes nothing), no biases, both in the
+    base weight's dtype and on its device; scale = alpha / rank. The names follow the public
+    InternLM-XComposer2 checkpoints (`Plora_A` / `Plora_B` beside the base weight).
+    """
+
+    def __init__(self, base: nn.Linear, holder: PLoRAMask, *, rank: int, alpha: float,
+                 dropout: float) -> None:
+        super().__init__()
+        check_hyperparameters(rank, alpha, dropout)
+        self.base = base
+        self.holder = holder
+        # A plain nn.Linear is computed with F.linear directly (what its forward does),
+        # saving a module call per layer; subclasses (quantized layers) keep their forward.
+        self.plain_base = type(base) is nn.Linear
+        self.in_features = base.in_features
+        self.out_features = base.out_features
+        self.rank = rank
+        self.alpha = alpha
+        self.scale = alpha / rank
+        options = {"dtype": base.weight.dtype, "device": base.weight.device}
+        self.Plora_A = nn.Linear(base.in_features, rank, bias=False, **options)
+        self.Plora_B = nn.Linear(rank, base.out_features, bias=False, **options)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_adapter()
+
+    def reset_adapter(self) -> None:
+        """A kaiming-uniform (a = sqrt 5, peft's lora_A init), B zeros: the base output."""
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.Plora_A.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.Plora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The dictionaries are read directly: nn.Module.__getattr__ costs ~1 us a lookup,
+        # which over 210 layers is ~1% of a decode step of the embedded model.
+        base = self._modules["base"]
+        if self.plain_base:
+            out = nn.functional.linear(x, base._parameters["weight"], base._parameters["bias"])
+        else:
+            out = base(x)
+        holder = self.holder
+        if holder.shape is None:
+            return out
+        holder.check_input(x)
+        if holder.rows.numel() == 0:  # a shape, known on the host: no sync
+            return out
+        return self.add_update(out, x, holder.rows_on(x.device))
+
+    def add_update(self, out: torch.Tensor, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Add scale * B(A(dropout(x))) to `out` at the flat positions `rows`.
+
+        In place for a plain nn.Linear base (F.linear keeps its input, not its output, for
+        backward, so autograd allows it and no copy of `out` is made); out of place otherwise.
+        """
+        picked = x.reshape(-1, self.in_features).index_select(0, rows)
+        picked = picked.to(self.Plora_A.weight.dtype)
+        update = self.Plora_B(self.Plora_A(self.dropout(picked)))
+        if self.scale != 1.0:
+            update = update * self.scale
+        update = update.to(out.dtype)
+        if self.plain_base:
+            out.view(-1, self.out_features).index_add_(0, rows, update)
+            return out
+        return out.reshape(-1, self.out_features).index_add(0, rows, update).view(out.shape)
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}"
+
+
+def check_hyperparameters(rank: object, alpha: object, dropout: object) -> None:
+    """Raise ValueError naming the first of rank / alpha / dropout out of range."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank is {rank!r}; it must be a whole number >= 1 (reference: 256)")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"alpha is {alpha!r}; it must be a number > 0 (reference: 256)")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0 <= dropout < 1:
+        raise ValueError(f"dropout is {dropout!r}; it must be in [0, 1) (reference: 0.05)")
+
+
+def plora_layers(model: nn.Module) -> dict[str, PLoRALinear]:
+    """The model's PLoRA layers by module name (empty when none are injected)."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, PLoRALinear)}
+
+
+def inject_plora(model: nn.Module, *, rank: int = 256, alpha: float = 256,
+                 dropout: float = 0.05, target_modules=DEFAULT_TARGETS) -> list[str]:
+    """Wrap the model's target linear layers in PLoRALinear; returns their names.
+
+    A layer is a target when the last part of its name is in `target_modules` (Llama family
+    by default: attention q/k/v/o and MLP gate/up/down). Embeddings, norms and the output
+    head are never adapted, nor anything inside a vision tower or projector. The base layers
+    are kept as they are (see freeze_base for training); the new layers take each base
+    layer's train / eval mode (dropout acts in train mode only) and share one mask holder.
+    """
+    check_hyperparameters(rank, alpha, dropout)
+    targets = _check_targets(target_modules)
+    if plora_layers(model):
+        raise ValueError("the model already has PLoRA layers: call remove_plora(model) before "
+                         "injecting again")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    found = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and module is not head
+             and name.rsplit(".", 1)[-1] in targets and not _in_vision_part(name)]
+    if not found:
+        available = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                            if isinstance(module, nn.Linear)})
+        raise ValueError(f"no linear layer of the model is named one of {sorted(targets)}; its "
+                         f"linear layers are named {available}: pass target_modules from these")
+    holder = PLoRAMask()
+    for name, module in found:
+        wrapped = PLoRALinear(module, holder, rank=rank, alpha=alpha, dropout=dropout)
+        wrapped.train(module.training)  # an eval-mode model keeps its dropout off
+        _replace(model, name, wrapped)
+    model._plora_holders = [holder]  # set_image_mask finds it without a walk of the model
+    return [name for name, _ in found]
+
+
+def _check_targets(target_modules: object) -> frozenset[str]:
+    if isinstance(target_modules, str) or not all(
+            isinstance(name, str) for name in target_modules):
+        raise ValueError(f"target_modules is {target_modules!r}; it must be a list of layer "
+                         f"names such as {list(DEFAULT_TARGETS)}")
+    targets = frozenset(target_modules)
+    if not targets:
+        raise ValueError(f"target_modules is empty; give layer names such as "
+                         f"{list(DEFAULT_TARGETS)}")
+    if "lm_head" in targets or "embed_tokens" in targets:
+        raise ValueError(f"target_modules {sorted(targets)} names the output head or the "
+                         "embeddings; PLoRA adapts only decoder linear layers")
+    return targets
+
+
+def _in_vision_part(name: str) -> bool:
+    return any(part in VISION_PARTS for part in name.split("."))
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def remove_plora(model: nn.Module) -> list[str]:
+    """Put the base layers back in place of the PLoRA layers; returns their names.
+
+    The adapters are dropped; the model is then exactly the base model again.
+    """
+    layers = plora_layers(model)
+    for name, layer in layers.items():
+        _replace(model, name, layer.base)
+    model.__dict__.pop("_plora_holders", None)
+    return list(layers)
+
+
+def _holders(model: nn.Module, required: bool = True) -> list[PLoRAMask]:
+    """The distinct mask holders of the model's PLoRA layers (one per inject_plora call);
+    none found raises ValueError when `required`. Cached on the model by inject_plora (a
+    walk of every module would cost ~1 ms per decode step on the embedded model)."""
+    cached = model.__dict__.get("_plora_holders")
+    if cached:
+        return cached
+    holders: dict[int, PLoRAMask] = {}
+    for layer in plora_layers(model).values():
+        holders.setdefault(id(layer.holder), layer.holder)
+    if not holders and required:
+        raise ValueError("the model has no PLoRA layers: call inject_plora(model) or "
+                         "load_plora(model, folder) first")
+    return list(holders.values())
+
+
+def set_image_mask(model: nn.Module, mask: torch.Tensor | None) -> None:
+    """Use `mask` (bool [batch, seq], true at image tokens) for the model's next forwards.
+
+    The mask may live on the CPU (cheapest: no accelerator sync) or on the model's device.
+    None (or clear_image_mask) makes every layer its base layer again. It stays set until
+    changed: set the decode steps' mask (or None) before them. A mask for a model without
+    PLoRA layers raises ValueError; None is fine (text-only code runs the same on a plain
+    model).
+    """
+    for holder in _holders(model, required=mask is not None):
+        holder.set(mask)
+
+
+def clear_image_mask(model: nn.Module) -> None:
+    """Remove the image mask: the model computes its base layers only (text-only)."""
+    for holder in _holders(model, required=False):
+        holder.clear()
+
+
+@contextmanager
+def image_mask(model: nn.Module, mask: torch.Tensor | None) -> Iterator[None]:
+    """Set the image mask for the forwards inside the block, then clear it (even on error)."""
+    set_image_mask(model, mask)
+    try:
+        yield
+    finally:
+        clear_image_mask(model)
+
+
+def plora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The adapter parameters (every Plora_A and Plora_B weight), e.g. for an optimiser."""
+    parameters = []
+    for layer in plora_layers(model).values():
+        parameters += [layer.Plora_A.weight, layer.Plora_B.weight]
+    return parameters
+
+
+def freeze_base(model: nn.Module) -> int:
+    """Make only the adapters trainable; returns how many parameters stay trainable.
+
+    Every parameter of the model stops requiring gradients except Plora_A / Plora_B.
+    """
+    adapters = {id(parameter) for parameter in plora_parameters(model)}
+    if not adapters:
+        raise ValueError("the model has no PLoRA layers to train: call inject_plora first")
+    trainable = 0
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in adapters)
+        trainable += parameter.numel() if id(parameter) in adapters else 0
+    return trainable
+
+
+def plora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter weights only, keyed "<layer name>.Plora_A.weight" / ".Plora_B.weight"."""
+    state = {}
+    for name, layer in plora_layers(model).items():
+        state[f"{name}.Plora_A.weight"] = layer.Plora_A.weight.detach()
+        state[f"{name}.Plora_B.weight"] = layer.Plora_B.weight.detach()
+    return state
+
+
+def plora_config(model: nn.Module) -> dict:
+    """What adapter_config.json records: format, rank, alpha, dropout, targets, base model."""
+    layers = plora_layers(model)
+    if not layers:
+        raise ValueError("the model has no PLoRA layers: call inject_plora(model) first")
+    first = next(iter(layers.values()))
+    if any((layer.rank, layer.alpha) != (first.rank, first.alpha) for layer in layers.values()):
+        raise ValueError("the model's PLoRA layers differ in rank or alpha; save_plora needs "
+                         "one rank and alpha for all of them")
+    dropout = first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0
+    config = getattr(model, "config", None)
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "rank": first.rank, "alpha": first.alpha, "dropout": dropout,
+        "target_modules": sorted({name.rsplit(".", 1)[-1] for name in layers}),
+        "layers": list(layers),
+        "base_model": getattr(config, "_name_or_path", "") or "",
+        "dtype": str(first.Plora_A.weight.dtype).removeprefix("torch."),
+    }
+
+
+def save_plora(model: nn.Module, folder: str | Path) -> Path:
+    """Write the adapters to `folder` (created): adapter_model.safetensors (weights only)
+    and adapter_config.json. Returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    config = plora_config(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {key: value.cpu().contiguous() for key, value in plora_state_dict(model).items()}
+    save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def read_plora_config(folder: str | Path) -> dict:
+    """adapter_config.json of a saved adapter, checked for format and version."""
+    path = Path(folder) / ADAPTER_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: give the folder save_plora wrote")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is format {config.get('format')!r} version "
+                         f"{config.get('format_version')!r}; this code reads {FORMAT!r} "
+                         f"version {FORMAT_VERSION}")
+    return config
+
+
+def load_plora(model: nn.Module, folder: str | Path) -> list[str]:
+    """Load saved adapters into `model`; returns the adapted layers' names.
+
+    Injects PLoRA with the saved rank / alpha / dropout / targets when the model has none;
+    a model that already has PLoRA layers must match the saved rank and alpha. Every saved
+    tensor must have a layer of the same shape and every layer a saved tensor, else
+    ValueError naming the first difference. Weights are cast to the layers' dtype / device.
+    """
+    from safetensors.torch import load_file
+
+    config = read_plora_config(folder)
+    if not plora_layers(model):
+        inject_plora(model, rank=config["rank"], alpha=config["alpha"],
+                     dropout=config["dropout"], target_modules=config["target_modules"])
+    layers = plora_layers(model)
+    for name, layer in layers.items():
+        if (layer.rank, layer.alpha) != (config["rank"], config["alpha"]):
+            raise ValueError(f"layer {name} has rank {layer.rank}, alpha {layer.alpha} but "
+                             f"{folder} holds rank {config['rank']}, alpha {config['alpha']}: "
+                             "call remove_plora(model) first to inject the saved settings")
+    saved = load_file(str(Path(folder) / ADAPTER_WEIGHTS))
+    _check_state(plora_state_dict(model), saved, folder)
+    with torch.no_grad():
+        for key, value in saved.items():
+            layer_name, part = key.removesuffix(".weight").rsplit(".", 1)  # "...", "Plora_A"
+            target = getattr(layers[layer_name], part).weight
+            target.copy_(value.to(dtype=target.dtype, device=target.device))
+    return list(layers)
+
+
+def _check_state(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor],
+                 folder: str | Path) -> None:
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{folder} does not fit this model: {len(missing)} adapter weights "
+                         f"missing (e.g. {missing[:3]}), {len(unexpected)} unknown (e.g. "
+                         f"{unexpected[:3]}): load it into the base model it was trained on")
+    for key, value in saved.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(f"{key} in {folder} has shape {tuple(value.shape)} but the model's "
+                             f"layer needs {tuple(expected[key].shape)}: load it into the base "
+                             "model it was trained on")

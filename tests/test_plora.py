@@ -1,0 +1,340 @@
+"""models/plora.py: Partial LoRA on a tiny random Llama (hidden 64, 2 layers, vocab 128).
+
+The key property: the low-rank update touches image positions only, so text-only inputs
+give the base model's logits bit for bit, and the mask must follow the query positions
+(prefill vs KV-cache decode, beams).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from models.plora import (
+    DEFAULT_TARGETS,
+    PLoRALinear,
+    PLoRAMask,
+    clear_image_mask,
+    freeze_base,
+    image_mask,
+    inject_plora,
+    load_plora,
+    plora_layers,
+    plora_parameters,
+    plora_state_dict,
+    remove_plora,
+    save_plora,
+    set_image_mask,
+)
+from tests.tiny_models import build_plora_llama
+
+SEQ = 12
+IMAGE = slice(4, 8)  # positions 4..7 are image tokens; 0..3 text before, 8..11 text after
+
+
+def token_ids(batch: int = 1, seq: int = SEQ, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(2, 128, (batch, seq), generator=generator)
+
+
+def image_positions(batch: int = 1, seq: int = SEQ, where: slice = IMAGE) -> torch.Tensor:
+    mask = torch.zeros(batch, seq, dtype=torch.bool)
+    mask[:, where] = True
+    return mask
+
+
+def randomize_b(model: nn.Module, seed: int = 2, std: float = 0.05) -> None:
+    """Give every Plora_B random values (a trained adapter), so the update is visible."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in plora_layers(model).values():
+            weight = layer.Plora_B.weight
+            weight.copy_(torch.randn(weight.shape, generator=generator).to(weight.dtype) * std)
+
+
+def logits(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None = None,
+           **options) -> torch.Tensor:
+    with torch.no_grad(), image_mask(model, mask):
+        return model(ids, **options).logits
+
+
+@pytest.fixture
+def adapted():
+    """(base model, adapted model with random B): the same weights, seed 0."""
+    base = build_plora_llama()
+    model = build_plora_llama()
+    inject_plora(model, rank=8, alpha=16, dropout=0.05)
+    randomize_b(model)
+    return base, model
+
+
+def test_injects_the_seven_projections_of_every_block_only():
+    model = build_plora_llama()
+    names = inject_plora(model)
+    assert len(names) == 2 * len(DEFAULT_TARGETS)
+    assert {name.rsplit(".", 1)[-1] for name in names} == set(DEFAULT_TARGETS)
+    assert set(plora_layers(model)) == set(names)
+    assert isinstance(model.lm_head, nn.Linear)
+    assert isinstance(model.model.embed_tokens, nn.Embedding)
+    layer = model.model.layers[0].self_attn.q_proj
+    assert layer.Plora_A.weight.shape == (256, 64) and layer.Plora_B.weight.shape == (64, 256)
+    assert layer.scale == 1.0 and layer.Plora_A.bias is None and layer.Plora_B.bias is None
+    assert torch.count_nonzero(layer.Plora_B.weight) == 0
+    assert torch.count_nonzero(layer.Plora_A.weight) > 0
+    assert not layer.training  # the eval-mode model's new dropout stays off
+    bound = 1 / 64 ** 0.5  # kaiming-uniform with a = sqrt(5): U(-1/sqrt(d_in), 1/sqrt(d_in))
+    assert layer.Plora_A.weight.abs().max() <= bound
+
+
+def test_fresh_adapters_give_exactly_the_base_logits_with_a_partly_true_mask():
+    base = build_plora_llama()
+    model = build_plora_llama()
+    inject_plora(model, rank=16, alpha=32)
+    ids = token_ids()
+    assert torch.equal(logits(model, ids, image_positions()), logits(base, ids))
+
+
+def test_text_only_input_is_the_base_model_bit_for_bit(adapted):
+    base, model = adapted
+    ids = token_ids(batch=2)
+    expected = logits(base, ids)
+    assert torch.equal(logits(model, ids), expected)
+    assert torch.equal(logits(model, ids, torch.zeros(2, SEQ, dtype=torch.bool)), expected)
+
+
+def test_image_positions_change_and_text_before_them_does_not(adapted):
+    base, model = adapted
+    ids = token_ids()
+    expected = logits(base, ids)
+    got = logits(model, ids, image_positions())
+    assert torch.equal(got[:, :IMAGE.start], expected[:, :IMAGE.start])  # causal: unaffected
+    changed = (got - expected).abs().amax(dim=-1)[0]
+    assert (changed[IMAGE.start:] > 1e-3).all()  # image positions and the text after them
+
+
+def test_layer_adds_the_scaled_update_only_at_masked_rows():
+    torch.manual_seed(0)
+    holder = PLoRAMask()
+    layer = PLoRALinear(nn.Linear(6, 5), holder, rank=3, alpha=6, dropout=0.0)
+    nn.init.normal_(layer.Plora_B.weight)
+    x = torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, False, False, True], [False, True, False, False]])
+    holder.set(mask)
+    expected = layer.base(x) + 2.0 * layer.Plora_B(layer.Plora_A(x)) * mask[..., None]
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+    holder.clear()
+    assert torch.equal(layer(x), layer.base(x))
+
+
+def test_kv_cache_decode_with_false_masks_matches_one_full_forward(adapted):
+    _, model = adapted
+    ids = token_ids()
+    full_mask = image_positions()
+    full = logits(model, ids, full_mask)
+    prefill = 9
+    with torch.no_grad():
+        with image_mask(model, full_mask[:, :prefill]):
+            out = model(ids[:, :prefill], use_cache=True)
+        assert torch.allclose(out.logits, full[:, :prefill], atol=1e-5)
+        cache = out.cache
+        for position in range(prefill, SEQ):
+            with image_mask(model, torch.zeros(1, 1, dtype=torch.bool)):
+                out = model(ids[:, position:position + 1], cache=cache,
+                            use_cache=True)
+            cache = out.cache
+            assert torch.allclose(out.logits[:, 0], full[:, position], atol=1e-5)
+
+
+def test_a_prefill_mask_left_set_on_a_decode_step_raises_naming_both_lengths(adapted):
+    _, model = adapted
+    ids = token_ids()
+    with torch.no_grad(), image_mask(model, image_positions()):
+        cache = model(ids, use_cache=True).cache
+        with pytest.raises(ValueError, match="covers 12 positions .* has 1 query positions"):
+            model(ids[:, -1:], cache=cache, use_cache=True)
+
+
+def test_wrong_mask_length_or_batch_or_type_raises(adapted):
+    _, model = adapted
+    ids = token_ids(batch=2)
+    with pytest.raises(ValueError, match="covers 11 positions but .* 12 query positions"):
+        logits(model, ids, image_positions(batch=2, seq=SEQ - 1))
+    with pytest.raises(ValueError, match="batch 3 .* batch 2.*repeat_interleave"):
+        logits(model, ids, image_positions(batch=3))
+    with pytest.raises(ValueError, match="dtype torch.int64; it must be torch.bool"):
+        set_image_mask(model, image_positions(batch=2).long())
+    with pytest.raises(ValueError, match=r"shape \(12,\); it must be \[batch, seq\]"):
+        set_image_mask(model, image_positions(batch=1)[0])
+
+
+def test_a_mask_expanded_across_beams_matches_separate_runs(adapted):
+    _, model = adapted
+    ids = token_ids(batch=2)
+    masks = torch.stack([image_positions()[0], image_positions(where=slice(2, 9))[0]])
+    separate = [logits(model, ids[i:i + 1], masks[i:i + 1]) for i in range(2)]
+    beams = 3
+    expanded = logits(model, ids.repeat_interleave(beams, dim=0),
+                      masks.repeat_interleave(beams, dim=0))
+    for row in range(2 * beams):
+        assert torch.allclose(expanded[row], separate[row // beams][0], atol=1e-5)
+
+
+def test_gradients_reach_the_adapters_only(adapted):
+    _, model = adapted
+    trainable = freeze_base(model)
+    adapters = plora_parameters(model)
+    assert trainable == sum(parameter.numel() for parameter in adapters)
+    assert all(parameter.requires_grad for parameter in adapters)
+    model.train()
+    with image_mask(model, image_positions()):
+        loss = model(token_ids()).logits.square().mean()
+    loss.backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0
+               for parameter in adapters)
+    adapter_ids = {id(parameter) for parameter in adapters}
+    assert all(parameter.grad is None for parameter in model.parameters()
+               if id(parameter) not in adapter_ids)
+
+
+def test_no_grad_and_inference_mode_give_the_same_logits(adapted):
+    _, model = adapted
+    ids, mask = token_ids(), image_positions()
+    expected = logits(model, ids, mask)
+    with torch.inference_mode(), image_mask(model, mask):
+        assert torch.equal(model(ids).logits, expected)
+
+
+def test_adapters_follow_the_base_dtype_and_device():
+    model = build_plora_llama(dtype=torch.bfloat16)
+    inject_plora(model, rank=8, alpha=8)
+    randomize_b(model)
+    for layer in plora_layers(model).values():
+        assert layer.Plora_A.weight.dtype == layer.Plora_B.weight.dtype == torch.bfloat16
+    out = logits(model, token_ids(), image_positions())
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(4, 4))
+    meta_model = nn.Module()
+    meta_model.q_proj = meta[0]
+    inject_plora(meta_model, rank=2, alpha=2)
+    assert meta_model.q_proj.Plora_A.weight.device.type == "meta"
+    assert meta_model.q_proj.Plora_B.weight.device.type == "meta"
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators run inside it, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+# Operators that read a tensor's values back to the host (or need to, to size their output).
+SYNC_OPS = ("_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "any",
+            "all", "equal")
+
+
+def test_a_masked_forward_adds_no_host_sync_in_the_layers(adapted):
+    _, model = adapted
+    ids = token_ids()
+    set_image_mask(model, image_positions())  # one nonzero, here, outside the forward
+    try:
+        with torch.no_grad(), OpCounter() as masked:
+            model(ids)
+    finally:
+        clear_image_mask(model)
+    with torch.no_grad(), OpCounter() as plain:
+        model(ids)
+    assert masked.counts["index_select"] >= 14  # the adapters ran, in all 14 layers
+    for op in SYNC_OPS:
+        assert masked.counts[op] == plain.counts[op], op
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(adapted, tmp_path):
+    _, model = adapted
+    model.config._name_or_path = "tiny-plora-llama"
+    folder = save_plora(model, tmp_path / "adapter")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert (config["rank"], config["alpha"], config["dropout"]) == (8, 16, 0.05)
+    assert config["target_modules"] == sorted(DEFAULT_TARGETS)
+    assert config["base_model"] == "tiny-plora-llama" and config["format_version"] == 1
+    from safetensors.torch import load_file
+
+    assert set(load_file(folder / "adapter_model.safetensors")) == set(plora_state_dict(model))
+    fresh = build_plora_llama()
+    assert load_plora(fresh, folder) == list(plora_layers(model))
+    ids, mask = token_ids(), image_positions()
+    assert torch.equal(logits(fresh, ids, mask), logits(model, ids, mask))
+
+
+def test_load_refuses_other_ranks_and_other_shapes(adapted, tmp_path):
+    _, model = adapted
+    folder = save_plora(model, tmp_path / "adapter")
+    other_rank = build_plora_llama()
+    inject_plora(other_rank, rank=4, alpha=16)
+    with pytest.raises(ValueError, match="rank 4, alpha 16 but .* rank 8, alpha 16"):
+        load_plora(other_rank, folder)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    wider = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=96, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2))
+    with pytest.raises(ValueError, match=r"has shape \(\d+, \d+\) but the model's layer needs"):
+        load_plora(wider, folder)
+    deeper = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                                          num_hidden_layers=3, num_attention_heads=4,
+                                          num_key_value_heads=2))
+    with pytest.raises(ValueError, match="14 adapter weights missing"):
+        load_plora(deeper, folder)
+
+
+def test_remove_restores_the_exact_base_model(adapted):
+    base, model = adapted
+    removed = remove_plora(model)
+    assert len(removed) == 14 and not plora_layers(model)
+    assert model.state_dict().keys() == base.state_dict().keys()
+    ids = token_ids()
+    assert torch.equal(logits(model, ids), logits(base, ids))
+    with pytest.raises(ValueError, match="no PLoRA layers: call inject_plora"):
+        set_image_mask(model, image_positions())
+
+
+def test_the_mask_context_clears_even_after_an_error(adapted):
+    _, model = adapted
+    with pytest.raises(RuntimeError, match="boom"), image_mask(model, image_positions()):
+        raise RuntimeError("boom")
+    holder = next(iter(plora_layers(model).values())).holder
+    assert holder.shape is None and holder.rows is None
+
+
+def test_inject_explains_what_it_cannot_do():
+    model = build_plora_llama()
+    with pytest.raises(ValueError, match=r"named one of \['wqkv'\].*'down_proj'.*'q_proj'"):
+        inject_plora(model, target_modules=["wqkv"])
+    with pytest.raises(ValueError, match="output head or the embeddings"):
+        inject_plora(model, target_modules=["q_proj", "lm_head"])
+    with pytest.raises(ValueError, match="rank is 0"):
+        inject_plora(model, rank=0)
+    with pytest.raises(ValueError, match="dropout is 1.5"):
+        inject_plora(model, dropout=1.5)
+    inject_plora(model, rank=4, alpha=4)
+    with pytest.raises(ValueError, match="already has PLoRA layers"):
+        inject_plora(model)
+
+
+def test_vision_towers_are_never_adapted():
+    model = nn.Module()
+    model.vision_tower = nn.Module()
+    model.vision_tower.q_proj = nn.Linear(4, 4)
+    model.language_model = nn.Module()
+    model.language_model.q_proj = nn.Linear(4, 4)
+    assert inject_plora(model, rank=2, alpha=2) == ["language_model.q_proj"]
