@@ -406,3 +406,92 @@ def build_bos_tokenizer(chat_template: bool = True):
     if chat_template:
         tokenizer.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
     return tokenizer
+
+
+# --- A tiny random InternLM-XComposer2 checkpoint for models/xcomposer2.py ----------------
+
+XCOMPOSER2_TINY_CONFIG = {
+    "architectures": ["InternLMXComposer2ForCausalLM"], "model_type": "internlmxcomposer2",
+    "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 8,
+    "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 128,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+    "rope_scaling": None, "bias": False, "hidden_act": "silu", "tie_word_embeddings": False,
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
+}
+XCOMPOSER2_TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "image_size": 28, "patch_size": 14}
+
+
+def build_xcomposer2_state(seed: int = 0, rank: int = 16, vision: bool = True,
+                           hd: bool = False) -> dict:
+    """Random tensors under the public XComposer2 key names and shapes (InternLM2 blocks with
+    Plora_A / Plora_B beside each linear weight, fused wqkv, vit.vision_tower.* of a tiny
+    CLIPVisionModel, vision_proj.0/2), sized by XCOMPOSER2_TINY_CONFIG; `hd` adds the 4KHD
+    plora_glb_GN / plora_sub_GN. Plora_B is random and nonzero (a trained adapter)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = XCOMPOSER2_TINY_CONFIG
+    hidden, inter = config["hidden_size"], config["intermediate_size"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = hidden // heads
+    qkv_rows = (heads + 2 * kv_heads) * head_dim
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, std=0.2):
+        return torch.randn(*shape, generator=generator) * std
+
+    state = {"model.tok_embeddings.weight": rand(config["vocab_size"], hidden, std=1.0),
+             "model.norm.weight": 1 + rand(hidden, std=0.1),
+             "output.weight": rand(config["vocab_size"], hidden)}
+    shapes = {"attention.wqkv": (qkv_rows, hidden), "attention.wo": (hidden, hidden),
+              "feed_forward.w1": (inter, hidden), "feed_forward.w3": (inter, hidden),
+              "feed_forward.w2": (hidden, inter)}
+    for i in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{i}."
+        for name, (rows, cols) in shapes.items():
+            state[f"{prefix}{name}.weight"] = rand(rows, cols)
+            state[f"{prefix}{name}.Plora_A.weight"] = rand(rank, cols)
+            state[f"{prefix}{name}.Plora_B.weight"] = rand(rows, rank, std=0.1)
+        state[f"{prefix}attention_norm.weight"] = 1 + rand(hidden, std=0.1)
+        state[f"{prefix}ffn_norm.weight"] = 1 + rand(hidden, std=0.1)
+    if vision:
+        torch.manual_seed(seed)
+        tower = CLIPVisionModel(CLIPVisionConfig(**XCOMPOSER2_TINY_VISION))
+        for key, value in tower.state_dict().items():
+            state[f"vit.vision_tower.{key}"] = value.clone()
+        vision_dim = XCOMPOSER2_TINY_VISION["hidden_size"]
+        state["vision_proj.0.weight"] = rand(hidden, vision_dim)
+        state["vision_proj.0.bias"] = rand(hidden)
+        state["vision_proj.2.weight"] = rand(hidden, hidden)
+        state["vision_proj.2.bias"] = rand(hidden)
+    if hd:
+        state["plora_glb_GN"] = rand(1, 1, 4 * XCOMPOSER2_TINY_VISION["hidden_size"])
+        state["plora_sub_GN"] = rand(1, 1, 1, 4 * XCOMPOSER2_TINY_VISION["hidden_size"])
+    return state
+
+
+def write_xcomposer2_folder(folder: Path, state: dict, config: dict | None = None) -> Path:
+    """Save `state` as a sharded safetensors checkpoint (two shards + an index) with its
+    config.json, as the public XComposer2 folders are laid out; returns the folder."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state)
+    half = len(keys) // 2
+    weight_map = {}
+    for number, part in enumerate((keys[:half], keys[half:]), start=1):
+        name = f"model-{number:05d}-of-00002.safetensors"
+        save_file({key: state[key].contiguous() for key in part}, str(folder / name),
+                  metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, name))
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size()
+                                            for t in state.values())},
+             "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(config or XCOMPOSER2_TINY_CONFIG),
+                                        encoding="utf-8")
+    return folder
