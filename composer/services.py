@@ -89,12 +89,11 @@ class Services:
         """The library retriever; the default library is seeded the first time it is needed."""
         def make():
             from composer.library import seed_default_library
-            from models.ocr import load_text_spotter
             from models.retrieval import Retriever
             from storage.pgvector import pgvector_available
 
             settings = self.settings
-            retriever = Retriever(self.images, self.embedder, load_text_spotter(),
+            retriever = Retriever(self.images, self.embedder, self.spotter,
                                   settings.text_penalty, keyword_weight=settings.keyword_weight,
                                   clip=self.clip, clip_weight=settings.clip_weight,
                                   index_dir=settings.index_dir,
@@ -106,6 +105,16 @@ class Services:
             self.embedder.dim  # load the embedder now, not in the middle of a composition
             return retriever
         return self._once("retriever", make)
+
+    @property
+    def spotter(self):
+        """The OCR text spotter (RapidOCR), or None when its package is not installed."""
+        from models.ocr import load_text_spotter
+
+        if "spotter" not in self._made:
+            with self._locks_lock:
+                self._made.setdefault("spotter", load_text_spotter())
+        return self._made["spotter"]
 
     @property
     def clip(self):

@@ -18,7 +18,7 @@ def client(live_app):
 
 def test_compose_through_the_api_saves_for_the_key_and_shares(live_app, client):
     html, status, slots = client.predict(
-        "Harbors of the north", "", "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
+        "Harbors of the north", "", None, "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
         1.1, 1, 1024, "score", api_name="/write")
     assert status == "Done"
     assert html.count("<figure>") == 2 and "Harbors of the north" in html
@@ -39,12 +39,12 @@ def test_compose_through_the_api_saves_for_the_key_and_shares(live_app, client):
 
 def test_bad_input_is_an_error_message_not_a_crash(client):
     with pytest.raises(Exception, match="instruction is empty"):
-        client.predict("   ", "", "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
+        client.predict("   ", "", None, "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
                        1.1, 1, 1024, "score", api_name="/write")
 
 
 def test_plan_returns_an_editable_outline(client):
-    title, table = client.predict("Lighthouses", "", "en", 800, "auto", False, 0, False, 0.7,
+    title, table = client.predict("Lighthouses", "", None, "en", 800, "auto", False, 0, False, 0.7,
                                   0.8, 1.1, 1, 1024, "score", api_name="/plan")
     assert title == "Lighthouses"
     assert [row[2] for row in table["data"]] and sum(row[2] for row in table["data"]) == 800

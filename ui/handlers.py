@@ -7,10 +7,12 @@ free of Gradio makes them testable without a server (tests/test_ui_handlers.py).
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from composer.render import article_html
@@ -103,6 +105,19 @@ def _whole(name: str, value: Any) -> int:
 def _filter_value(choice: Any) -> str:
     """A filter drop-down's value as a request field: "" for "(any)" or nothing."""
     return "" if choice in (None, "", ANY_VALUE) else str(choice)
+
+
+def reference_material(services: Any, material: str, files: list[Any] | None) -> str:
+    """The material with a line describing each uploaded reference image (its library caption
+    and visible text: the writer cannot see images); InputError for bad or too many files."""
+    from composer.references import describe_references, material_with_references
+
+    paths = [Path(item) if isinstance(item, (str, os.PathLike)) else Path(item.name)
+             for item in (files or [])]
+    if not paths:
+        return material or ""
+    references = describe_references(paths, services.images, services.spotter)
+    return material_with_references(material or "", references)
 
 
 def build_request(instruction: str, material: str, options: ComposeOptions) -> ComposeRequest:

@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 
+from composer.references import TEXT_ONLY_NOTE
 from composer.render import ARTICLE_CSS
 from composer.types import ComposerError, Document
 from models.registry import spaces_gpu
@@ -106,6 +107,9 @@ def _compose_tab() -> dict[str, Any]:
                                   lines=2, elem_id="xc-instruction")
     with gr.Accordion(t("material"), open=False):
         c["material"] = gr.Textbox(label=t("material"), placeholder=t("material_hint"), lines=6)
+        c["references"] = gr.File(label=t("reference_images"), file_count="multiple",
+                                  file_types=["image"], elem_id="xc-references")
+        gr.Markdown(TEXT_ONLY_NOTE, elem_id="xc-references-note")
     with gr.Row():
         c["language"] = gr.Radio(["en", "zh"], value="en", label=t("language"))
         c["words"] = gr.Slider(50, 10000, value=800, step=50, label=t("words"))
@@ -194,20 +198,24 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
     options = [c[key] for key in OPTION_KEYS]
 
     @spaces_gpu
-    def plan(instruction: str, material: str, *values: Any):
+    def plan(instruction: str, material: str, references: Any, *values: Any):
         try:
+            material = h.reference_material(services, material, references)
             return h.plan_outline(services, instruction, material, _options(list(values)))
         except ComposerError as error:
             raise _fail(error)
 
-    c["plan"].click(plan, [c["instruction"], c["material"], *options], [c["title"], c["outline"]],
+    c["plan"].click(plan, [c["instruction"], c["material"], c["references"], *options],
+                    [c["title"], c["outline"]],
                     concurrency_id="model", concurrency_limit=concurrency, api_name="plan")
 
     @spaces_gpu
-    def write(instruction: str, material: str, title: str, outline_rows: Any, key: str | None,
-              *values: Any, request: gr.Request = None, progress=gr.Progress()):
+    def write(instruction: str, material: str, references: Any, title: str, outline_rows: Any,
+              key: str | None, *values: Any, request: gr.Request = None,
+              progress=gr.Progress()):
         try:
             owner = h.owner_id(key, _user(request))
+            material = h.reference_material(services, material, references)
             compose_request = h.build_request(instruction, material, _options(list(values)))
             edited = h.outline_from_rows(title, outline_rows)
             outline = edited if edited.sections else None
@@ -228,7 +236,8 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
         finally:
             flags.finish(session, flag)
 
-    c["write"].click(write, [c["instruction"], c["material"], c["title"], c["outline"], owner_key,
+    c["write"].click(write, [c["instruction"], c["material"], c["references"], c["title"],
+                             c["outline"], owner_key,
                              *options], [c["article"], c["status"], doc_state, c["slot"]],
                      concurrency_id="model", concurrency_limit=concurrency, api_name="write")
 
