@@ -85,7 +85,7 @@ class ClipEmbedder:
             raise ValueError("CLIP model id or folder is empty: pass a model id such as "
                              "'openai/clip-vit-base-patch32' or a local folder")
         device = default_device() if device == "auto" else device
-        model, tokenizer, image_processor = _load_parts(source, device, _torch_dtype(dtype,
+        model, tokenizer, image_processor = _load_parts(source, device, torch_dtype(dtype,
                                                                                       device))
         return cls(model, tokenizer, image_processor, name=NAME_PREFIX + source, device=device,
                    batch_size=batch_size)
@@ -226,7 +226,7 @@ def _max_text_tokens(config: Any, tokenizer: Any) -> int:
     return limit
 
 
-def _torch_dtype(dtype: str, device: str) -> Any:
+def torch_dtype(dtype: str, device: str) -> Any:
     """The torch dtype for a dtype setting ("auto" keeps float32 on the CPU)."""
     import torch
 

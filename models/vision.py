@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.clip import load_rgb_image
+from models.clip import DTYPES, torch_dtype, load_rgb_image
 
 ImageInput = Any  # str | Path | PIL.Image.Image
 
@@ -59,7 +59,6 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 # model_type in config.json -> family; a full image-text checkpoint or a vision-only one.
 FAMILIES = {"clip": "clip", "clip_vision_model": "clip",
             "siglip": "siglip", "siglip_vision_model": "siglip"}
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 ADAPTER_FORMAT = "image-adapter/1"
 DEFAULT_TILE = 224  # XComposer2's input size
 DEFAULT_MAX_TILES = 4
@@ -303,7 +302,7 @@ class VisionTower(nn.Module):
                              "'openai/clip-vit-large-patch14-336' or a local folder")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, mean, std = _load_vision_model(source, _torch_dtype(dtype, device))
+        model, mean, std = _load_vision_model(source, torch_dtype(dtype, device))
         return cls(model.to(device), name=source, image_size=image_size,
                    feature_layer=feature_layer, image_mean=mean, image_std=std, freeze=freeze)
 
@@ -389,15 +388,6 @@ def _checked_layer(feature_layer: int, n_layers: int) -> int:
         raise ValueError(f"feature_layer={feature_layer} is outside the tower's hidden states "
                          f"({n_layers} layers: use -{n_layers + 1}..{n_layers}, -1 = last)")
     return feature_layer
-
-
-def _torch_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype for a dtype setting ("auto": float32 on the CPU, else the checkpoint's)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return torch.float32 if device == "cpu" else "auto"
-    return getattr(torch, dtype)
 
 
 def _load_vision_model(source: str, dtype: Any) -> tuple[nn.Module, Any, Any]:
