@@ -5,12 +5,15 @@
     python -m composer list
     python -m composer library add photos/ --license CC0
     python -m composer library caption --model Salesforce/blip-image-captioning-large
+    python -m composer train-plora --model LM --vision openai/clip-vit-large-patch14-336 \
+        --out adapters/ --steps 300
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
@@ -54,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--lang", default="en", help="en or zh")
     compose.add_argument("--text-only", action="store_true", help="no images")
     compose.add_argument("--material", type=Path, help="a text file of reference material")
+    compose.add_argument("--reference-image", type=Path, action="append", default=[],
+                         help="a reference image (repeat, up to 10): described to the writer "
+                              "by its library caption and visible text")
     compose.add_argument("--selection", default="score", choices=("score", "model"),
                          help="pick images by retrieval score or let the model choose A-D")
     compose.add_argument("--image-license", help="only library images with exactly this "
@@ -101,6 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: $COMPOSER_CAPTIONER)")
     caption.add_argument("--recaption", action="store_true",
                          help="also replace captions written by another captioning model")
+
+    trainer = commands.add_parser(
+        "train-plora", help="train Partial-LoRA adapters and the image projector on the "
+        "library's captioned images")
+    trainer.add_argument("--model", dest="lm_model", required=True,
+                         help="language model id or folder (frozen)")
+    trainer.add_argument("--vision", required=True,
+                         help="CLIP or SigLIP vision model id or folder (frozen)")
+    trainer.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    trainer.add_argument("--steps", type=int, default=200)
+    trainer.add_argument("--batch-size", type=int, default=4)
+    trainer.add_argument("--lr", type=float, default=2e-4)
+    trainer.add_argument("--rank", type=int, default=16)
+    trainer.add_argument("--alpha", type=float, default=32)
+    trainer.add_argument("--image-size", type=int, default=224,
+                         help="pixels per tile side the tower runs at (default 224)")
+    trainer.add_argument("--max-tiles", type=int, default=4,
+                         help="high-resolution tiles per image (0: global view only)")
+    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--limit", type=int, default=None,
+                         help="train on at most this many captioned images")
+    trainer.add_argument("--resume-projector", type=Path,
+                         help="start the projector from a checkpoint folder or a "
+                         "vision_adapter.safetensors file")
+    trainer.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                         help="where to train (auto: cuda when available)")
     return parser
 
 
@@ -128,6 +160,19 @@ def request_from_args(args: argparse.Namespace) -> ComposeRequest:
 def cmd_compose(services: Services, args: argparse.Namespace) -> int:
     """Compose, streaming text and progress; save; export to --out if given."""
     request = request_from_args(args)
+    if args.reference_image:
+        from composer.references import (
+            TEXT_ONLY_NOTE,
+            describe_references,
+            material_with_references,
+        )
+
+        references = describe_references(args.reference_image, services.images,
+                                         services.spotter)
+        request = dataclasses.replace(
+            request, material=material_with_references(request.material, references))
+        if not args.quiet:
+            print(TEXT_ONLY_NOTE, file=sys.stderr)
     fmt = _format_for(args.out) if args.out else None
     composer_ = services.composer(with_images=not request.text_only)
     show = TerminalProgress(stream_text=not args.quiet)
@@ -298,8 +343,118 @@ def _first_interrupt_stops(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def cmd_train_plora(services: Services, args: argparse.Namespace) -> int:
+    """Train PLoRA adapters + projector on captioned library images; save to --out.
+
+    Missing model folders or a library without captioned images exit 2. The first Ctrl-C
+    stops after the current step, a second one at once; either way what was trained so far
+    is saved (exit 130).
+    """
+    import torch
+
+    from composer import train_plora as training
+    from models.vision import ImageEncoder
+
+    try:
+        lm_source = training.check_source(args.lm_model, "language model")
+        vision_source = training.check_source(args.vision, "vision model")
+        resume = _adapter_file(args.resume_projector) if args.resume_projector else None
+        pairs = training.library_pairs(services.images, args.limit)
+        config = training.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                      rank=args.rank, alpha=args.alpha, seed=args.seed)
+        config.check()
+    except (FileNotFoundError, ValueError) as error:
+        raise InputError(str(error)) from error
+    if not pairs:
+        raise InputError("the library has no captioned images to train on: add images with "
+                         "captions (`library add --caption` or sidecar files) or run "
+                         "`library caption` first")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"Loading {lm_source} and {vision_source} ...", file=sys.stderr)
+    try:
+        model, tokenizer = training.load_language_model(lm_source, device=device)
+        d_model = model.get_input_embeddings().embedding_dim
+        encoder = ImageEncoder.from_pretrained(vision_source, d_model,
+                                               image_size=args.image_size,
+                                               max_tiles=args.max_tiles, device=device,
+                                               tower_dtype="float32", seed=args.seed)
+        if resume is not None:
+            encoder.load_adapter(resume)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    except RuntimeError as error:
+        raise ComposerError(str(error)) from error
+    stop = threading.Event()
+    print(f"Training on {len(pairs)} captioned images for {config.steps} steps.",
+          file=sys.stderr)
+    with _step_bar(config.steps) as progress, _interrupt_stops_training(stop):
+        report = training.train_plora(model, tokenizer, encoder, pairs, config,
+                                      progress=progress, stop=stop)
+    training.save_trained(args.out, model, encoder, config, report, base_model=lm_source,
+                          vision=vision_source,
+                          extra={"args": {key: str(value) if isinstance(value, Path) else value
+                                          for key, value in vars(args).items()}})
+    final = report.final_loss
+    shown = f"{final:.4f}" if final is not None else "-"
+    print(f"{'Stopped' if report.stopped else 'Trained'} {report.steps} steps (loss {shown}); "
+          f"adapters written to {args.out}.")
+    return EXIT_INTERRUPTED if report.stopped else 0
+
+
+def _adapter_file(path: Path) -> Path:
+    """The vision adapter file of --resume-projector (a checkpoint folder or the file)."""
+    from composer.train_plora import VISION_ADAPTER
+
+    found = path / VISION_ADAPTER if path.is_dir() else path
+    if not found.is_file():
+        raise FileNotFoundError(f"--resume-projector {path}: no {VISION_ADAPTER} there")
+    return found
+
+
+@contextlib.contextmanager
+def _step_bar(total: int) -> Iterator[Callable[[int, int, float], None]]:
+    """A tqdm bar on stderr showing training steps and the running loss."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, steps: int, loss: float) -> None:
+        bar.n = done
+        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _interrupt_stops_training(stop: threading.Event) -> Iterator[None]:
+    """While inside: the first Ctrl-C sets `stop` (training ends after the current step), a
+    second raises KeyboardInterrupt (training ends at once); what was trained is saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt(f"signal {signum}")
+        stop.set()
+        print("\nStopping after the current step (Ctrl-C again to stop now); what was "
+              "trained so far will be saved.", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
-            "library": cmd_library}
+            "library": cmd_library, "train-plora": cmd_train_plora}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -260,3 +260,30 @@ def test_ctrl_c_stops_captioning_and_the_next_run_continues(home, tmp_path, caps
     code, stdout, _ = run(capsys, "library", "caption", "--model", FAKE_CAPTIONER)
     assert code == 0 and f"Captioned {5 - written} images" in stdout
     assert len(model_captions(home)) == 5
+
+
+def test_reference_images_are_described_to_the_writer(home, tmp_path, capsys):
+    from tests.support_storage import photo_bytes
+
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(photo_bytes("chelsea.png", 0.5))
+    code, stdout, stderr = run(capsys, "--model", FAKE, "compose", "Cats at home", "--words", "200",
+                               "--text-only", "--reference-image", str(photo))
+    assert code == 0 and "reference images reach it as their captions" in stderr
+    code, listing, _ = run(capsys, "list")
+    doc_id = listing.split()[0]
+    from composer.config import Settings
+    from storage.db import Database
+    from storage.documents import DocumentRepository
+
+    database = Database(Settings.from_env().database_url)
+    try:
+        material = DocumentRepository(database).get(doc_id).options["material"]
+    finally:
+        database.dispose()
+    assert material.startswith("Reference image 1 (cat.png):")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    code, _, stderr = run(capsys, "--model", FAKE, "compose", "Cats", "--reference-image",
+                          str(broken))
+    assert code == 2 and "reference image broken.png" in stderr
