@@ -2,6 +2,8 @@
 
 import threading
 
+from pathlib import Path
+
 import pytest
 
 from composer.types import ConflictError, InputError, NotFoundError
@@ -102,6 +104,7 @@ def test_candidates_gallery_and_swap_saves_with_version_check(services):
     (label, block_id), = h.image_slots(doc)
     gallery = h.candidate_gallery(services, doc, block_id)
     assert len(gallery) == 4 and gallery[0][1].startswith("✓ ")
+    assert all(Path(path).suffix == ".jpg" and "thumbs" in path for path, _ in gallery)
     swapped = h.swap_image(services, doc_id, OWNER, block_id, 2, doc.version)
     block = swapped.image_blocks[0]
     assert block.image_id == block.candidates[2].image_id

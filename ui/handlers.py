@@ -278,16 +278,19 @@ def image_slots(doc: Document) -> list[tuple[str, int]]:
 
 
 def candidate_gallery(services: Any, doc: Document, block_id: Any) -> list[tuple[str, str]]:
-    """(file path, caption) of an image block's candidates; the chosen one is marked ✓."""
+    """(thumbnail path, caption) of an image block's candidates; the chosen one is marked ✓.
+
+    Cached thumbnails, not the originals: a library photo can be tens of megabytes.
+    """
     block = next((b for b in doc.image_blocks if b.id == _whole("image slot", block_id)), None)
     if block is None:
         raise NotFoundError(f"document {doc.id} has no image block {block_id}")
     items = []
     for candidate in block.candidates:
         try:
-            path = str(services.images.path(candidate.image_id))
+            path = str(services.images.thumbnail(candidate.image_id, 256))
         except NotFoundError:
-            continue  # deleted from the library since
+            continue  # deleted from the library since (or its file is gone)
         mark = "✓ " if candidate.image_id == block.image_id else ""
         items.append((path, f"{mark}{candidate.caption[:80]} ({candidate.score:.2f})"))
     return items
