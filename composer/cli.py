@@ -161,18 +161,12 @@ def cmd_compose(services: Services, args: argparse.Namespace) -> int:
     """Compose, streaming text and progress; save; export to --out if given."""
     request = request_from_args(args)
     if args.reference_image:
-        from composer.references import (
-            TEXT_ONLY_NOTE,
-            describe_references,
-            material_with_references,
-        )
+        from composer.references import apply_references, reference_note
 
-        references = describe_references(args.reference_image, services.images,
-                                         services.spotter)
-        request = dataclasses.replace(
-            request, material=material_with_references(request.material, references))
+        material, images = apply_references(services, request.material, args.reference_image)
+        request = dataclasses.replace(request, material=material, reference_images=images)
         if not args.quiet:
-            print(TEXT_ONLY_NOTE, file=sys.stderr)
+            print(reference_note(services.settings), file=sys.stderr)
     fmt = _format_for(args.out) if args.out else None
     composer_ = services.composer(with_images=not request.text_only)
     show = TerminalProgress(stream_text=not args.quiet)

@@ -28,6 +28,11 @@ Environment variables (all optional):
   COMPOSER_CAPTIONER    an image-to-text model id/path (or "module:factory") that writes
                         detailed captions for uncaptioned library images. Default: none, so
                         captions come from users and sidecar files.
+  COMPOSER_VISION_MODEL a CLIP or SigLIP model id/path: the writer's vision side. Reference
+                        images then reach the writer as image tokens (COMPOSER_MODEL must be a
+                        transformers model id/path). Default: none (text-only writer).
+  COMPOSER_ADAPTERS     a `train-plora` output folder: Partial LoRA adapters and projector
+                        for COMPOSER_MODEL + COMPOSER_VISION_MODEL.
   COMPOSER_ANN_THRESHOLD  library size from which retrieval uses an approximate (FAISS HNSW)
                         index instead of exact search. Default: 50000 (bench/bench_index.py).
   COMPOSER_WEB_IMAGES   "off" (default), "openverse" or "wikimedia": also search that public
@@ -61,6 +66,7 @@ MAX_BEAMS = 6
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_CAPTION_CHARS = 2_000
+MAX_REFERENCE_IMAGES = 10
 WEB_IMAGE_CHOICES = ("off", "openverse", "wikimedia")
 
 
@@ -104,6 +110,8 @@ class Settings:
     clip_model: str = ""
     clip_weight: float = 0.5
     captioner: str = ""
+    vision_model: str = ""
+    adapters: str = ""
     ann_threshold: int = 50_000
     web_images: str = "off"
     web_images_url: str = ""
@@ -158,6 +166,8 @@ class Settings:
             clip_model=env.get("COMPOSER_CLIP_MODEL", ""),
             clip_weight=_number(env, "COMPOSER_CLIP_WEIGHT", 0.5),
             captioner=env.get("COMPOSER_CAPTIONER", ""),
+            vision_model=env.get("COMPOSER_VISION_MODEL", ""),
+            adapters=env.get("COMPOSER_ADAPTERS", ""),
             ann_threshold=int(_number(env, "COMPOSER_ANN_THRESHOLD", 50_000)),
             web_images=(env.get("COMPOSER_WEB_IMAGES") or "off").strip().lower(),
             web_images_url=env.get("COMPOSER_WEB_IMAGES_URL", ""),

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from composer.prompts import Prompt
 from composer.types import ChatMessage, GenerationConfig
@@ -56,10 +56,29 @@ class TimedLanguageModel:
         self.timer = timer
         self.name = lm.name
         self.context_length = lm.context_length
+        self.sees_images = bool(getattr(lm, "sees_images", False))
+        self.reference_images: list[str] = []  # shown to a writer that sees images
+
+    def with_images(self, messages: list[ChatMessage]) -> list[Any]:
+        """The messages with the reference images placed before the first user message's
+        text, for a writer that sees images; unchanged otherwise."""
+        if not (self.sees_images and self.reference_images):
+            return messages
+        shown, placed = [], False
+        for message in messages:
+            if message.role == "user" and not placed:
+                parts = [{"type": "image", "image": path} for path in self.reference_images]
+                shown.append({"role": "user",
+                              "content": parts + [{"type": "text", "text": message.content}]})
+                placed = True
+            else:
+                shown.append(message)
+        return shown
 
     def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
-        pieces = iter(self.lm.stream(messages, config, prefix=prefix, cancel=cancel))
+        pieces = iter(self.lm.stream(self.with_images(messages), config, prefix=prefix,
+                                     cancel=cancel))
         while True:
             with self.timer.measure("generation"):
                 piece = next(pieces, None)

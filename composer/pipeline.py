@@ -62,6 +62,7 @@ class Composer:
         """Title and outline only, for a person to edit before writing (check_request first)."""
         check_request(request)
         config = _config(request)
+        self.lm.reference_images = list(request.reference_images)
         title = self.planner.title(request, config, cancel)
         return self.planner.outline(request, title, config, cancel)
 
@@ -73,6 +74,7 @@ class Composer:
         if outline is not None:
             check_outline(outline)
         config = _config(request)
+        self.lm.reference_images = list(request.reference_images)
         # 1. Create the document first, so that nothing later can be lost.
         title = outline.title if outline else request.instruction.strip()[:120]
         doc = self._store(self.documents.create, title, request.instruction, request.language,

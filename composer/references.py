@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composer.config import MAX_IMAGE_BYTES, MAX_MATERIAL_CHARS
+from composer.config import MAX_IMAGE_BYTES, MAX_MATERIAL_CHARS, MAX_REFERENCE_IMAGES
 from composer.types import InputError, NotFoundError
 
-MAX_REFERENCE_IMAGES = 10
 MAX_VISIBLE_WORDS = 60
 TEXT_ONLY_NOTE = ("The writer model cannot see images: reference images reach it as their "
                   "captions (when the same file is in your library) and the text visible in "
                   "them.")
+SEEING_NOTE = ("The writer model sees images (COMPOSER_VISION_MODEL): reference images reach "
+               "it as image tokens.")
 
 
 @dataclass
@@ -103,3 +104,22 @@ def material_with_references(material: str, references: list[ReferenceImage]) ->
                          f"{len(combined):,} characters; the limit is {MAX_MATERIAL_CHARS:,}: "
                          "shorten the material or give fewer reference images")
     return combined
+
+
+def apply_references(services: Any, material: str, paths: list[Path]) -> tuple[str, list[str]]:
+    """Check the reference images, then route them: (material, paths for image tokens).
+
+    With a writer that sees images (settings.vision_model) the material is unchanged and the
+    paths go to the writer; otherwise each image is described in the material instead.
+    """
+    if not paths:
+        return material, []
+    references = describe_references(paths, services.images, services.spotter)
+    if services.settings.vision_model:
+        return material, [str(path) for path in paths]
+    return material_with_references(material, references), []
+
+
+def reference_note(settings: Any) -> str:
+    """What the compose view and the CLI say about how reference images reach the writer."""
+    return SEEING_NOTE if settings.vision_model else TEXT_ONLY_NOTE

@@ -76,6 +76,8 @@ class ComposeRequest:
     retrieval score, "model" asks the language model to pick A-D as the reference does.
     `image_license` / `image_source`, when not empty, keep only library images with exactly
     that license or source (e.g. "CC0 1.0" for an article that must be free to reuse).
+    `reference_images` (file paths) reach a writer that sees images as image tokens; for a
+    text-only writer, callers describe them in `material` instead (composer/references.py).
     """
 
     instruction: str
@@ -89,6 +91,7 @@ class ComposeRequest:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     image_license: str = ""
     image_source: str = ""
+    reference_images: list[str] = field(default_factory=list)
 
     def options(self) -> dict[str, Any]:
         """The request's options as JSON-ready data, as stored with the document."""

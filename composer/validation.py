@@ -11,6 +11,7 @@ from composer.config import (
     MAX_INSTRUCTION_CHARS,
     MAX_MATERIAL_CHARS,
     MAX_NEW_TOKENS,
+    MAX_REFERENCE_IMAGES,
     MAX_TARGET_WORDS,
     MIN_TARGET_WORDS,
 )
@@ -52,6 +53,12 @@ def check_request(request: ComposeRequest) -> None:
     if request.selection not in SELECTION_MODES:
         raise InputError(f"selection {request.selection!r} is not one of {SELECTION_MODES}")
     _check_int("seed", request.seed, 0, 2**32 - 1)
+    if not isinstance(request.reference_images, list) or not all(
+            isinstance(path, str) for path in request.reference_images):
+        raise InputError("reference images must be a list of file paths")
+    if len(request.reference_images) > MAX_REFERENCE_IMAGES:
+        raise InputError(f"{len(request.reference_images)} reference images were given; the "
+                         f"limit is {MAX_REFERENCE_IMAGES}: keep the ones that matter most")
     for name, value in (("image license", request.image_license),
                         ("image source", request.image_source)):
         if not isinstance(value, str) or len(value) > MAX_FILTER_CHARS:

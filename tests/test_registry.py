@@ -186,3 +186,21 @@ def test_embedded_on_a_space_without_the_gguf_package_uses_the_hub_model(tmp_pat
     assert settings.on_spaces and settings.host == "0.0.0.0"
     load_language_model(settings)
     assert loaded == [registry.SPACES_EMBEDDED_MODEL]
+
+
+def test_a_vision_model_setting_loads_a_writer_that_sees_images(tmp_path):
+    from composer.config import Settings
+    from composer.types import ComposerError
+    from models.registry import load_language_model
+    from models.vision_writer import VisionWriter
+    from tests.tiny_models import build_tiny_clip_vision, build_tiny_lm
+
+    lm_dir = build_tiny_lm(tmp_path / "lm")
+    vision_dir = build_tiny_clip_vision(tmp_path / "vision")
+    settings = Settings.from_env({}, home=tmp_path / "home", model=str(lm_dir),
+                                 vision_model=str(vision_dir), device="cpu")
+    writer = load_language_model(settings)
+    assert isinstance(writer, VisionWriter) and writer.sees_images
+    embedded = Settings.from_env({}, home=tmp_path / "home", vision_model=str(vision_dir))
+    with pytest.raises(ComposerError, match="COMPOSER_VISION_MODEL needs a transformers writer"):
+        load_language_model(embedded)

@@ -107,20 +107,20 @@ def _filter_value(choice: Any) -> str:
     return "" if choice in (None, "", ANY_VALUE) else str(choice)
 
 
-def reference_material(services: Any, material: str, files: list[Any] | None) -> str:
-    """The material with a line describing each uploaded reference image (its library caption
-    and visible text: the writer cannot see images); InputError for bad or too many files."""
-    from composer.references import describe_references, material_with_references
+def reference_material(services: Any, material: str, files: list[Any] | None
+                       ) -> tuple[str, list[str]]:
+    """(material, reference image paths) for a composition; InputError for bad or too many
+    files. A writer that sees images (COMPOSER_VISION_MODEL) gets the files as image tokens;
+    a text-only one gets a line per image (library caption, visible text) in the material."""
+    from composer.references import apply_references
 
     paths = [Path(item) if isinstance(item, (str, os.PathLike)) else Path(item.name)
              for item in (files or [])]
-    if not paths:
-        return material or ""
-    references = describe_references(paths, services.images, services.spotter)
-    return material_with_references(material or "", references)
+    return apply_references(services, material or "", paths)
 
 
-def build_request(instruction: str, material: str, options: ComposeOptions) -> ComposeRequest:
+def build_request(instruction: str, material: str, options: ComposeOptions,
+                  reference_images: list[str] | None = None) -> ComposeRequest:
     """A ComposeRequest from the form, checked against every limit (InputError)."""
     images = None if str(options.images).lower() in ("auto", "automatic", "") else _whole(
         "images", options.images)
@@ -137,6 +137,7 @@ def build_request(instruction: str, material: str, options: ComposeOptions) -> C
         selection=options.selection, material=material or "", generation=generation,
         image_license=_filter_value(options.image_license),
         image_source=_filter_value(options.image_source),
+        reference_images=list(reference_images or []),
     )
     check_request(request)
     return request
@@ -182,10 +183,10 @@ def move_row(rows: Any, number: Any, offset: int) -> list[list[Any]]:
     return rows
 
 
-def plan_outline(services: Any, instruction: str, material: str,
-                 options: ComposeOptions) -> tuple[str, list[list[Any]]]:
+def plan_outline(services: Any, instruction: str, material: str, options: ComposeOptions,
+                 reference_images: list[str] | None = None) -> tuple[str, list[list[Any]]]:
     """Generate a title and outline for editing before writing."""
-    request = build_request(instruction, material, options)
+    request = build_request(instruction, material, options, reference_images)
     outline = services.composer(with_images=False).plan(request)
     return outline.title, outline_rows(outline)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from composer.references import TEXT_ONLY_NOTE
+from composer.references import reference_note
 from composer.render import ARTICLE_CSS
 from composer.types import ComposerError, Document
 from models.registry import spaces_gpu
@@ -84,7 +84,7 @@ def build_ui(services: Any, secret: str, model_concurrency: int = 1,
             gr.LoginButton()
         with gr.Tabs() as tabs:
             with gr.Tab(t("compose"), id="compose"):
-                c = _compose_tab()
+                c = _compose_tab(services.settings)
             with gr.Tab(t("documents"), id="documents") as documents_tab:
                 d = _documents_tab()
                 d["tab"] = documents_tab
@@ -101,7 +101,7 @@ def build_ui(services: Any, secret: str, model_concurrency: int = 1,
     return demo
 
 
-def _compose_tab() -> dict[str, Any]:
+def _compose_tab(settings: Any) -> dict[str, Any]:
     c: dict[str, Any] = {}
     c["instruction"] = gr.Textbox(label=t("instruction"), placeholder=t("instruction_hint"),
                                   lines=2, elem_id="xc-instruction")
@@ -109,7 +109,7 @@ def _compose_tab() -> dict[str, Any]:
         c["material"] = gr.Textbox(label=t("material"), placeholder=t("material_hint"), lines=6)
         c["references"] = gr.File(label=t("reference_images"), file_count="multiple",
                                   file_types=["image"], elem_id="xc-references")
-        gr.Markdown(TEXT_ONLY_NOTE, elem_id="xc-references-note")
+        gr.Markdown(reference_note(settings), elem_id="xc-references-note")
     with gr.Row():
         c["language"] = gr.Radio(["en", "zh"], value="en", label=t("language"))
         c["words"] = gr.Slider(50, 10000, value=800, step=50, label=t("words"))
@@ -200,8 +200,9 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
     @spaces_gpu
     def plan(instruction: str, material: str, references: Any, *values: Any):
         try:
-            material = h.reference_material(services, material, references)
-            return h.plan_outline(services, instruction, material, _options(list(values)))
+            material, images = h.reference_material(services, material, references)
+            return h.plan_outline(services, instruction, material, _options(list(values)),
+                                  images)
         except ComposerError as error:
             raise _fail(error)
 
@@ -215,8 +216,9 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
               progress=gr.Progress()):
         try:
             owner = h.owner_id(key, _user(request))
-            material = h.reference_material(services, material, references)
-            compose_request = h.build_request(instruction, material, _options(list(values)))
+            material, images = h.reference_material(services, material, references)
+            compose_request = h.build_request(instruction, material, _options(list(values)),
+                                              images)
             edited = h.outline_from_rows(title, outline_rows)
             outline = edited if edited.sections else None
         except ComposerError as error:
