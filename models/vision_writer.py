@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from composer.types import GenerationConfig
+from composer.types import GenerationConfig, InputError
 from models.generate import (
     TextAssembler,
     build_processors,
@@ -191,7 +191,7 @@ class VisionWriter:
         length = batch.lengths[0]
         room = self.context_length - length
         if room < 1:
-            raise ValueError(f"the prompt is {length} tokens (images included) but the "
+            raise InputError(f"the prompt is {length} tokens (images included) but the "
                              f"context holds {self.context_length}: shorten the text, use "
                              "fewer or smaller images (max_tiles), or raise context_length")
         if config.max_new_tokens > room:
