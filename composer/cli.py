@@ -315,10 +315,18 @@ def _bar() -> Iterator[Callable[[int, int, str], None]]:
         bar.close()
 
 
+CAPTION_STOP_NOTICE = ("\nStopping after the current image (Ctrl-C again to stop now); the "
+                       "captions written so far are kept.")
+TRAINING_STOP_NOTICE = ("\nStopping after the current step (Ctrl-C again to stop now); what "
+                        "was trained so far will be saved.")
+
+
 @contextlib.contextmanager
-def _first_interrupt_stops(stop: threading.Event) -> Iterator[None]:
-    """While inside: the first Ctrl-C sets `stop` (the job ends after the current image), a
-    second raises KeyboardInterrupt. Outside the main thread signals cannot be caught."""
+def _first_interrupt_stops(stop: threading.Event, notice: str = CAPTION_STOP_NOTICE
+                           ) -> Iterator[None]:
+    """While inside: the first Ctrl-C sets `stop` (the job ends after its current unit of
+    work) and prints `notice`; a second raises KeyboardInterrupt. Outside the main thread
+    signals cannot be caught."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -327,8 +335,7 @@ def _first_interrupt_stops(stop: threading.Event) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt(f"signal {signum}")
         stop.set()
-        print("\nStopping after the current image (Ctrl-C again to stop now); the captions "
-              "written so far are kept.", file=sys.stderr)
+        print(notice, file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -383,7 +390,8 @@ def cmd_train_plora(services: Services, args: argparse.Namespace) -> int:
     stop = threading.Event()
     print(f"Training on {len(pairs)} captioned images for {config.steps} steps.",
           file=sys.stderr)
-    with _step_bar(config.steps) as progress, _interrupt_stops_training(stop):
+    with _step_bar(config.steps) as progress, \
+            _first_interrupt_stops(stop, TRAINING_STOP_NOTICE):
         report = training.train_plora(model, tokenizer, encoder, pairs, config,
                                       progress=progress, stop=stop)
     training.save_trained(args.out, model, encoder, config, report, base_model=lm_source,
@@ -423,28 +431,6 @@ def _step_bar(total: int) -> Iterator[Callable[[int, int, float], None]]:
         yield progress
     finally:
         bar.close()
-
-
-@contextlib.contextmanager
-def _interrupt_stops_training(stop: threading.Event) -> Iterator[None]:
-    """While inside: the first Ctrl-C sets `stop` (training ends after the current step), a
-    second raises KeyboardInterrupt (training ends at once); what was trained is saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_interrupt(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt(f"signal {signum}")
-        stop.set()
-        print("\nStopping after the current step (Ctrl-C again to stop now); what was "
-              "trained so far will be saved.", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
