@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from transformers import (
@@ -35,6 +35,9 @@ from composer.types import GenerationConfig
 # first reply token decodes as it would mid-text (after vLLM's detokenizer).
 CONTEXT_TOKENS = 5
 REPLACEMENT_CHAR = "\ufffd"
+
+
+Forward = Callable[[torch.Tensor, DynamicCache, dict[str, Any]], torch.Tensor]
 
 
 def build_processors(config: GenerationConfig) -> LogitsProcessorList:
@@ -98,14 +101,17 @@ def forward_last(model: Any, input_ids: torch.Tensor, cache: DynamicCache,
 
 
 def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConfig,
-                    eos_ids: Iterable[int], cancel: threading.Event | None = None
-                    ) -> Iterator[int]:
+                    eos_ids: Iterable[int], cancel: threading.Event | None = None,
+                    forward: Forward | None = None) -> Iterator[int]:
     """Yield new token ids one at a time: greedy or sampled, with penalties applied.
 
     prompt_ids: [1, n] long tensor on the model's device. Stops after config.max_new_tokens,
     at an EOS id (not yielded) or when `cancel` is set (checked before every forward pass).
     Sampling draws from a generator seeded with config.seed (torch's global one when None).
+    `forward(new_ids, cache, options)` replaces forward_last (same contract), e.g. to prefill
+    from inputs_embeds (models/vision_writer.py); it gets prompt_ids first, then each token.
     """
+    forward = forward or (lambda ids, cache, options: forward_last(model, ids, cache, options))
     processors = build_processors(config)
     generator = seeded_generator(config.seed, prompt_ids.device) if config.do_sample else None
     eos = set(eos_ids)
@@ -122,7 +128,7 @@ def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConf
             if cancel is not None and cancel.is_set():
                 return
             # 1. forward the new tokens (the whole prompt the first time), keep last logits
-            logits = forward_last(model, next_input, cache, options)
+            logits = forward(next_input, cache, options)
             # 2. penalties and warpers see the whole history, as in model.generate
             scores = processors(history[:, :length], logits)
             # 3. choose, then stop at EOS or record the token and feed it back
@@ -134,6 +140,24 @@ def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConf
             length += 1
             next_input = token.to(prompt_ids.device)
             yield token_id
+
+
+def stream_text(tokenizer: Any, context_ids: list[int], stops: Iterable[str],
+                token_ids: Iterable[int], cancel: threading.Event | None = None
+                ) -> Iterator[str]:
+    """Text pieces of streamed token ids, cut at the first stop string; the tail is flushed
+    unless the work was cancelled (what was shown stays what was written)."""
+    assembler = TextAssembler(tokenizer, context_ids, stops)
+    for token_id in token_ids:
+        piece = assembler.push(token_id)
+        if piece:
+            yield piece
+        if assembler.stopped:
+            return
+    if cancel is None or not cancel.is_set():
+        tail = assembler.flush()
+        if tail:
+            yield tail
 
 
 def longest_stop_overlap(text: str, stops: Iterable[str]) -> int:

@@ -182,7 +182,7 @@ class TransformersLM:
                 cancel: threading.Event | None) -> Iterator[str]:
         import torch
 
-        from models.generate import TextAssembler, generate_tokens
+        from models.generate import generate_tokens, stream_text
 
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.input_device)
         room = self.context_length - len(ids)
@@ -193,17 +193,8 @@ class TransformersLM:
             if text:
                 yield text
             return
-        assembler = TextAssembler(self.tokenizer, ids, config.stop)
-        for token_id in generate_tokens(self.model, input_ids, config, self.eos_ids, cancel):
-            piece = assembler.push(token_id)
-            if piece:
-                yield piece
-            if assembler.stopped:
-                return
-        if cancel is None or not cancel.is_set():
-            tail = assembler.flush()
-            if tail:
-                yield tail
+        tokens = generate_tokens(self.model, input_ids, config, self.eos_ids, cancel)
+        yield from stream_text(self.tokenizer, ids, config.stop, tokens, cancel)
 
     def _beam_reply(self, input_ids: Any, config: GenerationConfig,
                     cancel: threading.Event | None) -> str:

@@ -37,14 +37,7 @@ from typing import Any
 import torch
 
 from composer.types import GenerationConfig, InputError
-from models.generate import (
-    TextAssembler,
-    build_processors,
-    forward_last,
-    forward_options,
-    pick_token,
-    seeded_generator,
-)
+from models.generate import forward_last, generate_tokens, stream_text
 from models.interleave import (
     IMAGE_TOKEN_ID,
     ImageRef,
@@ -208,60 +201,31 @@ class VisionWriter:
                 yield text
             return
         context = _text_ids(batch)[0].tolist()
-        assembler = TextAssembler(self.tokenizer, context, config.stop)
-        for token_id in self._generate(batch, config, cancel):
-            piece = assembler.push(token_id)
-            if piece:
-                yield piece
-            if assembler.stopped:
-                return
-        if cancel is None or not cancel.is_set():
-            tail = assembler.flush()
-            if tail:
-                yield tail
+        yield from stream_text(self.tokenizer, context, config.stop,
+                               self._generate(batch, config, cancel), cancel)
 
     def _generate(self, batch: InterleavedBatch, config: GenerationConfig,
                   cancel: threading.Event | None) -> Iterator[int]:
-        """generate_tokens (models/generate.py) with an inputs_embeds prefill under the
-        image mask; decode steps run forward_last on the new token under decode_mask."""
-        from transformers import DynamicCache
-
-        model = self.model
-        device = batch.inputs_embeds.device
-        processors = build_processors(config)
-        generator = seeded_generator(config.seed, device) if config.do_sample else None
-        eos = set(self.eos_ids)
-        prompt_text = _text_ids(batch)
-        length = prompt_text.shape[1]
-        history = torch.empty((1, length + config.max_new_tokens), dtype=torch.long,
-                              device=device)
-        history[:, :length] = prompt_text
-        cache = DynamicCache(config=getattr(model, "config", None))
-        options = forward_options(model)
+        """generate_tokens (models/generate.py) whose first forward is an inputs_embeds
+        prefill under the image mask; decode steps run forward_last under decode_mask."""
         step_mask = decode_mask(1, 1, device="cpu")
-        token = None
-        with torch.inference_mode():
-            for _ in range(config.max_new_tokens):
-                if cancel is not None and cancel.is_set():
-                    return
-                if token is None:
-                    logits = self._prefill(batch, cache, options)
-                else:
-                    with self._lock:
-                        self._set_mask(step_mask)
-                        try:
-                            logits = forward_last(model, token, cache, options)
-                        finally:
-                            self._clear_mask()
-                scores = processors(history[:, :length], logits)
-                token = pick_token(scores, config.do_sample, generator)
-                token_id = int(token.item())
-                if token_id in eos:
-                    return
-                history[:, length] = token_id
-                length += 1
-                token = token.to(device)
-                yield token_id
+        started = False
+
+        def forward(new_ids: torch.Tensor, cache: Any, options: dict[str, Any]) -> torch.Tensor:
+            nonlocal started
+            if not started:
+                started = True
+                return self._prefill(batch, cache, options)
+            with self._lock:
+                self._set_mask(step_mask)
+                try:
+                    return forward_last(self.model, new_ids, cache, options)
+                finally:
+                    self._clear_mask()
+
+        prompt_text = _text_ids(batch).to(batch.inputs_embeds.device)
+        yield from generate_tokens(self.model, prompt_text, config, self.eos_ids, cancel,
+                                   forward=forward)
 
     def _prefill(self, batch: InterleavedBatch, cache: Any,
                  options: dict[str, Any]) -> torch.Tensor:
