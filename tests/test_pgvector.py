@@ -31,33 +31,10 @@ from storage.pgvector import (
     table_name,
 )
 from tests.support_storage import postgres_server
+from tests.test_vector_index import DIM, brute_force, clustered, found, names
 
 __all__ = ["postgres_server"]  # the fixture, re-exported for pytest
 
-DIM = 32
-
-
-def clustered(n: int, seed: int = 0, centres: int = 50) -> np.ndarray:
-    """n unit vectors around `centres` random centres."""
-    rng = np.random.default_rng(seed)
-    middle = rng.standard_normal((centres, DIM))
-    points = middle[rng.integers(0, centres, n)] + rng.standard_normal((n, DIM)) * 0.5
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-
-
-def names(n: int, start: int = 0) -> list[str]:
-    return [f"img{number:05d}" for number in range(start, start + n)]
-
-
-def brute_force(ids: list[str], vectors: np.ndarray, query: np.ndarray, k: int,
-                exclude: set[str] = frozenset(), allowed: set[str] | None = None) -> list[str]:
-    order = np.argsort(-(vectors @ query), kind="stable")
-    return [ids[row] for row in order
-            if ids[row] not in exclude and (allowed is None or ids[row] in allowed)][:k]
-
-
-def found(results: list[tuple[str, float]]) -> list[str]:
-    return [image_id for image_id, _ in results]
 
 
 # ------------------------------------------------------------ detection, no pgvector needed
