@@ -49,6 +49,7 @@ IMAGE_VECTORS = "#image"  # suffix of the model name pixel vectors are stored un
 # Vectors written this long before the last sync are read again at the next one, so a write
 # that committed late with an earlier timestamp is not missed (upserting twice is harmless).
 SYNC_OVERLAP = timedelta(seconds=30)
+SAVE_AFTER_CHANGES = 1000  # an in-process index is saved again after this many changes
 
 
 @dataclass
@@ -89,7 +90,8 @@ class VectorSignal:
         self.index: Any = None
         self._synced_at: datetime | None = None
         self._version: int | None = None
-        self._dirty = False
+        self._unsaved = 0  # vectors changed since the index was saved
+        self._rebuilt = False  # built or promoted since then: expensive to redo, so save
 
     def sync(self, promote: bool = False) -> tuple[list[str], set[str]]:
         """Bring the index up to date; returns (ids whose vector is new, ids removed).
@@ -116,6 +118,7 @@ class VectorSignal:
             ids, vectors, newest = self.store.embeddings_since(self.model, None)
         if self.index is None:
             self.index = self._build(ids, _unit_rows(vectors)) if ids else None
+            self._rebuilt = self.index is not None
         elif ids:
             self.index.upsert(ids, _unit_rows(vectors))
         removed: set[str] = set()
@@ -125,10 +128,12 @@ class VectorSignal:
             if removed:
                 self.index.remove(sorted(removed))
         if promote and self.index is not None and self.vector_db is None:
-            self.index = maybe_promote(self.index, self.threshold)
+            promoted = maybe_promote(self.index, self.threshold)
+            self._rebuilt = self._rebuilt or promoted is not self.index
+            self.index = promoted
         self._synced_at = newest or self._synced_at
         self._version = version
-        self._dirty = self._dirty or bool(ids) or bool(removed)
+        self._unsaved += len(ids) + len(removed)
         return ids, removed
 
     @property
@@ -144,13 +149,21 @@ class VectorSignal:
         return self.index.search(vector, n, exclude=exclude, allowed=allowed)
 
     def save(self) -> None:
-        """Persist the index when it changed since it was loaded or last saved."""
-        if self.index is None or not self._dirty or (self.folder is None
-                                                     and self.vector_db is None):
+        """Persist the index after a (re)build, or once SAVE_AFTER_CHANGES vectors changed.
+
+        Writing a whole 100k-vector index for each edited caption would cost more than the
+        edit; a saved index that is a few changes behind is brought up to date from the
+        database when loaded. The pgvector index only records how far it is synced (cheap).
+        """
+        if self.index is None or (self.folder is None and self.vector_db is None):
+            return
+        cheap = self.vector_db is not None
+        if not (self._rebuilt or self._unsaved >= SAVE_AFTER_CHANGES
+                or (cheap and self._unsaved)):
             return
         self.index.synced_at = self._synced_at.isoformat() if self._synced_at else None
         self.index.save(self.folder)
-        self._dirty = False
+        self._unsaved, self._rebuilt = 0, False
 
     def _build(self, ids: list[str], vectors: np.ndarray) -> Any:
         """A new index of these vectors: in PostgreSQL with pgvector, else in this process."""

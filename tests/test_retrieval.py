@@ -216,3 +216,17 @@ def test_clip_image_vectors_find_uncaptioned_images(store, embedder, tiny_clip_d
     # A caption change keeps the pixel vectors (they do not depend on the caption).
     store.update(captioned.id, caption="an espresso")
     assert store.missing_embeddings(retriever.image_model) == []
+
+
+def test_a_caption_edit_does_not_rewrite_the_saved_index(store, embedder, tmp_path):
+    cat, coffee, _ = _library(store)
+    retriever = Retriever(store, embedder, index_dir=tmp_path / "index")
+    retriever.index()
+    [folder] = list((tmp_path / "index").iterdir())
+    saved = (folder / "manifest.json").read_bytes()
+    store.update(coffee.id, caption="a red motorcycle in a garage")
+    retriever.index()
+    assert (folder / "manifest.json").read_bytes() == saved  # a change behind, on purpose
+    assert retriever.search("a motorbike", k=1)[0].image_id == coffee.id
+    restarted = Retriever(store, embedder, index_dir=tmp_path / "index")
+    assert restarted.search("a motorbike", k=1)[0].image_id == coffee.id
