@@ -33,6 +33,15 @@ Environment variables (all optional):
                         transformers model id/path). Default: none (text-only writer).
   COMPOSER_ADAPTERS     a `train-plora` output folder: Partial LoRA adapters and projector
                         for COMPOSER_MODEL + COMPOSER_VISION_MODEL.
+  COMPOSER_WRITER_ADAPTER  a `train-dpo` output folder: LoRA adapters of the writer (text
+                        tokens) learned from users' edits, loaded over COMPOSER_MODEL.
+  COMPOSER_IMAGE_GENERATOR  a diffusers text-to-image model id/path (or "module:factory"):
+                        "generate" then makes an image for a caption. Default: none.
+  COMPOSER_IMAGE_STEPS  denoising steps of the image generator. Default: 25.
+  COMPOSER_IMAGE_SIZE   width and height of generated images in pixels. Default: 512.
+  COMPOSER_PLORA_MERGE  "1" (default) keeps a merged copy W + BA of each Partial LoRA layer
+                        for inference, so image tokens cost no more than text tokens (one
+                        extra copy of the adapted weights in memory); "0" computes B(A(x)).
   COMPOSER_ANN_THRESHOLD  library size from which retrieval uses an approximate (FAISS HNSW)
                         index instead of exact search. Default: 50000 (bench/bench_index.py).
   COMPOSER_WEB_IMAGES   "off" (default), "openverse" or "wikimedia": also search that public
@@ -115,6 +124,11 @@ class Settings:
     ann_threshold: int = 50_000
     web_images: str = "off"
     web_images_url: str = ""
+    writer_adapter: str = ""
+    image_generator: str = ""
+    image_steps: int = 25
+    image_size: int = 512
+    plora_merge: bool = True
 
     @property
     def images_dir(self) -> Path:
@@ -171,6 +185,12 @@ class Settings:
             ann_threshold=int(_number(env, "COMPOSER_ANN_THRESHOLD", 50_000)),
             web_images=(env.get("COMPOSER_WEB_IMAGES") or "off").strip().lower(),
             web_images_url=env.get("COMPOSER_WEB_IMAGES_URL", ""),
+            writer_adapter=env.get("COMPOSER_WRITER_ADAPTER", ""),
+            image_generator=env.get("COMPOSER_IMAGE_GENERATOR", ""),
+            image_steps=int(_number(env, "COMPOSER_IMAGE_STEPS", 25)),
+            image_size=int(_number(env, "COMPOSER_IMAGE_SIZE", 512)),
+            plora_merge=(env.get("COMPOSER_PLORA_MERGE") or "1").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
         if settings.web_images not in WEB_IMAGE_CHOICES:
             raise ValueError(f"COMPOSER_WEB_IMAGES={settings.web_images!r} is not one of "

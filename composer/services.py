@@ -64,6 +64,20 @@ class Services:
         return self._once("documents", lambda: DocumentRepository(self.db))
 
     @property
+    def feedback(self):
+        """Likes and dislikes of paragraphs and documents (storage/feedback.py)."""
+        from storage.feedback import FeedbackRepository
+
+        return self._once("feedback", lambda: FeedbackRepository(self.db))
+
+    @property
+    def pairs(self):
+        """Preference pairs captured from people's rewrites (storage/pairs.py)."""
+        from storage.pairs import PairRepository
+
+        return self._once("pairs", lambda: PairRepository(self.db))
+
+    @property
     def shares(self):
         from storage.shares import ShareRepository
 

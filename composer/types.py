@@ -172,14 +172,28 @@ class ImageCandidate:
         return ImageCandidate(**data)
 
 
+# What wrote a block's current content. Text: the composer ("compose"), an edit operation
+# of the model ("rewrite", "expand", "abbreviate", "insert", "regenerate") or a person
+# ("manual": edited by hand, "typed": inserted by hand). Images: "compose", "search" (a new
+# caption searched again), "candidate" (another candidate picked), "upload", "generated".
+MODEL_TEXT_ORIGINS = ("compose", "rewrite", "expand", "abbreviate", "insert", "regenerate")
+HUMAN_TEXT_ORIGINS = ("manual", "typed")
+IMAGE_ORIGINS = ("compose", "search", "candidate", "upload", "generated")
+BLOCK_ORIGINS = tuple(dict.fromkeys(MODEL_TEXT_ORIGINS + HUMAN_TEXT_ORIGINS + IMAGE_ORIGINS))
+# Where a paragraph sits in the article (composer/loop.py reports feedback by these).
+PARAGRAPH_KINDS = ("introduction", "body", "conclusion")
+
+
 @dataclass
 class TextBlock:
-    """A paragraph of the article; section is the outline section it belongs to."""
+    """A paragraph of the article; section is the outline section it belongs to;
+    origin says what wrote its current text (MODEL_TEXT_ORIGINS, HUMAN_TEXT_ORIGINS)."""
 
     text: str
     section: int = 0
     id: int | None = None
     kind: Literal["text"] = "text"
+    origin: str = "compose"
 
 
 @dataclass
@@ -192,6 +206,7 @@ class ImageBlock:
     section: int = 0
     id: int | None = None
     kind: Literal["image"] = "image"
+    origin: str = "compose"
 
 
 Block = Union[TextBlock, ImageBlock]
@@ -227,6 +242,74 @@ class Document:
     @property
     def word_count(self) -> int:
         return sum(count_words(block.text) for block in self.text_blocks)
+
+
+@dataclass
+class Change:
+    """One accepted edit of a document (a unit of undo / redo).
+
+    `version_before` / `version_after`: the document's versions around it; state "done"
+    (in effect), "undone" (undone, can be redone) or "discarded" (undone, then a new edit
+    was made, so it can no longer be redone). `kind` is "edit", "undo" or "redo".
+    """
+
+    id: int
+    document_id: str
+    label: str
+    kind: str
+    version_before: int
+    version_after: int
+    state: str
+    created_at: str
+
+
+@dataclass
+class FeedbackRecord:
+    """A like (+1) or dislike (-1) of one paragraph (block_id) or of a document (None).
+
+    `kind` (PARAGRAPH_KINDS) and `origin` (BLOCK_ORIGINS) are the paragraph's when rated.
+    """
+
+    document_id: str
+    block_id: int | None
+    owner: str
+    value: int
+    kind: str = ""
+    origin: str = ""
+    created_at: str = ""
+
+
+@dataclass
+class PreferencePair:
+    """A user's preference over a model paragraph (HA-DPO training data).
+
+    `prompt`: the chat messages that asked for the paragraph ([{"role", "content"}]);
+    `rejected`: the model's text; `chosen`: the text the person kept instead. `op` is what
+    replaced it ("manual" or a model edit operation), `rejected_origin` what had written the
+    rejected text, `kind` the paragraph's place (PARAGRAPH_KINDS).
+    """
+
+    prompt: list[dict[str, str]]
+    rejected: str
+    chosen: str
+    op: str
+    kind: str = "body"
+    rejected_origin: str = "compose"
+    document_id: str | None = None
+    block_id: int | None = None
+    owner: str | None = None
+    language: str = "en"
+    id: int | None = None
+    created_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL record of `pairs export` (TRL's conversational preference format)."""
+        return {"prompt": self.prompt,
+                "chosen": [{"role": "assistant", "content": self.chosen}],
+                "rejected": [{"role": "assistant", "content": self.rejected}],
+                "kind": self.kind, "op": self.op, "rejected_origin": self.rejected_origin,
+                "language": self.language, "document_id": self.document_id,
+                "block_id": self.block_id, "id": self.id, "created_at": self.created_at}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from composer.config import MAX_CAPTION_CHARS
 from composer.types import (
+    BLOCK_ORIGINS,
     Block,
     Document,
     ImageBlock,
@@ -26,7 +27,8 @@ from storage.tables import BlockRow, DocumentRow, ImageRow, utcnow
 
 def block_content(row: BlockRow) -> dict[str, Any]:
     """What a revision keeps of a block: enough to show or restore it."""
-    content: dict[str, Any] = {"kind": row.kind, "position": row.position, "section": row.section}
+    content: dict[str, Any] = {"kind": row.kind, "position": row.position, "section": row.section,
+                               "origin": row.origin}
     if row.kind == "text":
         content["text"] = row.text
     else:
@@ -38,10 +40,10 @@ def block_content(row: BlockRow) -> dict[str, Any]:
 def to_block(row: BlockRow) -> Block:
     """The TextBlock or ImageBlock a blocks row holds."""
     if row.kind == "text":
-        return TextBlock(text=row.text, section=row.section, id=row.id)
+        return TextBlock(text=row.text, section=row.section, id=row.id, origin=row.origin)
     candidates = [ImageCandidate.from_dict(item) for item in row.candidates]
     return ImageBlock(caption=row.caption, image_id=row.image_id, candidates=candidates,
-                      section=row.section, id=row.id)
+                      section=row.section, id=row.id, origin=row.origin)
 
 
 def to_document(row: DocumentRow, blocks: list[BlockRow]) -> Document:
@@ -63,6 +65,12 @@ def check_caption(caption: str) -> None:
                          f"{MAX_CAPTION_CHARS}: shorten it")
 
 
+def check_origin(origin: str) -> None:
+    """InputError unless `origin` is one of composer.types.BLOCK_ORIGINS."""
+    if origin not in BLOCK_ORIGINS:
+        raise InputError(f"block origin {origin!r} is not one of {list(BLOCK_ORIGINS)}")
+
+
 def check_image(session: Session, image_id: str | None) -> None:
     """InputError if `image_id` is given but not in the library (before the FK would fail)."""
     if image_id is not None and session.get(ImageRow, image_id) is None:
@@ -72,8 +80,9 @@ def check_image(session: Session, image_id: str | None) -> None:
 def new_block_row(session: Session, doc_id: str, position: int, block: Block) -> BlockRow:
     """A BlockRow for a TextBlock or ImageBlock, validated (caption length, image exists)."""
     now = utcnow()
+    check_origin(block.origin)
     common = {"document_id": doc_id, "position": position, "section": block.section,
-              "created_at": now, "updated_at": now}
+              "origin": block.origin, "created_at": now, "updated_at": now}
     if isinstance(block, TextBlock):
         return BlockRow(kind="text", text=block.text, caption="", image_id=None,
                         candidates=[], **common)

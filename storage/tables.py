@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -39,6 +40,8 @@ NAMING_CONVENTION = {
 DOCUMENT_STATUSES = ("composing", "done", "failed", "interrupted")
 BLOCK_KINDS = ("text", "image")
 REVISION_OPS = ("create", "update", "delete", "move")
+CHANGE_KINDS = ("edit", "undo", "redo")
+CHANGE_STATES = ("done", "undone", "discarded")
 
 
 def utcnow() -> datetime:
@@ -154,6 +157,9 @@ class BlockRow(Base):
         String(64), ForeignKey("images.id", ondelete="SET NULL")
     )
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # What wrote the current content (composer.types.BLOCK_ORIGINS): "compose", "rewrite",
+    # "manual", "upload", ...; the preference pairs and the feedback report read it.
+    origin: Mapped[str] = mapped_column(String(16), default="compose", server_default="compose")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -220,3 +226,79 @@ class RevisionRow(Base):
     old: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     new: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The accepted edit (undo unit) this row belongs to; NULL for composing and older rows.
+    change_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("changes.id", ondelete="SET NULL"), index=True
+    )
+
+
+class ChangeRow(Base):
+    """One accepted edit of a document: the unit of undo / redo (composer.types.Change).
+
+    The document went from `version_before` to `version_after`; its revisions rows carry
+    this change's id. `state`: "done", "undone" (can be redone) or "discarded" (undone and
+    then superseded by a new edit). `undone_at` orders the redo stack.
+    """
+
+    __tablename__ = "changes"
+    __table_args__ = (CheckConstraint(_in_list("kind", CHANGE_KINDS), name="kind"),
+                      CheckConstraint(_in_list("state", CHANGE_STATES), name="state"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(8))
+    version_before: Mapped[int] = mapped_column(Integer)
+    version_after: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(12))
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class FeedbackRow(Base):
+    """A like (+1) or dislike (-1) of a paragraph, or of a document (block_id 0).
+
+    One row per (document, block, owner): rating again replaces the value. `kind` and
+    `origin` are the paragraph's at the time (they survive the paragraph's deletion).
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("document_id", "block_id", "owner",
+                                       name="uq_feedback_target"),
+                      CheckConstraint("value IN (-1, 1)", name="value"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    block_id: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(255))
+    value: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default="")
+    origin: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PreferencePairRow(Base):
+    """A stored preference pair (composer.types.PreferencePair), training data for DPO.
+
+    No foreign key to documents: the pairs outlive the documents they came from.
+    """
+
+    __tablename__ = "preference_pairs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    block_id: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    op: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    rejected_origin: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(8))
+    prompt: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    rejected: Mapped[str] = mapped_column(Text)
+    chosen: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -25,7 +25,7 @@ from tests.support_storage import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"alembic_version", "blocks", "documents", "image_embeddings", "image_text", "images",
-          "library_version", "revisions"}
+          "library_version", "revisions", "changes", "feedback", "preference_pairs"}
 
 
 def _diffs(database: Database, metadata: MetaData = Base.metadata) -> list[Any]:
@@ -174,8 +174,12 @@ def test_migration_0004_keeps_existing_rows_up_and_down(empty_database_url: str,
     database = Database(empty_database_url)
     try:
         _migrate(database, "0003")
-        document = DocumentRepository(database).create("t", "i", "en", {})
+        doc_id = "d" * 32
         with database.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO documents (id, slug, title, instruction, language, status, "
+                "options, version, created_at, updated_at) VALUES (:id, 'slug', 't', 'i', 'en', "
+                "'done', '{}', 1, '2024-01-02 03:04:05', '2024-01-02 03:04:05')"), {"id": doc_id})
             connection.execute(text(
                 "INSERT INTO images (id, path, format, width, height, bytes, caption, source, "
                 "license, attribution, created_at) VALUES (:id, :path, 'PNG', 4, 3, 99, "
@@ -189,7 +193,7 @@ def test_migration_0004_keeps_existing_rows_up_and_down(empty_database_url: str,
                 "INSERT INTO blocks (document_id, position, kind, section, text, caption, "
                 "image_id, candidates, created_at, updated_at) VALUES (:doc, 0, 'image', 0, "
                 "'', 'c', :id, '[]', '2024-01-02 03:04:05', '2024-01-02 03:04:05')"),
-                {"doc": document.id, "id": image_id})
+                {"doc": doc_id, "id": image_id})
 
         _migrate(database, "head")
         assert database.current_revision() == head_revision() and _diffs(database) == []
