@@ -7,6 +7,10 @@
     python -m composer library caption --model Salesforce/blip-image-captioning-large
     python -m composer train-plora --model LM --vision openai/clip-vit-large-patch14-336 \
         --out adapters/ --steps 300
+    python -m composer pairs export --out pairs.jsonl
+    python -m composer train-dpo --pairs pairs.jsonl --out writer-dpo/ --epochs 2
+    python -m composer loop report
+    python -m composer loop sample --size 32 --out batch.jsonl
 """
 
 from __future__ import annotations
@@ -133,7 +137,49 @@ def build_parser() -> argparse.ArgumentParser:
                          "vision_adapter.safetensors file")
     trainer.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                          help="where to train (auto: cuda when available)")
+    _add_dpo_commands(commands)
     return parser
+
+
+def _add_dpo_commands(commands: argparse._SubParsersAction) -> None:
+    """`pairs`, `train-dpo` and `loop`: preference pairs, DPO training, the data loop."""
+    pairs = commands.add_parser("pairs", help="preference pairs from users' edits")
+    pair_actions = pairs.add_subparsers(dest="action", required=True)
+    export_pairs = pair_actions.add_parser("export", help="write every pair as JSONL")
+    export_pairs.add_argument("--out", type=Path, required=True, help="the .jsonl file")
+    pair_actions.add_parser("count", help="how many pairs are stored")
+
+    dpo = commands.add_parser("train-dpo", help="train LoRA adapters of the writer on the "
+                              "preference pairs (DPO + SFT, as HA-DPO)")
+    dpo.add_argument("--pairs", type=Path, help="pairs JSONL (default: export the database's "
+                     "pairs to OUT/pairs.jsonl first)")
+    dpo.add_argument("--out", type=Path, required=True, help="adapter folder to write")
+    dpo.add_argument("--model", dest="dpo_model", help="writer to adapt: 'embedded', a model "
+                     "id or folder (default: --model / $COMPOSER_MODEL)")
+    dpo.add_argument("--epochs", type=float, default=1.0)
+    dpo.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides "
+                     "--epochs)")
+    dpo.add_argument("--lr", type=float, default=1e-4)
+    dpo.add_argument("--beta", type=float, default=0.1, help="DPO beta (HA-DPO: 0.1)")
+    dpo.add_argument("--sft-weight", type=float, default=0.5,
+                     help="weight of the NLL on the chosen text (HA-DPO: 0.5; 0 = DPO only)")
+    dpo.add_argument("--rank", type=int, default=16)
+    dpo.add_argument("--alpha", type=float, default=32)
+    dpo.add_argument("--dropout", type=float, default=0.05)
+    dpo.add_argument("--batch-size", type=int, default=2)
+    dpo.add_argument("--max-length", type=int, default=512, help="tokens of prompt + reply")
+    dpo.add_argument("--seed", type=int, default=0)
+    dpo.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    loop = commands.add_parser("loop", help="score paragraph kinds and edit operations by "
+                               "likes and rewrites; draw the next training batch")
+    loop_actions = loop.add_subparsers(dest="action", required=True)
+    report = loop_actions.add_parser("report", help="like rate, rewrite rate and score")
+    report.add_argument("--json", action="store_true", help="print JSON")
+    sample = loop_actions.add_parser("sample", help="draw preference pairs, weak kinds first")
+    sample.add_argument("--size", type=int, required=True)
+    sample.add_argument("--out", type=Path, required=True, help="the .jsonl file")
+    sample.add_argument("--seed", type=int, default=0)
 
 
 def request_from_args(args: argparse.Namespace) -> ComposeRequest:
@@ -433,8 +479,131 @@ def _step_bar(total: int) -> Iterator[Callable[[int, int, float], None]]:
         bar.close()
 
 
+def cmd_pairs(services: Services, args: argparse.Namespace) -> int:
+    """`pairs export --out FILE` (JSONL, PreferencePair.to_json per line) or `pairs count`."""
+    from composer.loop import pair_repository
+
+    repo = pair_repository(services)
+    if args.action == "count":
+        print(repo.count())
+        return 0
+    count = repo.export_jsonl(args.out)
+    print(f"Wrote {count} preference pairs to {args.out}.")
+    if not count:
+        print("No pairs yet: they are stored when someone rewrites or replaces a model "
+              "paragraph in the app.", file=sys.stderr)
+    return 0
+
+
+def cmd_train_dpo(services: Services, args: argparse.Namespace) -> int:
+    """Train LoRA adapters of the writer on preference pairs; save them to --out.
+
+    Without --pairs the database's pairs are exported to OUT/pairs.jsonl first. The first
+    Ctrl-C stops after the current step, a second one at once; either way what was trained
+    so far is saved (exit 130).
+    """
+    from composer import train_dpo as dpo
+    from composer.loop import pair_repository
+    from models.registry import is_plugin
+
+    settings = dpo.DPOSettings(
+        epochs=args.epochs, steps=args.steps, lr=args.lr, beta=args.beta,
+        sft_weight=args.sft_weight, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
+        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+        device=args.device)
+    source = (args.dpo_model or services.settings.model or "embedded").strip()
+    try:
+        settings.check()
+        if is_plugin(source):
+            raise ValueError(f"--model {source!r} is a plugin; train-dpo needs 'embedded', a "
+                             "model id or a model folder")
+        pairs_path = args.pairs
+        if pairs_path is None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            pairs_path = args.out / "pairs.jsonl"
+            pair_repository(services).export_jsonl(pairs_path)
+        records = dpo.read_pairs(pairs_path)
+    except (FileNotFoundError, ValueError) as error:
+        raise InputError(str(error)) from error
+    if not records:
+        raise InputError(f"{pairs_path} holds no preference pairs: they are stored when "
+                         "someone rewrites or replaces a model paragraph in the app")
+    print(f"Loading {source} ...", file=sys.stderr)
+    from models.lm import resolve_device
+
+    device = resolve_device(args.device)
+    try:
+        model, tokenizer, base_name = dpo.load_writer(source, services.settings.cache_dir,
+                                                      device=device)
+    except (FileNotFoundError, ValueError) as error:
+        raise InputError(str(error)) from error
+    except RuntimeError as error:
+        raise ComposerError(str(error)) from error
+    print(f"Training LoRA adapters (text tokens) on {len(records)} pairs.", file=sys.stderr)
+    stop = threading.Event()
+    with _dpo_bar() as progress, _first_interrupt_stops(stop, TRAINING_STOP_NOTICE):
+        try:
+            peft_model, report = dpo.train_dpo(model, tokenizer, records, settings,
+                                               progress=progress, stop=stop)
+        except ValueError as error:
+            raise InputError(str(error)) from error
+    dpo.save_dpo(args.out, peft_model, settings, report, base_model=base_name,
+                 extra={"pairs_file": str(pairs_path),
+                        "command": "python -m composer " + " ".join(sys.argv[1:])})
+    print(dpo.summary(report))
+    print(f"Adapters written to {args.out}; use them with COMPOSER_WRITER_ADAPTER={args.out}")
+    return EXIT_INTERRUPTED if report.stopped else 0
+
+
+@contextlib.contextmanager
+def _dpo_bar() -> Iterator[Callable[[int, int, float], None]]:
+    """_step_bar whose total is learnt from the trainer (epochs -> steps)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, steps: int, loss: float) -> None:
+        bar.total = steps
+        bar.n = done
+        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def cmd_loop(services: Services, args: argparse.Namespace) -> int:
+    """`loop report [--json]` or `loop sample --size N --out FILE [--seed S]`."""
+    import json
+
+    from composer import loop
+
+    report = loop.report_from_services(services)
+    if args.action == "report":
+        print(json.dumps(report.to_json(), indent=2) if args.json
+              else loop.format_report(report))
+        return 0
+    pairs = list(loop.pair_repository(services).list())
+    try:
+        batch = loop.sample_batch(pairs, report.kind_scores(), args.size, args.seed)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as handle:
+        for pair in batch:
+            handle.write(json.dumps(pair.to_json(), ensure_ascii=False) + "\n")
+    shares = loop.expected_shares(pairs, report.kind_scores())
+    counts = {kind: sum(1 for pair in batch if pair.kind == kind) for kind in shares}
+    print(f"Wrote {len(batch)} pairs to {args.out}: " + ", ".join(
+        f"{kind} {counts[kind]} (weight {shares[kind]:.2f})" for kind in shares))
+    return 0
+
+
 COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
-            "library": cmd_library, "train-plora": cmd_train_plora}
+            "library": cmd_library, "train-plora": cmd_train_plora, "pairs": cmd_pairs,
+            "train-dpo": cmd_train_dpo, "loop": cmd_loop}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

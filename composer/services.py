@@ -164,6 +164,34 @@ class Services:
         return self._once("captions", make)
 
     @property
+    def generator(self):
+        """The text-to-image model of COMPOSER_IMAGE_GENERATOR (loaded on first use), or None
+        when none is configured."""
+        spec = self.settings.image_generator
+        if not spec:
+            return None
+
+        def make():
+            from models.image_generator import load_image_generator
+
+            settings = self.settings
+            return load_image_generator(spec, device=settings.device, dtype=settings.dtype,
+                                        steps=settings.image_steps, size=settings.image_size)
+        return self._once("generator", make)
+
+    def editor(self, with_images: bool = True):
+        """An Editor (composer/editing.py) over the shared components: cheap, one per action.
+
+        with_images=False skips loading the library and embedder (paragraph operations).
+        """
+        from composer.editing import Editor
+
+        generator = _LazyGenerator(self) if with_images and self.settings.image_generator \
+            else None
+        return Editor(self.lm, self.documents, retriever=self.retriever if with_images else None,
+                      pairs=self.pairs, generator=generator, images=self.images)
+
+    @property
     def lm(self) -> LanguageModel:
         """The writer model, loaded once."""
         def make():
@@ -180,3 +208,18 @@ class Services:
         retriever = self.retriever if with_images else None
         web = self.web_search if with_images else None
         return Composer(self.lm, self.documents, retriever, timer=timer, web_search=web)
+
+
+class _LazyGenerator:
+    """Stands for services.generator and loads it on the first generate() only, so that an
+    editor made for a caption search does not load a diffusion model."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @property
+    def name(self) -> str:
+        return self.services.settings.image_generator
+
+    def generate(self, prompt: str, **options: Any) -> Any:
+        return self.services.generator.generate(prompt, **options)

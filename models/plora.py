@@ -1,7 +1,7 @@
 """Partial LoRA (PLoRA, from InternLM-XComposer2): a low-rank update on image tokens only.
 
-Each adapted linear layer computes `y = W0 x` for every position and adds
-`scale * B(A(dropout(x)))` only at the positions where the image mask is true, so a
+Each adapted linear layer computes `y = W0 x` at text positions and
+`y = W0 x + scale * B(A(dropout(x)))` at the positions where the image mask is true, so a
 text-only input gives exactly the base language model's output, bit for bit.
 
 The mask is a boolean [batch, seq] aligned with the current query positions. Hugging Face
@@ -12,23 +12,53 @@ wrapped layers of one model share a `PLoRAMask` holder, set before the model's f
     with image_mask(model, mask):            # mask: bool [batch, seq]
         logits = model(inputs_embeds=embeds).logits
 
-Setting a mask finds its true positions once (one `nonzero`, the only device-to-host sync of
-the whole forward); each layer then gathers those rows with `index_select`, runs A and B on
-them only and adds the result back with `index_add_`. No layer looks at the mask's values, so
-no layer syncs. bench/bench_plora.py measured this against multiplying the update by the
-mask on every row (the low-rank path for all rows), on a SmolLM2-135M-shaped model with
-rank 256 on all 7 projections, 512-token prefill, 2 CPU threads: overhead over the base
-model 21% / 37% at 25% / 50% image tokens (multiply: 81% / 79%), ~0% at 0% and 1.00x text-only
-decode. Rank 256 costs 0.74x the base layers' multiply-adds per image token, so at 50%
-image tokens ~35% is the floor of any design.
+Setting a mask splits the flat positions (batch * seq + position) into text rows and image
+rows once (one host read of the image count, the only device-to-host sync of the whole
+forward, and one stable argsort on the mask's device). No layer looks at the mask's values,
+so no layer syncs. Two ways to apply the update:
+
+* merged (inference, the default): the update of an image row is the fixed linear map
+  scale * B @ A, so each layer keeps a merged weight W1 = W0 + scale * B @ A beside W0 and
+  computes the text rows with W0 and the image rows with W1 (one `index_select` grouping
+  the text rows then the image rows, two matrix products into the two halves of one
+  buffer, one `index_select` putting the rows back). An image token then costs the same
+  multiply-adds as a text token; what remains is the two gathers and two smaller products. Used only when the
+  layer is in eval mode, gradients are off (no_grad / inference_mode), its base is a plain
+  nn.Linear (quantized bases keep the low-rank path) and merging is on (inject_plora(...,
+  merge=True), the default; set_plora_merge(model, False) turns it off). Results equal the
+  low-rank path up to float rounding (dropout is inactive in eval mode).
+* low-rank (training, grad enabled, other bases, merge off): the image rows are gathered,
+  run through A and B, scaled and added back with `index_add_`.
+
+Memory: merging keeps one extra copy of every adapted weight (W1, in W0's dtype and on its
+device: about the size of the adapted layers of the base model, e.g. ~+80% of SmolLM2-135M's
+weights). It is built lazily, at the first masked inference forward of each layer, and
+cached on the layer keyed on (data_ptr, version) of W0, A and B and on the scale, so loading
+adapters (copy_), reset_adapter, optimiser steps and in-place edits rebuild it; moving or
+casting the model (.to / .half / .cuda) drops it. Inference tensors (weights created or
+modified inside torch.inference_mode) have no version counter: for them the key is the
+data_ptr only, so after editing such weights in place call `drop_merged()` on the layers
+(or set_plora_merge(model, ...), which drops the caches). `drop_merged()` / remove_plora /
+set_plora_merge free the copies.
+
+bench/bench_plora.py measures the designs on a SmolLM2-135M-shaped model with rank 256 on
+all 7 projections, 512-token prefill, 2 CPU threads (bench/results/plora.json; the last run,
+--runs 3 on a CPU shared with other jobs, so only its 50% row is clean): overhead over the
+base model at 50% image tokens merged +22% (paired +18%), low-rank +36%; text-only decode
+with adapters present 1.00x the base speed. The merged path adds no multiply-adds; what it
+still costs is the two row gathers and splitting one matrix product into two smaller ones,
+so it does not reach the 10% target there. Rank 256 costs 0.74x the base layers'
+multiply-adds per image token on the low-rank path (~35% at 50% image tokens).
 
 With a KV cache the mask must match the *current* query positions: prefill with the image
-mask, then decode steps with a [batch, 1] all-false mask (or no mask). A mask whose length
-differs from the layer input's raises ValueError naming both lengths. Beam search needs the
-mask expanded across beams (`mask.repeat_interleave(num_beams, dim=0)`).
+mask, then decode steps with a [batch, 1] all-false mask (or no mask): those take the base
+path. A mask whose length differs from the layer input's raises ValueError naming both
+lengths. Beam search needs the mask expanded across beams
+(`mask.repeat_interleave(num_beams, dim=0)`).
 
-The update is per position, so it cannot be merged into W0. The holder is per model, not
-per thread: run one masked forward per model at a time.
+The update applies per position, so it cannot be folded into W0 itself: it is merged into
+the second weight W1 used for image rows only. The holder is per model, not per thread: run
+one masked forward per model at a time.
 """
 
 from __future__ import annotations
@@ -56,42 +86,75 @@ class PLoRAMask:
     """The image mask of the current forward, shared by every PLoRALinear of one model.
 
     `shape` is the mask's [batch, seq] (None: no mask, every layer is its base layer);
-    `rows` holds the flat indices (batch * seq + position) of the image positions, found
-    once per `set` so that the layers never read the mask's values.
+    `rows` holds the flat indices (batch * seq + position) of the image positions and
+    `text_rows` those of the text positions (both ascending), `order` the text rows then
+    the image rows and `inverse` its inverse permutation (the merged path gathers with
+    `order` and puts the rows back with `inverse`), all found once per `set` so that the
+    layers never read the mask's values.
     """
 
     def __init__(self) -> None:
         self.shape: tuple[int, int] | None = None
         self.rows: torch.Tensor | None = None
-        self._rows_by_device: dict[torch.device, torch.Tensor] = {}
+        self.text_rows: torch.Tensor | None = None
+        # order: the text rows then the image rows; inverse: where each row went in order.
+        self.order: torch.Tensor | None = None
+        self.inverse: torch.Tensor | None = None
+        self._rows_by_device: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def set(self, mask: torch.Tensor | None) -> None:
         """Use `mask` (bool [batch, seq]) for the following forwards; None clears it.
 
-        Finds the true positions here, once, on the mask's device: a mask on the CPU costs
-        no accelerator sync at all, one on a GPU a single sync (its nonzero).
+        Splits the positions here, once, on the mask's device: the image count is read to
+        the host (a mask on the CPU costs no accelerator sync at all, one on a GPU a single
+        sync) and a stable argsort puts the text rows first, the image rows after, each in
+        ascending order.
         """
         if mask is None:
             self.clear()
             return
         check_mask(mask)
-        self.rows = mask.reshape(-1).nonzero().squeeze(1)
-        self._rows_by_device = {self.rows.device: self.rows}
+        flat = mask.reshape(-1)
+        count = int(flat.sum().item())
+        total = flat.numel()
+        if count == 0:
+            self.order = self.inverse = self.text_rows = torch.arange(total, device=flat.device)
+        else:
+            self.order = torch.argsort(flat.to(torch.uint8), stable=True)
+            self.inverse = torch.empty_like(self.order).scatter_(
+                0, self.order, torch.arange(total, device=flat.device))
+        self.text_rows, self.rows = self.order[:total - count], self.order[total - count:]
+        self._rows_by_device = {self.rows.device: (self.rows, self.text_rows, self.order,
+                                                   self.inverse)}
         self.shape = (mask.shape[0], mask.shape[1])
 
     def clear(self) -> None:
         """Forget the mask: every layer computes its base layer only."""
         self.shape = None
         self.rows = None
+        self.text_rows = None
+        self.order = None
+        self.inverse = None
         self._rows_by_device = {}
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(rows, text_rows, order, inverse) on `device`."""
+        rows = self._rows_by_device.get(device)
+        if rows is None:
+            order = self.order.to(device, non_blocking=True)
+            text = order.shape[0] - self.rows.shape[0]
+            rows = self._rows_by_device[device] = (
+                order[text:], order[:text], order, self.inverse.to(device, non_blocking=True))
+        return rows
 
     def rows_on(self, device: torch.device) -> torch.Tensor:
         """The image rows on `device`, copied there once per mask (a model split across
         devices gets one copy per device; a copy to a GPU does not sync)."""
-        rows = self._rows_by_device.get(device)
-        if rows is None:
-            rows = self._rows_by_device[device] = self.rows.to(device, non_blocking=True)
-        return rows
+        return self._on(device)[0]
+
+    def text_rows_on(self, device: torch.device) -> torch.Tensor:
+        """The text rows on `device`, copied there once per mask (as rows_on)."""
+        return self._on(device)[1]
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError when the layer input's [batch, seq] differs from the mask's."""
@@ -137,7 +200,7 @@ class PLoRALinear(nn.Module):
     """
 
     def __init__(self, base: nn.Linear, holder: PLoRAMask, *, rank: int, alpha: float,
-                 dropout: float) -> None:
+                 dropout: float, merge: bool = True) -> None:
         super().__init__()
         check_hyperparameters(rank, alpha, dropout)
         self.base = base
@@ -154,6 +217,10 @@ class PLoRALinear(nn.Module):
         self.Plora_A = nn.Linear(base.in_features, rank, bias=False, **options)
         self.Plora_B = nn.Linear(rank, base.out_features, bias=False, **options)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Inference merges the update into a second weight W1 for the image rows (see the
+        # module docstring); a plain attribute, so not in the state dict.
+        self.merge = bool(merge)
+        self._merged: tuple[tuple, torch.Tensor] | None = None
         self.reset_adapter()
 
     def reset_adapter(self) -> None:
@@ -166,17 +233,80 @@ class PLoRALinear(nn.Module):
         # The dictionaries are read directly: nn.Module.__getattr__ costs ~1 us a lookup,
         # which over 210 layers is ~1% of a decode step of the embedded model.
         base = self._modules["base"]
-        if self.plain_base:
-            out = nn.functional.linear(x, base._parameters["weight"], base._parameters["bias"])
-        else:
-            out = base(x)
         holder = self.holder
-        if holder.shape is None:
-            return out
-        holder.check_input(x)
-        if holder.rows.numel() == 0:  # a shape, known on the host: no sync
-            return out
-        return self.add_update(out, x, holder.rows_on(x.device))
+        if holder.shape is not None:
+            holder.check_input(x)
+            if holder.rows.numel():  # a shape, known on the host: no sync
+                if self.merge and self.plain_base and not self.training \
+                        and not torch.is_grad_enabled():
+                    return self.merged_forward(x)
+                return self.add_update(self._base_forward(base, x), x,
+                                       holder.rows_on(x.device))
+        return self._base_forward(base, x)
+
+    def _base_forward(self, base: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.plain_base:
+            return nn.functional.linear(x, base._parameters["weight"], base._parameters["bias"])
+        return base(x)
+
+    def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Text rows through W0, image rows through the merged W1 = W0 + scale * B @ A.
+
+        One gather (index_select) puts the text rows first and the image rows after; the two
+        matrix products write into the two halves of one buffer, and one more index_select
+        puts the rows back in place. An all-image input is one F.linear with W1.
+        """
+        base = self._modules["base"]
+        weight, bias = base._parameters["weight"], base._parameters["bias"]
+        merged = self.merged_weight()
+        image, _, order, inverse = self.holder._on(x.device)
+        flat = x.reshape(-1, self.in_features)
+        rows = flat.shape[0]
+        if image.shape[0] == rows:
+            return nn.functional.linear(x, merged, bias)
+        text = rows - image.shape[0]
+        grouped = flat.index_select(0, order)
+        if torch.is_autocast_enabled(x.device.type):  # out= does not autocast
+            out = torch.cat([nn.functional.linear(grouped[:text], weight, bias),
+                             nn.functional.linear(grouped[text:], merged, bias)])
+        else:
+            out = grouped.new_empty(rows, self.out_features)
+            _linear_into(grouped[:text], weight, bias, out[:text])
+            _linear_into(grouped[text:], merged, bias, out[text:])
+        return out.index_select(0, inverse).view(*x.shape[:-1], self.out_features)
+
+    def _merge_key(self) -> tuple:
+        return (_tensor_key(self.base._parameters["weight"]),
+                _tensor_key(self.Plora_A._parameters["weight"]),
+                _tensor_key(self.Plora_B._parameters["weight"]), self.scale)
+
+    def merged_weight(self) -> torch.Tensor:
+        """W1 = W0 + scale * B @ A in W0's dtype and on its device (computed in at least
+        float32), cached until W0, A, B or the scale change (see the module docstring)."""
+        key = self._merge_key()
+        cached = self._merged
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._merged = None  # free the stale copy before building the new one
+        weight = self.base.weight
+        work = torch.promote_types(weight.dtype, torch.float32)
+        # inference_mode(False): a normal tensor, usable inside and outside inference mode.
+        with torch.inference_mode(False), torch.no_grad():
+            merged = torch.addmm(weight.to(work), self.Plora_B.weight.to(work),
+                                 self.Plora_A.weight.to(work), alpha=self.scale)
+            merged = merged.to(weight.dtype)
+        self._merged = (key, merged)
+        return merged
+
+    def drop_merged(self) -> None:
+        """Free the cached merged weight (rebuilt at the next masked inference forward)."""
+        self._merged = None
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to / .half / .cuda replace the weights: the merged copy would be stale (and keep
+        # the old device's memory alive).
+        self._merged = None
+        return super()._apply(fn, *args, **kwargs)
 
     def add_update(self, out: torch.Tensor, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Add scale * B(A(dropout(x))) to `out` at the flat positions `rows`.
@@ -196,7 +326,24 @@ class PLoRALinear(nn.Module):
         return out.reshape(-1, self.out_features).index_add(0, rows, update).view(out.shape)
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha}"
+        return f"rank={self.rank}, alpha={self.alpha}, merge={self.merge}"
+
+
+def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 out: torch.Tensor) -> None:
+    """F.linear(x, weight, bias) written into `out` (what F.linear runs for 2-d inputs)."""
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
+
+
+def _tensor_key(tensor: torch.Tensor) -> tuple:
+    """(data_ptr, version counter) of a weight; inference tensors have no version counter,
+    so theirs is (data_ptr, None): in-place edits of those need an explicit drop_merged()."""
+    if tensor.is_inference():
+        return (tensor.data_ptr(), None)
+    return (tensor.data_ptr(), tensor._version)
 
 
 def check_hyperparameters(rank: object, alpha: object, dropout: object) -> None:
@@ -217,7 +364,8 @@ def plora_layers(model: nn.Module) -> dict[str, PLoRALinear]:
 
 
 def inject_plora(model: nn.Module, *, rank: int = 256, alpha: float = 256,
-                 dropout: float = 0.05, target_modules=DEFAULT_TARGETS) -> list[str]:
+                 dropout: float = 0.05, target_modules=DEFAULT_TARGETS,
+                 merge: bool = True) -> list[str]:
     """Wrap the model's target linear layers in PLoRALinear; returns their names.
 
     A layer is a target when the last part of its name is in `target_modules` (Llama family
@@ -242,7 +390,8 @@ def inject_plora(model: nn.Module, *, rank: int = 256, alpha: float = 256,
                          f"linear layers are named {available}: pass target_modules from these")
     holder = PLoRAMask()
     for name, module in found:
-        wrapped = PLoRALinear(module, holder, rank=rank, alpha=alpha, dropout=dropout)
+        wrapped = PLoRALinear(module, holder, rank=rank, alpha=alpha, dropout=dropout,
+                              merge=merge)
         wrapped.train(module.training)  # an eval-mode model keeps its dropout off
         _replace(model, name, wrapped)
     model._plora_holders = [holder]  # set_image_mask finds it without a walk of the model
@@ -281,9 +430,23 @@ def remove_plora(model: nn.Module) -> list[str]:
     """
     layers = plora_layers(model)
     for name, layer in layers.items():
+        layer.drop_merged()
         _replace(model, name, layer.base)
     model.__dict__.pop("_plora_holders", None)
     return list(layers)
+
+
+def set_plora_merge(model: nn.Module, merge: bool) -> int:
+    """Turn the merged inference path of every PLoRA layer on or off; returns how many
+    layers. Drops the cached merged weights either way (rebuilt lazily when on)."""
+    layers = plora_layers(model)
+    if not layers:
+        raise ValueError("the model has no PLoRA layers: call inject_plora(model) or "
+                         "load_plora(model, folder) first")
+    for layer in layers.values():
+        layer.merge = bool(merge)
+        layer.drop_merged()
+    return len(layers)
 
 
 def _holders(model: nn.Module, required: bool = True) -> list[PLoRAMask]:
@@ -411,13 +574,15 @@ def read_plora_config(folder: str | Path) -> dict:
     return config
 
 
-def load_plora(model: nn.Module, folder: str | Path) -> list[str]:
+def load_plora(model: nn.Module, folder: str | Path, *, merge: bool | None = None) -> list[str]:
     """Load saved adapters into `model`; returns the adapted layers' names.
 
     Injects PLoRA with the saved rank / alpha / dropout / targets when the model has none;
     a model that already has PLoRA layers must match the saved rank and alpha. Every saved
     tensor must have a layer of the same shape and every layer a saved tensor, else
     ValueError naming the first difference. Weights are cast to the layers' dtype / device.
+    merge: when given, set_plora_merge(model, merge) afterwards (None keeps the layers'
+    setting; a fresh injection merges).
     """
     from safetensors.torch import load_file
 
@@ -438,6 +603,8 @@ def load_plora(model: nn.Module, folder: str | Path) -> list[str]:
             layer_name, part = key.removesuffix(".weight").rsplit(".", 1)  # "...", "Plora_A"
             target = getattr(layers[layer_name], part).weight
             target.copy_(value.to(dtype=target.dtype, device=target.device))
+    if merge is not None:
+        set_plora_merge(model, merge)
     return list(layers)
 
 

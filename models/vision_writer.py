@@ -53,7 +53,7 @@ from models.lm import (
     resolve_device,
     resolve_dtype,
 )
-from models.plora import clear_image_mask, plora_layers, set_image_mask
+from models.plora import clear_image_mask, plora_layers, set_image_mask, set_plora_merge
 
 DEFAULT_NAME = "vision-writer"
 
@@ -90,14 +90,16 @@ class VisionWriter:
     def from_pretrained(cls, lm_source: str | Path, vision_source: str | Path, *,
                         adapters: str | Path | None = None, device: str = "cpu",
                         dtype: str = "auto", image_size: int = 224, max_tiles: int = 4,
-                        name: str | None = None,
-                        context_length: int | None = None) -> VisionWriter:
+                        name: str | None = None, context_length: int | None = None,
+                        plora_merge: bool = True) -> VisionWriter:
         """Load a causal LM + tokenizer, a vision tower, and (optionally) trained adapters.
 
         adapters: a `train-plora` output folder (plora/ + vision_adapter.safetensors +
         train.json); loaded with composer.train_plora.load_trained, which refuses adapters
         trained on other bases. Without it the LM has no PLoRA layers and the projector is
         untrained (images are embedded but meaningless): for tests and wiring only.
+        plora_merge: image rows use a merged weight per adapted layer at inference (faster
+        prefill, one extra copy of each adapted weight; models/plora.py, Settings.plora_merge).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,6 +130,7 @@ class VisionWriter:
             from composer.train_plora import load_trained
 
             load_trained(adapters, model, encoder)
+            set_plora_merge(model, plora_merge)
             model.eval()
         return cls(model, tokenizer, encoder, name=name or source,
                    context_length=context_length)

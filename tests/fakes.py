@@ -64,6 +64,11 @@ def _user_text(messages: list[ChatMessage]) -> str:
 def default_reply(messages: list[ChatMessage], prefix: str) -> str:
     """A reply of the right shape for each composer prompt, deterministic in the prompt."""
     user = _user_text(messages)
+    if "Reply with the new paragraph only" in user or "只回复新段落" in user:
+        # composer/edit_prompts.py: one paragraph of the asked length (the last "about N").
+        found = re.findall(r"about (\d+) words|约(\d+)字", user)
+        words = int(next(g for g in found[-1] if g)) if found else 60
+        return _edit_sentences(max(3, words), len(user))
     if prefix == "1.":
         count = _number(r"List (\d+) section headings|列出(\d+)个", user, 3)
         lines = [f" Part {WORDS[0].title()}: the {WORDS[0]} idea; why it matters"]
@@ -97,6 +102,18 @@ def _sentences(words: int, seed: int) -> str:
     for i in range(words):
         sentence.append(WORDS[(seed * 7 + i * 3) % len(WORDS)])
         if len(sentence) == 9 or i == words - 1:
+            out.append(" ".join(sentence).capitalize() + ".")
+            sentence = []
+    return " ".join(out)
+
+
+def _edit_sentences(words: int, seed: int) -> str:
+    """Like _sentences but another word order (stride 5), so an edited paragraph really
+    differs from the composed one (not the same cycle of words shifted by a word or two)."""
+    out, sentence = [], []
+    for i in range(words):
+        sentence.append(WORDS[(seed * 11 + i * 5) % len(WORDS)])
+        if len(sentence) == 8 or i == words - 1:
             out.append(" ".join(sentence).capitalize() + ".")
             sentence = []
     return " ".join(out)

@@ -155,3 +155,66 @@ def test_library_view_uploads_edits_and_deletes(live_app, browser, tmp_path):
     page.wait_for_function("document.querySelector('#xc-lib-summary')?.innerText"
                            ".includes('No images match')", timeout=20_000)
     page.screenshot(path=str(SHOTS / "library_deleted.png"), full_page=True)
+
+
+def _value(page, selector: str) -> str:
+    return page.locator(f"{selector} textarea, {selector} input").first.input_value()
+
+
+def _pick(page, selector: str, text: str) -> None:
+    """Choose the option containing `text` in a Gradio dropdown."""
+    page.click(f"{selector} input")
+    page.locator("ul[role='listbox'] li", has_text=text).first.click()
+
+
+def test_edit_preview_accept_undo_like_and_history(live_app, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(live_app.url + "/")
+    page.fill("#xc-instruction textarea", "Lighthouses of the coast")
+    page.click("#xc-write")
+    page.wait_for_function(
+        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    first = page.locator("#xc-article p").first.inner_text()
+    _pick(page, "#xc-paragraph", "¶1")
+    page.click("button[role='tab']:has-text('Edit by hand')")
+    page.wait_for_function("document.querySelector('#xc-text textarea')?.value.length > 10",
+                           timeout=10_000)
+    assert _value(page, "#xc-text") == first
+    page.click("button[role='tab']:has-text('Ask the model')")
+
+    # ask the model for a rewrite, watch the preview, change it, accept it
+    page.fill("#xc-edit-instruction textarea", "simpler <b>words</b>")
+    page.click("#xc-preview")
+    page.wait_for_function("document.querySelector('#xc-preview-text textarea')?.value"
+                           ".length > 20", timeout=30_000)
+    page.wait_for_timeout(1500)
+    page.fill("#xc-preview-text textarea", "A lighthouse <img src=x onerror=window.pwned=1> "
+              "guides ships home at night.")
+    page.click("#xc-accept")
+    page.wait_for_function("document.querySelector('#xc-status')?.innerText.includes('Accepted')",
+                           timeout=20_000)
+    assert page.locator("#xc-article p").first.inner_text().startswith(
+        "A lighthouse <img src=x")
+    assert page.evaluate("window.pwned") is None
+    page.click("#xc-like")
+    page.wait_for_function("document.querySelector('#xc-rating')?.innerText.includes('👍')",
+                           timeout=10_000)
+    page.screenshot(path=str(SHOTS / "edit_accepted.png"), full_page=True)
+
+    # undo brings the model's paragraph back; redo the edit again
+    page.click("#xc-undo")
+    page.wait_for_function("document.querySelector('#xc-status')?.innerText.includes('Undone')",
+                           timeout=20_000)
+    assert page.locator("#xc-article p").first.inner_text() == first
+    page.click("#xc-redo")
+    page.wait_for_function("document.querySelector('#xc-status')?.innerText.includes('Redone')",
+                           timeout=20_000)
+    assert page.locator("#xc-article p").first.inner_text().startswith("A lighthouse")
+
+    # the history lists the edits and shows the article as first written
+    page.click("button[role='tab']:has-text('History')")
+    _pick(page, "#xc-history", "as written")
+    page.click("#xc-view-version")
+    page.wait_for_function("document.querySelector('#xc-old-version p')", timeout=10_000)
+    assert page.locator("#xc-old-version p").first.inner_text() == first
+    page.screenshot(path=str(SHOTS / "edit_history.png"), full_page=True)

@@ -30,6 +30,7 @@ from models.plora import (
     remove_plora,
     save_plora,
     set_image_mask,
+    set_plora_merge,
 )
 from tests.tiny_models import build_plora_llama
 
@@ -91,12 +92,18 @@ def test_injects_the_seven_projections_of_every_block_only():
     assert layer.Plora_A.weight.abs().max() <= bound
 
 
-def test_fresh_adapters_give_exactly_the_base_logits_with_a_partly_true_mask():
+def test_fresh_adapters_give_the_base_logits_with_a_partly_true_mask():
     base = build_plora_llama()
     model = build_plora_llama()
-    inject_plora(model, rank=16, alpha=32)
+    inject_plora(model, rank=16, alpha=32, merge=False)
     ids = token_ids()
-    assert torch.equal(logits(model, ids, image_positions()), logits(base, ids))
+    expected = logits(base, ids)
+    # The low-rank path adds exact zeros: bit for bit.
+    assert torch.equal(logits(model, ids, image_positions()), expected)
+    # The merged path multiplies the rows in two groups (W1 = W0 exactly): equal up to the
+    # rounding of a differently blocked matrix product.
+    set_plora_merge(model, True)
+    assert torch.allclose(logits(model, ids, image_positions()), expected, atol=1e-5)
 
 
 def test_text_only_input_is_the_base_model_bit_for_bit(adapted):
@@ -338,3 +345,200 @@ def test_vision_towers_are_never_adapted():
     model.language_model = nn.Module()
     model.language_model.q_proj = nn.Linear(4, 4)
     assert inject_plora(model, rank=2, alpha=2) == ["language_model.q_proj"]
+
+
+# --- the merged inference path ---------------------------------------------------------
+
+
+def mixed_masks() -> list[torch.Tensor]:
+    """Batch-2 masks: blocks, scattered positions, a row all image, a row all text."""
+    generator = torch.Generator().manual_seed(5)
+    masks = [torch.stack([image_positions()[0], image_positions(where=slice(2, 9))[0]]),
+             torch.rand(2, SEQ, generator=generator) < 0.5,
+             torch.stack([torch.ones(SEQ, dtype=torch.bool), torch.zeros(SEQ, dtype=torch.bool)]),
+             torch.ones(2, SEQ, dtype=torch.bool)]
+    single = torch.zeros(2, SEQ, dtype=torch.bool)
+    single[1, SEQ - 1] = True
+    return masks + [single]
+
+
+def merged_layers(model: nn.Module) -> int:
+    return sum(layer._merged is not None for layer in plora_layers(model).values())
+
+
+def test_the_holder_splits_text_and_image_rows_in_order():
+    holder = PLoRAMask()
+    mask = torch.tensor([[False, True, True, False], [True, False, False, True]])
+    holder.set(mask)
+    assert holder.rows.tolist() == [1, 2, 4, 7]
+    assert holder.text_rows.tolist() == [0, 3, 5, 6]
+    holder.set(torch.zeros(1, 3, dtype=torch.bool))
+    assert holder.rows.numel() == 0 and holder.text_rows.tolist() == [0, 1, 2]
+    holder.clear()
+    assert holder.rows is None and holder.text_rows is None
+
+
+def test_merged_path_equals_the_low_rank_path_on_mixed_masks(adapted):
+    base, model = adapted
+    ids = token_ids(batch=2)
+    for mask in mixed_masks():
+        set_plora_merge(model, False)
+        low_rank = logits(model, ids, mask)
+        assert merged_layers(model) == 0
+        set_plora_merge(model, True)
+        merged = logits(model, ids, mask)
+        assert merged_layers(model) == 14
+        assert torch.allclose(merged, low_rank, atol=1e-5), mask
+        assert not torch.allclose(merged, logits(base, ids), atol=1e-3)  # adapters acted
+        with torch.inference_mode(), image_mask(model, mask):
+            assert torch.allclose(model(ids).logits, low_rank, atol=1e-5)
+
+
+def test_merged_layer_output_matches_the_formula():
+    torch.manual_seed(0)
+    holder = PLoRAMask()
+    layer = PLoRALinear(nn.Linear(6, 5), holder, rank=3, alpha=6, dropout=0.1).eval()
+    nn.init.normal_(layer.Plora_B.weight)
+    x = torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, False, False, True], [False, True, True, False]])
+    holder.set(mask)
+    expected = layer.base(x) + 2.0 * layer.Plora_B(layer.Plora_A(x)) * mask[..., None]
+    with torch.no_grad():
+        got = layer(x)
+    assert layer._merged is not None
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert layer.merged_weight().dtype == layer.base.weight.dtype
+
+
+def test_the_merged_weight_follows_adapter_changes(adapted, tmp_path):
+    _, model = adapted
+    ids, mask = token_ids(batch=2), mixed_masks()[0]
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        set_plora_merge(model, False)
+        low_rank = logits(model, ids, mask)
+        for layer in plora_layers(model).values():
+            layer.merge = True  # keep the cache: only the weights' changes may rebuild it
+        return logits(model, ids, mask), low_rank
+
+    set_plora_merge(model, True)
+    before = logits(model, ids, mask)
+    layer = model.model.layers[0].self_attn.q_proj
+    cached = layer.merged_weight()
+    assert layer.merged_weight() is cached  # no change: the same tensor
+    with torch.no_grad():  # B changed in place
+        for each in plora_layers(model).values():
+            each.Plora_B.weight.mul_(3.0)
+    merged, low_rank = both()
+    assert layer.merged_weight() is not cached
+    assert torch.allclose(merged, low_rank, atol=1e-5)
+    assert not torch.allclose(merged, before, atol=1e-3)
+    other = build_plora_llama()  # load_plora copies other adapters into the same tensors
+    inject_plora(other, rank=8, alpha=16)
+    randomize_b(other, seed=7)
+    load_plora(model, save_plora(other, tmp_path / "other"))
+    merged, low_rank = both()
+    assert torch.allclose(merged, low_rank, atol=1e-5)
+    assert torch.allclose(merged, logits(other, ids, mask), atol=1e-5)
+    for each in plora_layers(model).values():  # reset_adapter: B zeros, the base weights
+        each.reset_adapter()
+    merged, _ = both()
+    assert torch.allclose(merged, logits(build_plora_llama(), ids), atol=1e-5)
+
+
+def test_moving_removing_or_switching_off_drops_the_merged_weights(adapted):
+    base, model = adapted
+    ids, mask = token_ids(), image_positions()
+    logits(model, ids, mask)
+    assert merged_layers(model) == 14
+    model.to(torch.float64)
+    assert merged_layers(model) == 0
+    assert logits(model, ids, mask).dtype == torch.float64
+    layer = model.model.layers[0].mlp.down_proj
+    assert layer.merged_weight().dtype == torch.float64
+    layer.drop_merged()
+    assert layer._merged is None
+    set_plora_merge(model, False)
+    assert merged_layers(model) == 0
+    logits(model, ids, mask)
+    assert merged_layers(model) == 0  # merge off: the low-rank path, nothing cached
+    set_plora_merge(model, True)
+    logits(model, ids, mask)
+    layers = list(plora_layers(model).values())
+    remove_plora(model)
+    assert all(layer._merged is None for layer in layers)
+
+
+def test_merge_off_gives_the_low_rank_path(adapted):
+    _, model = adapted
+    assert set_plora_merge(model, False) == 14
+    assert all(not layer.merge for layer in plora_layers(model).values())
+    ids, mask = token_ids(batch=2), mixed_masks()[1]
+    with torch.no_grad(), image_mask(model, mask), OpCounter() as ops:
+        off = model(ids).logits
+    assert ops.counts["index_add_"] >= 14 and ops.counts["index_select"] == 14
+    set_plora_merge(model, True)
+    with torch.no_grad(), image_mask(model, mask), OpCounter() as ops:
+        on = model(ids).logits
+    # Each layer: gather grouped rows, put them back (index_select twice), no index_add_.
+    assert ops.counts["index_select"] == 28 and ops.counts["index_add_"] == 0
+    assert torch.allclose(on, off, atol=1e-5)
+    fresh = build_plora_llama()
+    inject_plora(fresh, rank=4, alpha=4, merge=False)
+    assert all(not layer.merge for layer in plora_layers(fresh).values())
+
+
+def test_training_and_grad_enabled_forwards_never_merge(adapted):
+    _, model = adapted
+    freeze_base(model)
+    ids, mask = token_ids(batch=2), mixed_masks()[0]
+    with torch.no_grad(), image_mask(model, mask):
+        expected = model(ids).logits
+    model.train()  # train mode, gradients off: dropout acts, so no merge
+    with torch.no_grad(), image_mask(model, mask):
+        model(ids)
+    model.eval()
+    set_plora_merge(model, True)  # drop what the eval forward cached
+    with image_mask(model, mask):  # eval mode, gradients on: the low-rank path
+        out = model(ids).logits
+    assert merged_layers(model) == 0
+    assert torch.allclose(out, expected, atol=1e-5)
+    out.square().mean().backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0
+               for parameter in plora_parameters(model))
+    model.train()
+    with image_mask(model, mask):
+        model(ids).logits.square().mean().backward()
+    assert merged_layers(model) == 0
+
+
+def test_text_only_stays_the_base_model_bit_for_bit_with_merging(adapted):
+    base, model = adapted
+    ids = token_ids(batch=2)
+    expected = logits(base, ids)
+    logits(model, ids, mixed_masks()[0])  # merged weights built
+    assert merged_layers(model) == 14
+    assert torch.equal(logits(model, ids), expected)
+    assert torch.equal(logits(model, ids, torch.zeros(2, SEQ, dtype=torch.bool)), expected)
+    with torch.no_grad():  # a decode step with an all-false [batch, 1] mask: the base path
+        cache = base(ids, use_cache=True).cache
+        step = base(ids[:, -1:], cache=cache, use_cache=True).logits
+        cache = model(ids, use_cache=True).cache
+        with image_mask(model, torch.zeros(2, 1, dtype=torch.bool)), OpCounter() as ops:
+            got = model(ids[:, -1:], cache=cache, use_cache=True).logits
+    assert torch.equal(got, step)
+    assert ops.counts["index_select"] == ops.counts["index_add_"] == 0
+
+
+def test_weights_made_in_inference_mode_still_merge():
+    with torch.inference_mode():
+        holder = PLoRAMask()
+        layer = PLoRALinear(nn.Linear(6, 5), holder, rank=3, alpha=3, dropout=0.0).eval()
+        nn.init.normal_(layer.Plora_B.weight)
+        x = torch.randn(1, 4, 6)
+        holder.set(torch.tensor([[False, True, True, False]]))
+        got = layer(x)
+        layer.merge = False
+        expected = layer(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert layer._merge_key()[0][1] is None  # no version counter: data_ptr only

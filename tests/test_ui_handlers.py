@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from composer.types import ConflictError, InputError, NotFoundError
+from ui import editing as ed
 from ui import handlers as h
 from tests.support_app import services  # noqa: F401
 
@@ -81,7 +82,7 @@ def test_nobody_opens_or_changes_another_owners_document(services):
                    lambda: h.delete_document(services, doc_id, OTHER, True),
                    lambda: h.share_link(services, doc_id, OTHER, "http://x"),
                    lambda: h.revoke_link(services, doc_id, OTHER),
-                   lambda: h.swap_image(services, doc_id, OTHER, 1, 0, None)):
+                   lambda: ed.choose_candidate(services, doc_id, OTHER, 1, 0, None)):
         with pytest.raises(NotFoundError):
             action()
     assert h.owned_document(services, doc_id, OWNER).status == "done"
@@ -105,13 +106,15 @@ def test_candidates_gallery_and_swap_saves_with_version_check(services):
     gallery = h.candidate_gallery(services, doc, block_id)
     assert len(gallery) == 4 and gallery[0][1].startswith("✓ ")
     assert all(Path(path).suffix == ".jpg" and "thumbs" in path for path, _ in gallery)
-    swapped = h.swap_image(services, doc_id, OWNER, block_id, 2, doc.version)
+    swapped = ed.choose_candidate(services, doc_id, OWNER, block_id, 2, doc.version)
     block = swapped.image_blocks[0]
-    assert block.image_id == block.candidates[2].image_id
-    with pytest.raises(ConflictError, match="changed elsewhere"):
-        h.swap_image(services, doc_id, OWNER, block_id, 1, doc.version)  # a stale second tab
+    assert block.image_id == block.candidates[2].image_id and block.origin == "candidate"
+    with pytest.raises(ConflictError, match="changed elsewhere"):  # a stale second tab
+        ed.choose_candidate(services, doc_id, OWNER, block_id, 1, doc.version)
     with pytest.raises(InputError, match="candidate 9 does not exist"):
-        h.swap_image(services, doc_id, OWNER, block_id, 8, None)
+        ed.choose_candidate(services, doc_id, OWNER, block_id, 8, swapped.version)
+    assert ed.undo(services, doc_id, OWNER, swapped.version).image_blocks[0].image_id == \
+        doc.image_blocks[0].image_id
 
 
 def test_share_link_and_revoke(services):

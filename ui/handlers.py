@@ -295,26 +295,3 @@ def candidate_gallery(services: Any, doc: Document, block_id: Any) -> list[tuple
         mark = "✓ " if candidate.image_id == block.image_id else ""
         items.append((path, f"{mark}{candidate.caption[:80]} ({candidate.score:.2f})"))
     return items
-
-
-def swap_image(services: Any, doc_id: str, owner: str, block_id: Any, index: int,
-               version: int | None) -> Document:
-    """Show candidate `index` in an image block; refused if the document changed meanwhile."""
-    doc = owned_document(services, doc_id, owner)
-    block = next((b for b in doc.image_blocks if b.id == _whole("image slot", block_id)), None)
-    if block is None:
-        raise NotFoundError(f"document {doc_id} has no image block {block_id}")
-    live = [c for c in block.candidates if _exists(services, c.image_id)]
-    if not 0 <= index < len(live):
-        raise InputError(f"candidate {index + 1} does not exist: this image has {len(live)}")
-    services.documents.update_block(block.id, image_id=live[index].image_id,
-                                    expected_version=version)
-    return services.documents.get(doc_id)
-
-
-def _exists(services: Any, image_id: str) -> bool:
-    try:
-        services.images.get(image_id)
-        return True
-    except NotFoundError:
-        return False

@@ -17,6 +17,7 @@ from composer.references import reference_note
 from composer.render import ARTICLE_CSS
 from composer.types import ComposerError, Document
 from models.registry import spaces_gpu
+from ui import edit_layout as el
 from ui import handlers as h
 from ui import library as lh
 from ui.i18n import t
@@ -148,6 +149,7 @@ def _compose_tab(settings: Any) -> dict[str, Any]:
             c["remove"] = gr.Button(t("remove"), size="sm")
             c["add"] = gr.Button(t("add"), size="sm")
             c["clear"] = gr.Button(t("clear_outline"), size="sm")
+        c["apply_outline"] = gr.Button(t("apply_outline"), size="sm", elem_id="xc-apply-outline")
     c["status"] = gr.Markdown(elem_id="xc-status")
     c["article"] = gr.HTML(elem_id="xc-article")
     with gr.Row():
@@ -155,10 +157,12 @@ def _compose_tab(settings: Any) -> dict[str, Any]:
         c["revoke"] = gr.Button(t("revoke"), size="sm", elem_id="xc-revoke")
         c["link"] = gr.Textbox(label=t("share_link"), interactive=False, elem_id="xc-link",
                                buttons=["copy"])
+    c["edit"] = el.edit_panel(settings)
     with gr.Accordion(t("images_panel"), open=True):
         c["slot"] = gr.Dropdown([], label=t("slot"), elem_id="xc-slot")
         c["gallery"] = gr.Gallery(columns=4, height=220, allow_preview=False,
                                   elem_id="xc-gallery")
+        c["image_tools"] = el.image_tools(settings)
     return c
 
 
@@ -258,6 +262,8 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
                      api_visibility="undocumented")
     _wire_outline_editing(c)
     _wire_sharing_and_images(services, c, owner_key, doc_state)
+    el.wire_editing(services, flags, _user, c, c["edit"], c["image_tools"], owner_key,
+                    doc_state, concurrency)
 
 
 def _wire_outline_editing(c: dict[str, Any]) -> None:
@@ -314,22 +320,10 @@ def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_key: Any,
         except ComposerError as error:
             raise _fail(error)
 
-    def swap(key: str | None, state: dict | None, slot: Any, event: gr.SelectData,
-             request: gr.Request = None):
-        try:
-            doc = h.swap_image(services, (state or {}).get("id"), h.owner_id(key, _user(request)),
-                               slot, event.index, (state or {}).get("version"))
-        except ComposerError as error:
-            raise _fail(error)
-        html, new_state, _ = _doc_outputs(services, doc)
-        return html, new_state, h.candidate_gallery(services, doc, slot)
-
     c["share"].click(share, [owner_key, doc_state], c["link"], api_name="share")
     c["revoke"].click(revoke, [owner_key, doc_state], c["link"], api_name="revoke")
     c["slot"].change(show_candidates, [owner_key, doc_state, c["slot"]], c["gallery"],
                      api_name="candidates")
-    c["gallery"].select(swap, [owner_key, doc_state, c["slot"]],
-                        [c["article"], doc_state, c["gallery"]], api_visibility="undocumented")
 
 
 def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_key: Any,

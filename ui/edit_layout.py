@@ -1,0 +1,370 @@
+"""The compose view's editing panel: paragraph and image operations, likes, history.
+
+Components are built by `edit_panel` (below the article) and wired by `wire_editing` to the
+plain functions of ui/editing.py. Every action sends the version of the document the view
+shows; a stale one (another tab saved first) is refused with a message and nothing is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gradio as gr
+
+from composer.types import ComposerError, Document
+from models.registry import spaces_gpu
+from ui import editing as ed
+from ui import handlers as h
+from ui.i18n import t
+
+OPERATIONS = [("Rewrite", "rewrite"), ("Expand", "expand"), ("Abbreviate", "abbreviate"),
+              ("Write a paragraph before", "insert_before"),
+              ("Write a paragraph after", "insert_after"),
+              ("Regenerate its section", "regenerate")]
+
+
+def edit_panel(settings: Any) -> dict[str, Any]:
+    """The editing components (inside the caller's layout); returns them by name."""
+    e: dict[str, Any] = {}
+    e["proposal"] = gr.State(None)
+    with gr.Accordion(t("edit_panel"), open=True, elem_id="xc-edit"):
+        with gr.Row():
+            e["undo"] = gr.Button(t("undo"), size="sm", elem_id="xc-undo")
+            e["redo"] = gr.Button(t("redo"), size="sm", elem_id="xc-redo")
+            e["like_doc"] = gr.Button(t("like_doc"), size="sm", elem_id="xc-like-doc")
+            e["dislike_doc"] = gr.Button(t("dislike_doc"), size="sm", elem_id="xc-dislike-doc")
+        with gr.Row():
+            e["block"] = gr.Dropdown([], label=t("paragraph"), scale=5, elem_id="xc-paragraph")
+            e["like"] = gr.Button(t("like"), size="sm", scale=0, min_width=60, elem_id="xc-like")
+            e["dislike"] = gr.Button(t("dislike"), size="sm", scale=0, min_width=60,
+                                     elem_id="xc-dislike")
+        e["rating"] = gr.Markdown(elem_id="xc-rating")
+        with gr.Tab(t("ask_model")):
+            with gr.Row():
+                e["op"] = gr.Radio(OPERATIONS, value="rewrite", label=t("operation"),
+                                   elem_id="xc-op")
+            e["instruction"] = gr.Textbox(label=t("edit_instruction"), max_length=2000,
+                                          placeholder=t("edit_instruction_hint"),
+                                          elem_id="xc-edit-instruction")
+            with gr.Row():
+                e["preview"] = gr.Button(t("preview"), elem_id="xc-preview")
+                e["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-edit-stop")
+            e["preview_text"] = gr.Textbox(label=t("preview_text"), lines=6,
+                                           elem_id="xc-preview-text")
+            with gr.Row():
+                e["accept"] = gr.Button(t("accept"), variant="primary", elem_id="xc-accept")
+                e["cancel"] = gr.Button(t("cancel"), elem_id="xc-cancel")
+        with gr.Tab(t("by_hand")):
+            e["text"] = gr.Textbox(label=t("paragraph_text"), lines=6, elem_id="xc-text")
+            with gr.Row():
+                e["save_text"] = gr.Button(t("save_text"), variant="primary", size="sm",
+                                           elem_id="xc-save-text")
+                e["insert_before"] = gr.Button(t("insert_before"), size="sm",
+                                               elem_id="xc-insert-before")
+                e["insert_after"] = gr.Button(t("insert_after"), size="sm",
+                                              elem_id="xc-insert-after")
+            with gr.Row():
+                e["up"] = gr.Button(t("move_up"), size="sm", elem_id="xc-block-up")
+                e["down"] = gr.Button(t("move_down"), size="sm", elem_id="xc-block-down")
+                e["delete"] = gr.Button(t("delete_block"), size="sm", variant="stop",
+                                        elem_id="xc-block-delete")
+        with gr.Tab(t("history")):
+            with gr.Row():
+                e["history"] = gr.Dropdown([], label=t("version"), scale=4,
+                                           elem_id="xc-history")
+                e["view"] = gr.Button(t("view_version"), size="sm", scale=1,
+                                      elem_id="xc-view-version")
+                e["restore"] = gr.Button(t("restore_version"), size="sm", scale=1,
+                                         elem_id="xc-restore-version")
+            e["old"] = gr.HTML(elem_id="xc-old-version")
+    return e
+
+
+def image_tools(settings: Any) -> dict[str, Any]:
+    """The image block tools shown under the candidate gallery."""
+    i: dict[str, Any] = {}
+    i["caption"] = gr.Textbox(label=t("image_caption"), elem_id="xc-image-caption")
+    with gr.Row():
+        i["search"] = gr.Button(t("search_again"), size="sm", elem_id="xc-search-again")
+        i["generate"] = gr.Button(t("generate_image"), size="sm", elem_id="xc-generate",
+                                  interactive=bool(settings.image_generator))
+        i["seed"] = gr.Number(0, precision=0, minimum=0, label=t("image_seed"), scale=0,
+                              min_width=90)
+        i["up"] = gr.Button(t("move_up"), size="sm", elem_id="xc-image-up")
+        i["down"] = gr.Button(t("move_down"), size="sm", elem_id="xc-image-down")
+        i["delete"] = gr.Button(t("delete_image"), size="sm", variant="stop",
+                                elem_id="xc-image-delete")
+    with gr.Row():
+        i["file"] = gr.File(label=t("upload_own"), file_types=["image"], scale=3,
+                            elem_id="xc-image-file")
+        i["use"] = gr.Button(t("use_upload"), size="sm", scale=1, elem_id="xc-use-upload")
+    i["insert"] = gr.Button(t("insert_image"), size="sm", elem_id="xc-insert-image")
+    return i
+
+
+def _fail(error: Exception) -> gr.Error:
+    return gr.Error(str(error), print_exception=False)
+
+
+def _keep(choices: list[tuple[str, Any]], value: Any) -> Any:
+    """`value` if it is still one of the choices, else the first choice (or None)."""
+    values = [choice[1] for choice in choices]
+    return value if value in values else (values[0] if values else None)
+
+
+def refreshed(services: Any, doc: Document, block: Any = None, slot: Any = None,
+              message: str = "") -> tuple[Any, ...]:
+    """What every edit updates: article, state, image slots, paragraphs, history, status."""
+    slots = h.image_slots(doc)
+    paragraphs = ed.paragraph_choices(doc)
+    history = ed.history_choices(services, doc)
+    return (h.render_document(services, doc), {"id": doc.id, "version": doc.version},
+            gr.update(choices=slots, value=_keep(slots, _int(slot))),
+            gr.update(choices=paragraphs, value=_keep(paragraphs, _int(block))),
+            gr.update(choices=history, value=history[0][1] if history else None), message)
+
+
+def _int(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
+                 c: dict[str, Any], e: dict[str, Any], i: dict[str, Any], owner_key: Any,
+                 doc_state: Any, concurrency: int) -> None:
+    """Connect the editing panel, the image tools and "apply outline" to their handlers."""
+    outputs = [c["article"], doc_state, c["slot"], e["block"], e["history"], c["status"]]
+
+    def owner(key: str | None, request: gr.Request | None) -> str:
+        return h.owner_id(key, user(request))
+
+    def doc_id(state: dict | None) -> str | None:
+        return (state or {}).get("id")
+
+    def version(state: dict | None) -> Any:
+        return (state or {}).get("version")
+
+    def edit(action: Callable[..., Document], message: str) -> Callable[..., tuple]:
+        """An event handler running `action(owner, doc_id, version, *values)` -> Document."""
+        def handler(key: str | None, state: dict | None, block: Any, slot: Any, *values: Any,
+                    request: gr.Request = None):
+            try:
+                doc = action(owner(key, request), doc_id(state), version(state), block, slot,
+                             *values)
+            except ComposerError as error:
+                raise _fail(error)
+            return refreshed(services, doc, block, slot, message)
+        return handler
+
+    base = [owner_key, doc_state, e["block"], c["slot"]]
+    hidden = {"api_visibility": "undocumented"}
+
+    # -- picking a paragraph: its text and the person's ratings --------------------------------
+    def pick(key: str | None, state: dict | None, block: Any, request: gr.Request = None):
+        if not doc_id(state) or block in (None, ""):
+            return "", ""
+        try:
+            who = owner(key, request)
+            doc = h.owned_document(services, doc_id(state), who)
+            return (ed.find_block(doc, block).text if block else "",
+                    ed.rating_text(services, doc, who, block))
+        except ComposerError:
+            return "", ""
+
+    e["block"].change(pick, [owner_key, doc_state, e["block"]], [e["text"], e["rating"]],
+                      **hidden)
+
+    def on_state(key: str | None, state: dict | None, block: Any, request: gr.Request = None):
+        """A document was written or opened: refresh the paragraph picker and history."""
+        if not doc_id(state):
+            return gr.skip(), gr.skip()
+        try:
+            doc = h.owned_document(services, doc_id(state), owner(key, request))
+        except ComposerError:
+            return gr.skip(), gr.skip()
+        paragraphs, history = ed.paragraph_choices(doc), ed.history_choices(services, doc)
+        return (gr.update(choices=paragraphs, value=_keep(paragraphs, _int(block))),
+                gr.update(choices=history, value=history[0][1] if history else None))
+
+    doc_state.change(on_state, [owner_key, doc_state, e["block"]], [e["block"], e["history"]],
+                     **hidden)
+
+    # -- likes ---------------------------------------------------------------------------------
+    def rater(value: int, whole: bool):
+        def handler(key: str | None, state: dict | None, block: Any, request: gr.Request = None):
+            try:
+                who = owner(key, request)
+                message = ed.rate(services, doc_id(state), who, None if whole else block, value)
+                doc = h.owned_document(services, doc_id(state), who)
+                return ed.rating_text(services, doc, who, block), message
+            except ComposerError as error:
+                raise _fail(error)
+        return handler
+
+    for name, value, whole in (("like", 1, False), ("dislike", -1, False),
+                               ("like_doc", 1, True), ("dislike_doc", -1, True)):
+        e[name].click(rater(value, whole), [owner_key, doc_state, e["block"]],
+                      [e["rating"], c["status"]], api_name=name)
+
+    # -- model operations: preview (streamed), accept, cancel ------------------------------------
+    @spaces_gpu
+    def preview(key: str | None, state: dict | None, block: Any, op: str, instruction: str,
+                request: gr.Request = None, progress=gr.Progress()):
+        session = getattr(request, "session_hash", None) or "direct"
+        flag = flags.start(session)
+        try:
+            stream = ed.preview(services, doc_id(state), owner(key, request), op, block,
+                                instruction, flag)
+            for text, proposal, fraction in stream:
+                progress(fraction, desc="Writing the preview")
+                yield text, proposal
+        except ComposerError as error:
+            raise _fail(error)
+        finally:
+            flags.finish(session, flag)
+
+    e["preview"].click(preview, [owner_key, doc_state, e["block"], e["op"], e["instruction"]],
+                       [e["preview_text"], e["proposal"]], concurrency_id="model",
+                       concurrency_limit=concurrency, api_name="preview_edit")
+    e["stop"].click(lambda request=None: flags.stop(
+        getattr(request, "session_hash", None) or "direct"), None, None, queue=False,
+        api_name="stop_edit")
+
+    def accept(key: str | None, state: dict | None, block: Any, slot: Any, proposal: Any,
+               text: str, request: gr.Request = None):
+        try:
+            doc = ed.accept(services, owner(key, request), proposal, text, version(state))
+        except ComposerError as error:
+            raise _fail(error)
+        return (*refreshed(services, doc, block, slot, "Accepted: undo reverts it"), "", None)
+
+    e["accept"].click(accept, [*base, e["proposal"], e["preview_text"]],
+                      [*outputs, e["preview_text"], e["proposal"]], api_name="accept_edit")
+    e["cancel"].click(lambda: ("", None), None, [e["preview_text"], e["proposal"]],
+                      queue=False, **hidden)
+
+    # -- by hand -------------------------------------------------------------------------------
+    def by_hand(action: Callable[..., Document]):
+        return lambda who, doc, ver, block, slot, text: action(services, doc, who, block, text,
+                                                               ver)
+
+    e["save_text"].click(edit(by_hand(ed.save_text), "Saved"), [*base, e["text"]], outputs,
+                         api_name="save_text")
+    for side in ("before", "after"):
+        e[f"insert_{side}"].click(edit(
+            lambda who, doc, ver, block, slot, text, side=side: ed.insert_typed(
+                services, doc, who, block, text, side, ver), f"Inserted {side}"),
+            [*base, e["text"]], outputs, api_name=f"insert_{side}")
+    for name, offset in (("up", -1), ("down", +1)):
+        e[name].click(edit(lambda who, doc, ver, block, slot, offset=offset: ed.move_block(
+            services, doc, who, block, offset, ver), "Moved"), base, outputs, **hidden)
+        i[name].click(edit(lambda who, doc, ver, block, slot, offset=offset: ed.move_block(
+            services, doc, who, slot, offset, ver), "Moved"), base, outputs, **hidden)
+    e["delete"].click(edit(lambda who, doc, ver, block, slot: ed.delete_block(
+        services, doc, who, block, ver), "Deleted: undo brings it back"), base, outputs,
+        api_name="delete_block")
+    i["delete"].click(edit(lambda who, doc, ver, block, slot: ed.delete_block(
+        services, doc, who, slot, ver), "Deleted: undo brings it back"), base, outputs,
+        api_name="delete_image")
+
+    # -- history -------------------------------------------------------------------------------
+    e["undo"].click(edit(lambda who, doc, ver, block, slot: ed.undo(services, doc, who, ver),
+                         "Undone"), base, outputs, api_name="undo")
+    e["redo"].click(edit(lambda who, doc, ver, block, slot: ed.redo(services, doc, who, ver),
+                         "Redone"), base, outputs, api_name="redo")
+
+    def view(key: str | None, state: dict | None, wanted: Any, request: gr.Request = None):
+        try:
+            return ed.view_version(services, doc_id(state), owner(key, request), wanted)
+        except ComposerError as error:
+            raise _fail(error)
+
+    e["view"].click(view, [owner_key, doc_state, e["history"]], e["old"], api_name="view_version")
+    e["restore"].click(edit(lambda who, doc, ver, block, slot, wanted: ed.restore_version(
+        services, doc, who, wanted, ver), "Restored (one edit: undo reverts it)"),
+        [*base, e["history"]], outputs, api_name="restore_version")
+
+    # -- images --------------------------------------------------------------------------------
+    def caption_of(key: str | None, state: dict | None, slot: Any, request: gr.Request = None):
+        if not doc_id(state) or slot in (None, ""):
+            return ""
+        try:
+            return ed.image_caption(services, doc_id(state), owner(key, request), slot)
+        except ComposerError:
+            return ""
+
+    c["slot"].change(caption_of, [owner_key, doc_state, c["slot"]], i["caption"], **hidden)
+    i["search"].click(edit(lambda who, doc, ver, block, slot, caption: ed.search_again(
+        services, doc, who, slot, caption, ver), "Searched again"), [*base, i["caption"]],
+        outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="search_again")
+    i["use"].click(edit(lambda who, doc, ver, block, slot, file, caption: ed.upload_into_slot(
+        services, doc, who, slot, file, caption, ver), "Your picture is in place"),
+        [*base, i["file"], i["caption"]], outputs, api_name="use_upload")
+    i["insert"].click(edit(lambda who, doc, ver, block, slot, caption: ed.insert_image(
+        services, doc, who, block, caption, ver), "Image inserted"), [*base, i["caption"]],
+        outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="insert_image")
+
+    @spaces_gpu
+    def generate(key: str | None, state: dict | None, block: Any, slot: Any, caption: str,
+                 seed: Any, request: gr.Request = None, progress=gr.Progress()):
+        session = getattr(request, "session_hash", None) or "direct"
+        flag = flags.start(session)
+        try:
+            doc = ed.generate_into_slot(
+                services, doc_id(state), owner(key, request), slot, caption, seed,
+                version(state), progress=lambda step, total: progress(
+                    step / max(total, 1), desc=f"Generating: step {step} of {total}"),
+                cancel=flag)
+        except ComposerError as error:
+            raise _fail(error)
+        finally:
+            flags.finish(session, flag)
+        return refreshed(services, doc, block, slot, "Generated")
+
+    i["generate"].click(generate, [*base, i["caption"], i["seed"]], outputs,
+                        concurrency_id="model", concurrency_limit=concurrency,
+                        api_name="generate_image")
+
+    def choose(key: str | None, state: dict | None, block: Any, slot: Any,
+               event: gr.SelectData, request: gr.Request = None):
+        try:
+            doc = ed.choose_candidate(services, doc_id(state), owner(key, request), slot,
+                                      event.index, version(state))
+        except ComposerError as error:
+            raise _fail(error)
+        return (*refreshed(services, doc, block, slot, "Image changed"),
+                h.candidate_gallery(services, doc, slot))
+
+    c["gallery"].select(choose, base, [*outputs, c["gallery"]], **hidden)
+
+    # -- the outline after writing -------------------------------------------------------------
+    @spaces_gpu
+    def apply_outline(key: str | None, state: dict | None, block: Any, slot: Any, title: str,
+                      rows: Any, request: gr.Request = None, progress=gr.Progress()):
+        session = getattr(request, "session_hash", None) or "direct"
+        flag = flags.start(session)
+        try:
+            who = owner(key, request)
+            doc, new = ed.apply_outline(services, doc_id(state), who, title, rows,
+                                        version(state))
+            yield refreshed(services, doc, block, slot,
+                            f"Outline applied: writing {len(new)} new section(s)" if new
+                            else "Outline applied")
+            if not new:
+                return
+            for html, status, fraction, doc in ed.write_new_sections(
+                    services, doc, who, new, flag):
+                progress(fraction, desc=status or "Writing")
+                yield (html, {"id": doc.id, "version": doc.version}, gr.skip(), gr.skip(),
+                       gr.skip(), status)
+            yield refreshed(services, services.documents.get(doc.id), block, slot, "Done")
+        except ComposerError as error:
+            raise _fail(error)
+        finally:
+            flags.finish(session, flag)
+
+    c["apply_outline"].click(apply_outline, [*base, c["title"], c["outline"]], outputs,
+                             concurrency_id="model", concurrency_limit=concurrency,
+                             api_name="apply_outline")
