@@ -492,13 +492,15 @@ def _adapter_file(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _step_bar(total: int) -> Iterator[Callable[[int, int, float], None]]:
-    """A tqdm bar on stderr showing training steps and the running loss."""
+def _step_bar(total: int = 0) -> Iterator[Callable[[int, int, float], None]]:
+    """A tqdm bar on stderr showing training steps and the running loss; the trainer's
+    progress(done, steps, loss) sets the total when it is not known up front."""
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, steps: int, loss: float) -> None:
+        bar.total = steps or bar.total
         bar.n = done
         bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
         bar.refresh()
@@ -571,7 +573,7 @@ def cmd_train_dpo(services: Services, args: argparse.Namespace) -> int:
         raise ComposerError(str(error)) from error
     print(f"Training LoRA adapters (text tokens) on {len(records)} pairs.", file=sys.stderr)
     stop = threading.Event()
-    with _dpo_bar() as progress, _first_interrupt_stops(stop, TRAINING_STOP_NOTICE):
+    with _step_bar() as progress, _first_interrupt_stops(stop, TRAINING_STOP_NOTICE):
         try:
             peft_model, report = dpo.train_dpo(model, tokenizer, records, settings,
                                                progress=progress, stop=stop)
@@ -583,25 +585,6 @@ def cmd_train_dpo(services: Services, args: argparse.Namespace) -> int:
     print(dpo.summary(report))
     print(f"Adapters written to {args.out}; use them with COMPOSER_WRITER_ADAPTER={args.out}")
     return EXIT_INTERRUPTED if report.stopped else 0
-
-
-@contextlib.contextmanager
-def _dpo_bar() -> Iterator[Callable[[int, int, float], None]]:
-    """_step_bar whose total is learnt from the trainer (epochs -> steps)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, steps: int, loss: float) -> None:
-        bar.total = steps
-        bar.n = done
-        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
-        bar.refresh()
-
-    try:
-        yield progress
-    finally:
-        bar.close()
 
 
 def cmd_loop(services: Services, args: argparse.Namespace) -> int:

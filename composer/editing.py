@@ -259,6 +259,22 @@ def _unquote(paragraph: str) -> str:
     return text if text[0] in inner or close in inner else inner.strip()
 
 
+_META_START = re.compile(
+    r"^\s*(here(?:'s| is| are)\b|sure\b|certainly\b|of course\b|okay\b|ok\b|"
+    r"i(?:'ll| will| hope)\b|i(?:'ve| have) (?:rewritten|revised|expanded|shortened|condensed|"
+    r"made|created|kept|added)\b|below is|as requested\b|note:|"
+    r"(?:this|the|my) (?:revised|rewritten|expanded|shortened|abbreviated|condensed) "
+    r"(?:version|paragraph|text|piece)|in this "
+    r"(?:version|revision)\b|以下是|好的|这是(?:修改|改写|扩写|缩写)|修改后的|改写后的)", re.I)
+
+
+def is_meta_comment(paragraph: str) -> bool:
+    """Whether a reply paragraph talks about the answer instead of being part of it (small
+    models wrap their text in "Here's the rewritten paragraph:" and "This version ...")."""
+    text = paragraph.strip()
+    return bool(_META_START.match(text)) or text.endswith((":", "："))
+
+
 def human_paragraphs(text: str) -> list[str]:
     """A person's text as paragraphs: split at blank lines, stripped, nothing else removed
     (split_paragraphs also drops headings and lead-ins, which only a model's reply needs)."""
@@ -671,9 +687,11 @@ class Editor:
 
     @staticmethod
     def _paragraphs(text: str, section_title: str, final: bool) -> list[str]:
-        """The reply as clean paragraphs; a finished reply loses a dangling last fragment."""
+        """The reply as clean paragraphs: the model's remarks about its answer ("Here's the
+        rewritten paragraph:", "This version ...") dropped; a finished reply loses a
+        dangling last fragment."""
         paragraphs = [_unquote(p) for p in split_paragraphs(text, section_title)]
-        paragraphs = [p for p in paragraphs if p]
+        paragraphs = [p for p in paragraphs if p and not is_meta_comment(p)]
         if final and paragraphs:
             last = drop_unfinished_sentence(paragraphs[-1])
             paragraphs[-1:] = [last] if last else []

@@ -42,13 +42,15 @@ data_ptr only, so after editing such weights in place call `drop_merged()` on th
 set_plora_merge free the copies.
 
 bench/bench_plora.py measures the designs on a SmolLM2-135M-shaped model with rank 256 on
-all 7 projections, 512-token prefill, 2 CPU threads (bench/results/plora.json; the last run,
---runs 3 on a CPU shared with other jobs, so only its 50% row is clean): overhead over the
-base model at 50% image tokens merged +22% (paired +18%), low-rank +36%; text-only decode
-with adapters present 1.00x the base speed. The merged path adds no multiply-adds; what it
-still costs is the two row gathers and splitting one matrix product into two smaller ones,
-so it does not reach the 10% target there. Rank 256 costs 0.74x the base layers'
-multiply-adds per image token on the low-rank path (~35% at 50% image tokens).
+all 7 projections, 512-token prefill, 2 CPU threads (bench/results/plora.json, default
+settings): overhead over the base model at 25% / 50% image tokens merged +18% / +16%
+(paired +15% / +21%), low-rank +16% / +38%; text-only decode with adapters present 0.98x
+(noise: both arms run the same base path). The merged path adds no multiply-adds; on this
+CPU the cost is splitting each product into two (each packs its weight: ~+14% for one
+576x1536 layer at 512 rows, measured alone), so it misses the 10% target there. Rank 256 is
+0.44x the hidden size of this model; it costs 0.74x the base layers' multiply-adds per
+image token on the low-rank path (~35% at 50% image tokens). At InternLM-XComposer2's size
+(hidden 4096) the same rank is 1/16 of the hidden size.
 
 With a KV cache the mask must match the *current* query positions: prefill with the image
 mask, then decode steps with a [batch, 1] all-false mask (or no mask): those take the base

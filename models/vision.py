@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.clip import DTYPES, torch_dtype, load_rgb_image
+from models.clip import load_rgb_image, torch_dtype
 
 ImageInput = Any  # str | Path | PIL.Image.Image
 

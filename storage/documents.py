@@ -566,53 +566,39 @@ class DocumentRepository:
     def _revert(self, session: Session, doc_id: str, version: int, change_id: int,
                 revision: RevisionRow) -> None:
         """Undo one revision of an edit on the current document."""
-        if revision.block_id is None:
-            if revision.old:
-                self._update_meta(session, doc_id, version, change_id, dict(revision.old))
-            return
-        row = session.get(BlockRow, revision.block_id)
-        if revision.op == "create":
-            if row is not None:
-                self._delete(session, row, version, change_id)
-        elif revision.op == "delete":
-            assert revision.old is not None
-            position = min(revision.old["position"], self._block_count(session, doc_id))
-            block = _block_from_content(revision.block_id, revision.old)
-            self._insert(session, doc_id, version, change_id, position, block, keep_id=True)
-        elif row is not None and revision.op == "move":
-            assert revision.old is not None
-            count = self._block_count(session, doc_id)
-            self._move(session, row, version, change_id, min(revision.old["position"],
-                                                             count - 1))
-        elif row is not None and revision.old is not None:
-            self._update(session, row, version, change_id, _update_to(
-                _block_from_content(row.id, revision.old)))
+        self._redo_or_revert(session, doc_id, version, change_id, revision, forward=False)
 
     def _replay(self, session: Session, doc_id: str, version: int, change_id: int,
                 revision: RevisionRow) -> None:
         """Make one revision of an undone edit again on the current document."""
+        self._redo_or_revert(session, doc_id, version, change_id, revision, forward=True)
+
+    def _redo_or_revert(self, session: Session, doc_id: str, version: int, change_id: int,
+                        revision: RevisionRow, forward: bool) -> None:
+        """Bring the revision's block (or document fields) to its content after the revision
+        (forward) or before it: a create and a delete swap roles going back."""
+        content = revision.new if forward else revision.old
         if revision.block_id is None:
-            if revision.new:
-                self._update_meta(session, doc_id, version, change_id, dict(revision.new))
+            if content:
+                self._update_meta(session, doc_id, version, change_id, dict(content))
             return
         row = session.get(BlockRow, revision.block_id)
-        if revision.op == "create":
-            assert revision.new is not None
-            position = min(revision.new["position"], self._block_count(session, doc_id))
-            block = _block_from_content(revision.block_id, revision.new)
-            self._insert(session, doc_id, version, change_id, position, block, keep_id=True)
-        elif row is None:
+        count = self._block_count(session, doc_id)
+        recreate = revision.op == ("create" if forward else "delete")
+        remove = revision.op == ("delete" if forward else "create")
+        if recreate and content is not None:
+            block = _block_from_content(revision.block_id, content)
+            self._insert(session, doc_id, version, change_id, min(content["position"], count),
+                         block, keep_id=True)
+        elif row is None or content is None and not remove:
             return  # the block is gone since: nothing to change
-        elif revision.op == "delete":
+        elif remove:
             self._delete(session, row, version, change_id)
         elif revision.op == "move":
-            assert revision.new is not None
-            count = self._block_count(session, doc_id)
-            self._move(session, row, version, change_id, min(revision.new["position"],
-                                                             count - 1))
-        elif revision.new is not None:
-            self._update(session, row, version, change_id, _update_to(
-                _block_from_content(row.id, revision.new)))
+            self._move(session, row, version, change_id, min(content["position"], count - 1))
+        else:
+            self._update(session, row, version, change_id,
+                         _update_to(_block_from_content(row.id, content)))
 
     # -- helpers ---------------------------------------------------------------------------
 

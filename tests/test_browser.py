@@ -197,8 +197,9 @@ def test_edit_preview_accept_undo_like_and_history(live_app, browser):
         "A lighthouse <img src=x")
     assert page.evaluate("window.pwned") is None
     page.click("#xc-like")
-    page.wait_for_function("document.querySelector('#xc-rating')?.innerText.includes('👍')",
-                           timeout=10_000)
+    page.wait_for_function(
+        "document.querySelector('#xc-rating')?.innerText.includes('paragraph liked')",
+        timeout=10_000)
     page.screenshot(path=str(SHOTS / "edit_accepted.png"), full_page=True)
 
     # undo brings the model's paragraph back; redo the edit again

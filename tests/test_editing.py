@@ -556,3 +556,19 @@ def test_outline_stale_version_writes_nothing(editor, repo, doc):
     with pytest.raises(InputError, match="no sections"):
         editor.update_outline(doc.id, Outline("x", []), expected_version=doc.version)
     assert repo.history(doc.id) == []
+
+
+def test_remarks_about_the_answer_are_not_saved(editor, lm, repo, doc):
+    """A small model wraps its paragraph in remarks; only the paragraph is proposed."""
+    block = doc.text_blocks[0]
+    lm.replies.append("I'll rewrite it with more concrete details. Here's the rewritten "
+                      "piece:\n\nSection 1: Origins\nHarbor lights guided fishing boats home "
+                      "through fog for centuries, and keepers trimmed the wicks each night.\n\n"
+                      "This revised paragraph provides a clearer picture of the keepers.")
+    previews = list(editor.preview(doc.id, "rewrite", block_id=block.id, seed=1))
+    proposal = previews[-1].proposal
+    assert proposal.paragraphs == ["Harbor lights guided fishing boats home through fog for "
+                                   "centuries, and keepers trimmed the wicks each night."]
+    saved = editor.accept(proposal, expected_version=doc.version)
+    assert saved.text_blocks[0].text == proposal.paragraphs[0]
+    assert len(saved.text_blocks) == len(doc.text_blocks)

@@ -35,8 +35,8 @@ def edit_panel(settings: Any) -> dict[str, Any]:
             e["dislike_doc"] = gr.Button(t("dislike_doc"), size="sm", elem_id="xc-dislike-doc")
         with gr.Row():
             e["block"] = gr.Dropdown([], label=t("paragraph"), scale=5, elem_id="xc-paragraph")
-            e["like"] = gr.Button(t("like"), size="sm", scale=0, min_width=60, elem_id="xc-like")
-            e["dislike"] = gr.Button(t("dislike"), size="sm", scale=0, min_width=60,
+            e["like"] = gr.Button(t("like"), size="sm", scale=0, min_width=110, elem_id="xc-like")
+            e["dislike"] = gr.Button(t("dislike"), size="sm", scale=0, min_width=110,
                                      elem_id="xc-dislike")
         e["rating"] = gr.Markdown(elem_id="xc-rating")
         with gr.Tab(t("ask_model")):

@@ -98,11 +98,11 @@ def rate(services: Any, doc_id: str, owner: str, block_id: Any, value: int) -> s
 
 
 def rating_text(services: Any, doc: Document, owner: str, block_id: Any) -> str:
-    """"👍" / "👎" / "" for the picked paragraph and the document, shown by the buttons."""
+    """What the person said so far, shown beside the buttons: "liked" / "disliked" / "–"."""
     ratings = services.feedback.for_document(doc.id, owner)
-    marks = {1: "👍", -1: "👎"}
-    paragraph = marks.get(ratings.get(_number("block", block_id)), "–") if block_id else "–"
-    return f"Your rating: paragraph {paragraph}, document {marks.get(ratings.get(None), '–')}"
+    words = {1: "liked 👍", -1: "disliked 👎"}
+    paragraph = words.get(ratings.get(_number("block", block_id)), "–") if block_id else "–"
+    return f"Your rating: paragraph {paragraph}, article {words.get(ratings.get(None), '–')}"
 
 
 # -- history -----------------------------------------------------------------------------------
@@ -158,7 +158,8 @@ def _version(value: Any) -> int:
 
 def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, instruction: str,
             cancel: threading.Event) -> Iterator[tuple[str, dict[str, Any] | None, float]]:
-    """Stream a model edit: (preview text so far, the proposal once done, fraction)."""
+    """Stream a model edit: (preview text so far, the proposal once done, fraction); the
+    last text is the cleaned proposal, what Accept saves unless the person changes it."""
     if op not in PARAGRAPH_OPS:
         raise InputError(f"operation {op!r} is not one of {list(PARAGRAPH_OPS)}")
     doc = owned_document(services, doc_id, owner)
@@ -168,8 +169,11 @@ def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, inst
     if op == "regenerate":
         options = {"section": block.section, "instruction": instruction or ""}
     for step in editor.preview(doc.id, op, cancel=cancel, **options):
-        proposal = getattr(step, "proposal", None)
-        yield step.text, (asdict(proposal) if proposal is not None else None), step.fraction
+        proposal = step.proposal
+        if proposal is None:
+            yield step.text, None, step.fraction
+        else:  # the text as it will be saved: the model's remarks about its answer dropped
+            yield "\n\n".join(proposal.paragraphs), asdict(proposal), step.fraction
 
 
 def accept(services: Any, owner: str, proposal: dict[str, Any] | None, edited_text: str,
