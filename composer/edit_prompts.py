@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from composer.prompts import SYSTEM, Prompt
 from composer.types import ChatMessage, SectionPlan
+from composer.writer import previous_window
 
 NEIGHBOUR_CHARS = 600  # how much of the paragraph before / after the model is shown
 PARAGRAPH_CHARS = 6000  # the paragraph itself (longer ones are cut for the prompt only)
@@ -106,16 +107,6 @@ def _head(text: str, limit: int) -> str:
     return head[:space] if space > limit - 40 else head
 
 
-def _tail(text: str, limit: int) -> str:
-    """The last `limit` characters of `text`, cut at a word boundary when there is one."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    tail = text[-limit:]
-    space = tail.find(" ")
-    return tail[space + 1:] if 0 <= space < 40 else tail
-
-
 def edit_prompt(op: str, context: ParagraphContext, words: int, instruction: str,
                 language: str) -> Prompt:
     """Ask for a paragraph that replaces (rewrite, expand, abbreviate) or goes next to
@@ -124,7 +115,7 @@ def edit_prompt(op: str, context: ParagraphContext, words: int, instruction: str
         raise ValueError(f"unknown paragraph operation {op!r}; one of {list(_TASKS)}")
     separator = "、" if language == "zh" else ", "
     section = context.section
-    before = _BEFORE[language].format(text=_tail(context.before, NEIGHBOUR_CHARS)) \
+    before = _BEFORE[language].format(text=previous_window(context.before, NEIGHBOUR_CHARS)) \
         if context.before.strip() else ""
     after = _AFTER[language].format(text=_head(context.after, NEIGHBOUR_CHARS)) \
         if context.after.strip() else ""

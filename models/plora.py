@@ -46,8 +46,11 @@ all 7 projections, 512-token prefill, 2 CPU threads (bench/results/plora.json, d
 settings): overhead over the base model at 25% / 50% image tokens merged +18% / +16%
 (paired +15% / +21%), low-rank +16% / +38%; text-only decode with adapters present 0.98x
 (noise: both arms run the same base path). The merged path adds no multiply-adds; on this
-CPU the cost is splitting each product into two (each packs its weight: ~+14% for one
-576x1536 layer at 512 rows, measured alone), so it misses the 10% target there. Rank 256 is
+CPU the cost is splitting each product into two and moving the rows (bench/bench_plora_split.py,
+one layer, 512 rows, half of them image rows: the split alone +4% / +15% / +6% for the
+q, gate/up and down shapes, with the row gathers +22% / +25% / +24%), so it misses the 10%
+target there. Multiplying contiguous image blocks in place (slices, no gathers) measured
+worse in the whole model (+33% at 50%): each slice streams its weight again. Rank 256 is
 0.44x the hidden size of this model; it costs 0.74x the base layers' multiply-adds per
 image token on the low-rank path (~35% at 50% image tokens). At InternLM-XComposer2's size
 (hidden 4096) the same rank is 1/16 of the hidden size.
