@@ -219,3 +219,51 @@ def test_edit_preview_accept_undo_like_and_history(live_app, browser):
     page.wait_for_function("document.querySelector('#xc-old-version p')", timeout=10_000)
     assert page.locator("#xc-old-version p").first.inner_text() == first
     page.screenshot(path=str(SHOTS / "edit_history.png"), full_page=True)
+
+
+def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path):
+    from PIL import Image
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(live_app.url + "/")
+    page.fill("#xc-instruction textarea", "Harbors of the north")
+    page.click("#xc-write")
+    page.wait_for_function(
+        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    figures = page.locator("#xc-article figure")
+    count = figures.count()
+    assert count >= 1
+    page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
+                           ".length > 3", timeout=10_000)
+
+    # a new caption, searched again: the first figure shows it
+    page.fill("#xc-image-caption textarea", "a stone bridge over a river")
+    page.click("#xc-search-again")
+    page.wait_for_function("document.querySelector('#xc-status')?.innerText"
+                           ".includes('Searched again')", timeout=20_000)
+    assert figures.first.locator("figcaption").inner_text().startswith(
+        "a stone bridge over a river")
+
+    # one's own picture replaces it
+    picture = tmp_path / "own.png"
+    Image.new("RGB", (64, 48), (200, 30, 160)).save(picture)
+    page.set_input_files("#xc-image-file input[type=file]", str(picture))
+    page.wait_for_timeout(1000)
+    page.click("#xc-use-upload")
+    page.wait_for_function("document.querySelector('#xc-status')?.innerText"
+                           ".includes('Your picture is in place')", timeout=20_000)
+    source = figures.first.locator("img").get_attribute("src")
+    assert page.request.get(live_app.url + source).status == 200
+
+    # a new image after the first paragraph
+    _pick(page, "#xc-paragraph", "¶1")
+    page.fill("#xc-image-caption textarea", "boats in a harbor")
+    page.click("#xc-insert-image")
+    page.wait_for_function("document.querySelector('#xc-status')?.innerText"
+                           ".includes('Image inserted')", timeout=20_000)
+    assert figures.count() == count + 1
+    page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
+                           " === 'boats in a harbor' && document.querySelector('#xc-slot input')"
+                           "?.value.includes('boats in a harbor')", timeout=10_000)
+    page.locator("#xc-image-caption").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "edit_images.png"), full_page=True)

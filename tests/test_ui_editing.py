@@ -139,6 +139,8 @@ def test_image_tools_search_upload_insert_and_delete(services, tmp_path):
     index = [b.id for b in inserted.blocks].index(last.id)
     new = inserted.blocks[index + 1]
     assert isinstance(new, ImageBlock) and new.caption == "boats at sunrise"
+    assert ed.image_after(inserted, last.id) == new.id
+    assert ed.image_after(inserted, inserted.blocks[0].id) is None  # a paragraph follows
     with pytest.raises(InputError, match="write a caption"):
         ed.insert_image(services, doc.id, OWNER, last.id, " ", inserted.version)
     gone = ed.delete_block(services, doc.id, OWNER, new.id, inserted.version)

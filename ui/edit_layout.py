@@ -146,8 +146,10 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
     def version(state: dict | None) -> Any:
         return (state or {}).get("version")
 
-    def edit(action: Callable[..., Document], message: str) -> Callable[..., tuple]:
-        """An event handler running `action(owner, doc_id, version, *values)` -> Document."""
+    def edit(action: Callable[..., Document], message: str,
+             show: Callable[[Document, Any], Any] | None = None) -> Callable[..., tuple]:
+        """An event handler running `action(owner, doc_id, version, block, slot, *values)`
+        -> Document; `show(doc, block)` picks the image slot to show afterwards."""
         def handler(key: str | None, state: dict | None, block: Any, slot: Any, *values: Any,
                     request: gr.Request = None):
             try:
@@ -155,7 +157,7 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
                              *values)
             except ComposerError as error:
                 raise _fail(error)
-            return refreshed(services, doc, block, slot, message)
+            return refreshed(services, doc, block, show(doc, block) if show else slot, message)
         return handler
 
     base = [owner_key, doc_state, e["block"], c["slot"]]
@@ -303,7 +305,8 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
         services, doc, who, slot, file, caption, ver), "Your picture is in place"),
         [*base, i["file"], i["caption"]], outputs, api_name="use_upload")
     i["insert"].click(edit(lambda who, doc, ver, block, slot, caption: ed.insert_image(
-        services, doc, who, block, caption, ver), "Image inserted"), [*base, i["caption"]],
+        services, doc, who, block, caption, ver), "Image inserted", show=ed.image_after),
+        [*base, i["caption"]],
         outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="insert_image")
 
     @spaces_gpu

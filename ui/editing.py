@@ -316,6 +316,16 @@ def generate_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, ca
     return updated
 
 
+def image_after(doc: Document, block_id: Any) -> int | None:
+    """The id of the image block right after block `block_id` (a just inserted image)."""
+    ids = [block.id for block in doc.blocks]
+    wanted = _number("block", block_id) if block_id not in (None, "") else None
+    if wanted not in ids:
+        return None
+    following = doc.blocks[ids.index(wanted) + 1:]
+    return following[0].id if following and isinstance(following[0], ImageBlock) else None
+
+
 def insert_image(services: Any, doc_id: str, owner: str, after_block_id: Any, caption: str,
                  version: Any) -> Document:
     """Insert an image (searched by `caption`) after the picked paragraph."""
