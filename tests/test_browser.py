@@ -178,7 +178,7 @@ def test_edit_preview_accept_undo_like_and_history(live_app, browser):
     _pick(page, "#xc-paragraph", "¶1")
     page.click("button[role='tab']:has-text('Edit by hand')")
     page.wait_for_function("document.querySelector('#xc-text textarea')?.value.length > 10",
-                           timeout=10_000)
+                           timeout=30_000)
     assert _value(page, "#xc-text") == first
     page.click("button[role='tab']:has-text('Ask the model')")
 
@@ -192,31 +192,31 @@ def test_edit_preview_accept_undo_like_and_history(live_app, browser):
               "guides ships home at night.")
     page.click("#xc-accept")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText.includes('Accepted')",
-                           timeout=20_000)
+                           timeout=40_000)
     assert page.locator("#xc-article p").first.inner_text().startswith(
         "A lighthouse <img src=x")
     assert page.evaluate("window.pwned") is None
     page.click("#xc-like")
     page.wait_for_function(
         "document.querySelector('#xc-rating')?.innerText.includes('paragraph liked')",
-        timeout=10_000)
+        timeout=30_000)
     page.screenshot(path=str(SHOTS / "edit_accepted.png"), full_page=True)
 
     # undo brings the model's paragraph back; redo the edit again
     page.click("#xc-undo")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText.includes('Undone')",
-                           timeout=20_000)
+                           timeout=40_000)
     assert page.locator("#xc-article p").first.inner_text() == first
     page.click("#xc-redo")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText.includes('Redone')",
-                           timeout=20_000)
+                           timeout=40_000)
     assert page.locator("#xc-article p").first.inner_text().startswith("A lighthouse")
 
     # the history lists the edits and shows the article as first written
     page.click("button[role='tab']:has-text('History')")
     _pick(page, "#xc-history", "as written")
     page.click("#xc-view-version")
-    page.wait_for_function("document.querySelector('#xc-old-version p')", timeout=10_000)
+    page.wait_for_function("document.querySelector('#xc-old-version p')", timeout=30_000)
     assert page.locator("#xc-old-version p").first.inner_text() == first
     page.screenshot(path=str(SHOTS / "edit_history.png"), full_page=True)
 
@@ -234,13 +234,13 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     count = figures.count()
     assert count >= 1
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
-                           ".length > 3", timeout=10_000)
+                           ".length > 3", timeout=30_000)
 
     # a new caption, searched again: the first figure shows it
     page.fill("#xc-image-caption textarea", "a stone bridge over a river")
     page.click("#xc-search-again")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText"
-                           ".includes('Searched again')", timeout=20_000)
+                           ".includes('Searched again')", timeout=40_000)
     assert figures.first.locator("figcaption").inner_text().startswith(
         "a stone bridge over a river")
 
@@ -251,7 +251,7 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     page.wait_for_timeout(1000)
     page.click("#xc-use-upload")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText"
-                           ".includes('Your picture is in place')", timeout=20_000)
+                           ".includes('Your picture is in place')", timeout=40_000)
     source = figures.first.locator("img").get_attribute("src")
     assert page.request.get(live_app.url + source).status == 200
 
@@ -260,10 +260,10 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     page.fill("#xc-image-caption textarea", "boats in a harbor")
     page.click("#xc-insert-image")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText"
-                           ".includes('Image inserted')", timeout=20_000)
+                           ".includes('Image inserted')", timeout=40_000)
     assert figures.count() == count + 1
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
                            " === 'boats in a harbor' && document.querySelector('#xc-slot input')"
-                           "?.value.includes('boats in a harbor')", timeout=10_000)
+                           "?.value.includes('boats in a harbor')", timeout=30_000)
     page.locator("#xc-image-caption").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "edit_images.png"), full_page=True)
