@@ -20,21 +20,11 @@ from composer.types import (
     NotFoundError,
     TextBlock,
 )
-from ui.handlers import owned_document, render_document
+from ui.handlers import owned_document, render_document, whole_number
 
 PARAGRAPH_OPS = ("rewrite", "expand", "abbreviate", "insert_before", "insert_after",
                  "regenerate")
 LABEL_CHARS = 60
-
-
-def _number(name: str, value: Any) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if number != int(number):
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    return int(number)
 
 
 def _short(text: str, limit: int = LABEL_CHARS) -> str:
@@ -57,7 +47,7 @@ def find_block(doc: Document, block_id: Any, kind: type | None = None) -> TextBl
     """The block `block_id` of `doc` (of `kind` if given); NotFoundError / InputError."""
     if block_id in (None, ""):
         raise InputError("pick a paragraph or image first")
-    wanted = _number("block", block_id)
+    wanted = whole_number("block", block_id)
     block = next((b for b in doc.blocks if b.id == wanted), None)
     if block is None:
         raise NotFoundError(f"document {doc.id} has no block {wanted}: it may have been "
@@ -101,7 +91,7 @@ def rating_text(services: Any, doc: Document, owner: str, block_id: Any) -> str:
     """What the person said so far, shown beside the buttons: "liked" / "disliked" / "–"."""
     ratings = services.feedback.for_document(doc.id, owner)
     words = {1: "liked 👍", -1: "disliked 👎"}
-    paragraph = words.get(ratings.get(_number("block", block_id)), "–") if block_id else "–"
+    paragraph = words.get(ratings.get(whole_number("block", block_id)), "–") if block_id else "–"
     return f"Your rating: paragraph {paragraph}, article {words.get(ratings.get(None), '–')}"
 
 
@@ -136,7 +126,7 @@ def redo(services: Any, doc_id: str, owner: str, version: Any) -> Document:
 def view_version(services: Any, doc_id: str, owner: str, version: Any) -> str:
     """The document as it was at `version`, rendered read-only."""
     owned_document(services, doc_id, owner)
-    old = services.documents.state_at(doc_id, _number("version", version))
+    old = services.documents.state_at(doc_id, whole_number("version", version))
     return render_document(services, old)
 
 
@@ -144,14 +134,14 @@ def restore_version(services: Any, doc_id: str, owner: str, version: Any,
                     expected_version: Any) -> Document:
     """Make the document as it was at `version` again (one undoable edit)."""
     owned_document(services, doc_id, owner)
-    return services.documents.restore(doc_id, _number("version", version),
+    return services.documents.restore(doc_id, whole_number("version", version),
                                       expected_version=_version(expected_version))
 
 
 def _version(value: Any) -> int:
     if value in (None, ""):
         raise InputError("no document is open: compose one or open one from Documents")
-    return _number("version", value)
+    return whole_number("version", value)
 
 
 # -- paragraph operations ----------------------------------------------------------------------
@@ -184,12 +174,9 @@ def accept(services: Any, owner: str, proposal: dict[str, Any] | None, edited_te
     if not proposal:
         raise InputError("there is no preview to accept: press Preview first")
     owned_document(services, proposal["doc_id"], owner)
-    restored = Proposal(**proposal)
-    proposed = "\n\n".join(restored.paragraphs)
-    edited = edited_text if edited_text is not None and edited_text.strip() != proposed.strip() \
-        else None
     return services.editor(with_images=False).accept(
-        restored, expected_version=_version(version), owner=owner, edited_text=edited)
+        Proposal(**proposal), expected_version=_version(version), owner=owner,
+        edited_text=edited_text if (edited_text or "").strip() else None)
 
 
 def save_text(services: Any, doc_id: str, owner: str, block_id: Any, text: str,
@@ -311,7 +298,7 @@ def generate_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, ca
                          "COMPOSER_IMAGE_GENERATOR set to a diffusers model id or folder")
     updated = services.editor().generate_image(
         doc.id, block.id, expected_version=_version(version), caption=(caption or None),
-        seed=_number("seed", seed or 0), owner=owner, progress=progress, cancel=cancel)
+        seed=whole_number("seed", seed or 0), owner=owner, progress=progress, cancel=cancel)
     services.retriever.index()
     return updated
 
@@ -319,7 +306,7 @@ def generate_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, ca
 def image_after(doc: Document, block_id: Any) -> int | None:
     """The id of the image block right after block `block_id` (a just inserted image)."""
     ids = [block.id for block in doc.blocks]
-    wanted = _number("block", block_id) if block_id not in (None, "") else None
+    wanted = whole_number("block", block_id) if block_id not in (None, "") else None
     if wanted not in ids:
         return None
     following = doc.blocks[ids.index(wanted) + 1:]

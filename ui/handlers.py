@@ -92,7 +92,8 @@ def owner_id(browser_key: str | None, username: str | None) -> str:
     return f"key:{browser_key}"
 
 
-def _whole(name: str, value: Any) -> int:
+def whole_number(name: str, value: Any) -> int:
+    """A form value as a whole number; InputError naming the field otherwise."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -122,18 +123,18 @@ def reference_material(services: Any, material: str, files: list[Any] | None
 def build_request(instruction: str, material: str, options: ComposeOptions,
                   reference_images: list[str] | None = None) -> ComposeRequest:
     """A ComposeRequest from the form, checked against every limit (InputError)."""
-    images = None if str(options.images).lower() in ("auto", "automatic", "") else _whole(
+    images = None if str(options.images).lower() in ("auto", "automatic", "") else whole_number(
         "images", options.images)
     generation = GenerationConfig(
-        max_new_tokens=_whole("max tokens", options.max_tokens), do_sample=bool(options.sample),
+        max_new_tokens=whole_number("max tokens", options.max_tokens), do_sample=bool(options.sample),
         temperature=float(options.temperature), top_p=float(options.top_p),
         repetition_penalty=float(options.repetition_penalty),
-        num_beams=_whole("beams", options.beams), seed=_whole("seed", options.seed),
+        num_beams=whole_number("beams", options.beams), seed=whole_number("seed", options.seed),
     )
     request = ComposeRequest(
         instruction=instruction or "", language=options.language,
-        target_words=_whole("target words", options.words), images=images,
-        text_only=bool(options.text_only), seed=_whole("seed", options.seed),
+        target_words=whole_number("target words", options.words), images=images,
+        text_only=bool(options.text_only), seed=whole_number("seed", options.seed),
         selection=options.selection, material=material or "", generation=generation,
         image_license=_filter_value(options.image_license),
         image_source=_filter_value(options.image_source),
@@ -165,7 +166,7 @@ def outline_from_rows(title: str, rows: Any) -> Outline:
         if not any(cells[:3]):
             continue
         points = [p.strip() for p in cells[1].replace("；", ";").split(";") if p.strip()]
-        words = _whole(f"section {number} words", cells[2] or 0)
+        words = whole_number(f"section {number} words", cells[2] or 0)
         sections.append(SectionPlan(title=cells[0], key_points=points, words=words))
     if sections and not (title or "").strip():
         raise InputError("the article title is empty: give it a title")
@@ -175,7 +176,7 @@ def outline_from_rows(title: str, rows: Any) -> Outline:
 def move_row(rows: Any, number: Any, offset: int) -> list[list[Any]]:
     """Rows with row `number` (1-based) moved up (-1) or down (+1); out of range: unchanged."""
     rows = table_rows(rows)
-    index = _whole("row", number) - 1
+    index = whole_number("row", number) - 1
     target = index + offset
     if not (0 <= index < len(rows)) or not (0 <= target < len(rows)):
         raise InputError(f"row {index + 1} cannot move there: rows are 1..{len(rows)}")
@@ -283,7 +284,7 @@ def candidate_gallery(services: Any, doc: Document, block_id: Any) -> list[tuple
 
     Cached thumbnails, not the originals: a library photo can be tens of megabytes.
     """
-    block = next((b for b in doc.image_blocks if b.id == _whole("image slot", block_id)), None)
+    block = next((b for b in doc.image_blocks if b.id == whole_number("image slot", block_id)), None)
     if block is None:
         raise NotFoundError(f"document {doc.id} has no image block {block_id}")
     items = []
