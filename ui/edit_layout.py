@@ -7,7 +7,8 @@ shows; a stale one (another tab saved first) is refused with a message and nothi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -100,6 +101,18 @@ def image_tools(settings: Any) -> dict[str, Any]:
         i["use"] = gr.Button(t("use_upload"), size="sm", scale=1, elem_id="xc-use-upload")
     i["insert"] = gr.Button(t("insert_image"), size="sm", elem_id="xc-insert-image")
     return i
+
+
+@contextmanager
+def stop_flag(flags: Any, request: gr.Request | None) -> Iterator[Any]:
+    """The stop flag of this browser session's model job, set by its Stop button, for as long
+    as the job runs."""
+    session = getattr(request, "session_hash", None) or "direct"
+    flag = flags.start(session)
+    try:
+        yield flag
+    finally:
+        flags.finish(session, flag)
 
 
 def _fail(error: Exception) -> gr.Error:
@@ -214,18 +227,15 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
     @spaces_gpu
     def preview(key: str | None, state: dict | None, block: Any, op: str, instruction: str,
                 request: gr.Request = None, progress=gr.Progress()):
-        session = getattr(request, "session_hash", None) or "direct"
-        flag = flags.start(session)
-        try:
-            stream = ed.preview(services, doc_id(state), owner(key, request), op, block,
-                                instruction, flag)
-            for text, proposal, fraction in stream:
-                progress(fraction, desc="Writing the preview")
-                yield text, proposal
-        except ComposerError as error:
-            raise _fail(error)
-        finally:
-            flags.finish(session, flag)
+        with stop_flag(flags, request) as flag:
+            try:
+                stream = ed.preview(services, doc_id(state), owner(key, request), op, block,
+                                    instruction, flag)
+                for text, proposal, fraction in stream:
+                    progress(fraction, desc="Writing the preview")
+                    yield text, proposal
+            except ComposerError as error:
+                raise _fail(error)
 
     e["preview"].click(preview, [owner_key, doc_state, e["block"], e["op"], e["instruction"]],
                        [e["preview_text"], e["proposal"]], concurrency_id="model",
@@ -312,18 +322,15 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
     @spaces_gpu
     def generate(key: str | None, state: dict | None, block: Any, slot: Any, caption: str,
                  seed: Any, request: gr.Request = None, progress=gr.Progress()):
-        session = getattr(request, "session_hash", None) or "direct"
-        flag = flags.start(session)
-        try:
-            doc = ed.generate_into_slot(
-                services, doc_id(state), owner(key, request), slot, caption, seed,
-                version(state), progress=lambda step, total: progress(
-                    step / max(total, 1), desc=f"Generating: step {step} of {total}"),
-                cancel=flag)
-        except ComposerError as error:
-            raise _fail(error)
-        finally:
-            flags.finish(session, flag)
+        with stop_flag(flags, request) as flag:
+            try:
+                doc = ed.generate_into_slot(
+                    services, doc_id(state), owner(key, request), slot, caption, seed,
+                    version(state), progress=lambda step, total: progress(
+                        step / max(total, 1), desc=f"Generating: step {step} of {total}"),
+                    cancel=flag)
+            except ComposerError as error:
+                raise _fail(error)
         return refreshed(services, doc, block, slot, "Generated")
 
     i["generate"].click(generate, [*base, i["caption"], i["seed"]], outputs,
@@ -346,27 +353,24 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
     @spaces_gpu
     def apply_outline(key: str | None, state: dict | None, block: Any, slot: Any, title: str,
                       rows: Any, request: gr.Request = None, progress=gr.Progress()):
-        session = getattr(request, "session_hash", None) or "direct"
-        flag = flags.start(session)
-        try:
-            who = owner(key, request)
-            doc, new = ed.apply_outline(services, doc_id(state), who, title, rows,
-                                        version(state))
-            yield refreshed(services, doc, block, slot,
-                            f"Outline applied: writing {len(new)} new section(s)" if new
-                            else "Outline applied")
-            if not new:
-                return
-            for html, status, fraction, doc in ed.write_new_sections(
-                    services, doc, who, new, flag):
-                progress(fraction, desc=status or "Writing")
-                yield (html, {"id": doc.id, "version": doc.version}, gr.skip(), gr.skip(),
-                       gr.skip(), status)
-            yield refreshed(services, services.documents.get(doc.id), block, slot, "Done")
-        except ComposerError as error:
-            raise _fail(error)
-        finally:
-            flags.finish(session, flag)
+        with stop_flag(flags, request) as flag:
+            try:
+                who = owner(key, request)
+                doc, new = ed.apply_outline(services, doc_id(state), who, title, rows,
+                                            version(state))
+                yield refreshed(services, doc, block, slot,
+                                f"Outline applied: writing {len(new)} new section(s)" if new
+                                else "Outline applied")
+                if not new:
+                    return
+                for html, status, fraction, doc in ed.write_new_sections(
+                        services, doc, who, new, flag):
+                    progress(fraction, desc=status or "Writing")
+                    yield (html, {"id": doc.id, "version": doc.version}, gr.skip(),
+                           gr.skip(), gr.skip(), status)
+                yield refreshed(services, services.documents.get(doc.id), block, slot, "Done")
+            except ComposerError as error:
+                raise _fail(error)
 
     c["apply_outline"].click(apply_outline, [*base, c["title"], c["outline"]], outputs,
                              concurrency_id="model", concurrency_limit=concurrency,

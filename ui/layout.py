@@ -227,20 +227,17 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
             outline = edited if edited.sections else None
         except ComposerError as error:
             raise _fail(error)
-        session = getattr(request, "session_hash", None) or "direct"
-        flag = flags.start(session)
-        try:
-            for update in h.write_article(services, compose_request, outline, owner, flag):
-                progress(update.fraction, desc=update.status)
-                doc = update.document
-                slots = h.image_slots(doc)
-                first = slots[0][1] if slots and update.finished else None
-                yield (update.html, update.status, {"id": doc.id, "version": doc.version},
-                       gr.update(choices=slots, value=first))
-        except ComposerError as error:
-            raise _fail(error)
-        finally:
-            flags.finish(session, flag)
+        with el.stop_flag(flags, request) as flag:
+            try:
+                for update in h.write_article(services, compose_request, outline, owner, flag):
+                    progress(update.fraction, desc=update.status)
+                    doc = update.document
+                    slots = h.image_slots(doc)
+                    first = slots[0][1] if slots and update.finished else None
+                    yield (update.html, update.status, {"id": doc.id, "version": doc.version},
+                           gr.update(choices=slots, value=first))
+            except ComposerError as error:
+                raise _fail(error)
 
     c["write"].click(write, [c["instruction"], c["material"], c["references"], c["title"],
                              c["outline"], owner_key,
