@@ -220,13 +220,8 @@ class DocumentRepository:
             changes["options"] = dict(options)
         with self.db.session() as session:
             version = self._bump(session, doc_id, expected_version)
-            row = session.get(DocumentRow, doc_id)
-            assert row is not None
-            old = {name: getattr(row, name) for name in changes}
-            for name, value in changes.items():
-                setattr(row, name, value)
-            self._record(session, doc_id, None, version, "update", old, changes)
-            return to_document(row, self._blocks(session, doc_id))
+            self._update_meta(session, doc_id, version, None, changes)
+            return self._document(session, doc_id)
 
     def duplicate(self, doc_id: str, owner: str | None = None, suffix: str = " (copy)") -> Document:
         """A new document with the same content (blocks copied), not shared, for `owner`."""
