@@ -231,10 +231,9 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     page.wait_for_function(
         "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
     figures = page.locator("#xc-article figure")
-    count = figures.count()
-    assert count >= 1
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
                            ".length > 3", timeout=30_000)
+    assert figures.count() >= 1
 
     # a new caption, searched again: the first figure shows it
     page.fill("#xc-image-caption textarea", "a stone bridge over a river")
@@ -255,13 +254,17 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     source = figures.first.locator("img").get_attribute("src")
     assert page.request.get(live_app.url + source).status == 200
 
-    # a new image after the first paragraph
+    # a new image after the first paragraph; the article was re-rendered by the upload, so
+    # its figures are all on the page now (right after "Done" some may still be arriving)
+    count = figures.count()
     _pick(page, "#xc-paragraph", "¶1")
     page.fill("#xc-image-caption textarea", "boats in a harbor")
     page.click("#xc-insert-image")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText"
                            ".includes('Image inserted')", timeout=40_000)
-    assert figures.count() == count + 1
+    page.wait_for_function(
+        f"document.querySelectorAll('#xc-article figure').length === {count + 1}",
+        timeout=30_000)
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
                            " === 'boats in a harbor' && document.querySelector('#xc-slot input')"
                            "?.value.includes('boats in a harbor')", timeout=30_000)
