@@ -10,18 +10,21 @@ with rank-256 adapters (alpha 256) on all 7 projections of every block (210 laye
 Measured, each time alternating the base model (adapters absent: the plain nn.Linear layers
 swapped back in) and the adapted one in the same run, median of --runs runs after a warm-up:
 
-  1. prefill of a --seq-token sequence (as generate does: KV cache on, logits of the last
-     position only) at 0%, 25% and 50% image tokens (blocks of 64 image positions spread over
-     the sequence), for two designs of the masked update (models/plora.py; the text / image
-     rows are split once per forward on the mask holder):
-       "merged":   the default at inference: each layer multiplies the text rows by W0 and
-                   the image rows by a cached W1 = W0 + scale * B @ A (index_select both
-                   row sets, two F.linear, index_copy_ into one output);
+  1. prefill of a --seq-token sequence (as generate does: inputs_embeds, KV cache on,
+     logits of the last position only) at 0%, 25% and 50% image tokens (blocks of 64 image
+     positions spread over the sequence), for three designs of the masked update:
+       "grouped":  what the app runs (models/plora_grouped.py prefill_last_logits): the rows
+                   are grouped once for the whole model, text rows then image rows; each
+                   layer multiplies the text slice by W0 and the image slice by the cached
+                   W1 = W0 + scale * B @ A; attention puts q / k / v back in order;
+       "merged":   per layer (image_mask + one forward, models/plora.py): each layer groups
+                   its input rows (index_select), multiplies both groups (W0, W1) and puts
+                   the rows back (index_select);
        "index":    the low-rank path (merge off): each layer runs A and B on the image rows
                    only (index_select) and adds them back (index_add_);
   2. greedy decode of --new-tokens tokens with a KV cache after a 128-token text prompt,
      adapters present with a [1, 1] all-false mask set before each step, vs absent;
-  3. the 50% prefill again with rank 64 and 128 adapters, both designs (the merged path's
+  3. the 50% prefill again with rank 64 and 128 adapters, every design (the merged paths'
      cost does not depend on the rank; the low-rank path's does).
 
 Prints the JSON record and writes it to --out.
@@ -46,13 +49,14 @@ from torch import nn
 
 from models.plora import (
     PLoRALinear,
+    image_mask,
     clear_image_mask,
     inject_plora,
     plora_layers,
     remove_plora,
     set_image_mask,
-    set_plora_merge,
 )
+from models.plora_grouped import prefill_last_logits
 
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
                 "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -65,7 +69,7 @@ FRACTIONS = (0.0, 0.25, 0.5)
 PROMPT_TOKENS = 128
 OVERHEAD_TARGET_PCT = 10.0
 SWEEP_RANKS = (64, 128)  # smaller adapters, measured at 50% image tokens
-DESIGNS = ("merged", "index")
+DESIGNS = ("grouped", "merged", "index")
 
 
 def build_model() -> nn.Module:
@@ -93,9 +97,12 @@ def use_adapters(model: nn.Module, layers: dict[str, PLoRALinear], on: bool) -> 
         setattr(model.get_submodule(parent_name), child, layer if on else layer.base)
 
 
-def use_design(model: nn.Module, design: str) -> None:
-    """Switch every PLoRA layer to the "merged" or the "index" (low-rank) update."""
-    set_plora_merge(model, design == "merged")
+def use_design(layers: dict[str, PLoRALinear], design: str) -> None:
+    """Switch every PLoRA layer to the merged W1 ("grouped", "merged") or the "index"
+    (low-rank) update. Sets the layers' flag directly: set_plora_merge would also drop
+    the cached W1, and rebuilding it is not part of a prefill."""
+    for layer in layers.values():
+        layer.merge = design != "index"
 
 
 def image_mask_for(seq: int, fraction: float) -> torch.Tensor:
@@ -110,11 +117,17 @@ def image_mask_for(seq: int, fraction: float) -> torch.Tensor:
     return mask
 
 
-def time_prefill(model: nn.Module, ids: torch.Tensor) -> float:
-    """Seconds for one prefill forward (KV cache on, last position's logits only)."""
+def time_prefill(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None,
+                 design: str) -> float:
+    """Seconds for one prefill forward (KV cache on, last position's logits only): the
+    base model (mask None), the grouped prefill, or one forward under the image mask."""
     started = time.perf_counter()
     with torch.inference_mode():
-        model(ids, use_cache=True, logits_to_keep=1)
+        if mask is not None and design == "grouped":
+            prefill_last_logits(model, embeds, mask, use_cache=True)
+        else:
+            with image_mask(model, mask):
+                model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
     return time.perf_counter() - started
 
 
@@ -122,6 +135,13 @@ def order(run: int) -> tuple[bool, bool]:
     """Which arm goes first alternates (absent first on even runs), so neither always runs
     right after the other."""
     return (False, True) if run % 2 == 0 else (True, False)
+
+
+def rotated(arms: tuple[str, ...], run: int) -> tuple[str, ...]:
+    """The arms of one round, starting one further each run (no arm always follows the
+    same one)."""
+    shift = run % len(arms)
+    return arms[shift:] + arms[:shift]
 
 
 def summary(times: dict[bool, list[float]]) -> dict:
@@ -134,25 +154,28 @@ def summary(times: dict[bool, list[float]]) -> dict:
             "paired_overhead_pct": round((paired - 1) * 100, 1)}
 
 
-def compare_prefill(model: nn.Module, layers: dict[str, PLoRALinear], ids: torch.Tensor,
-                    mask: torch.Tensor, runs: int) -> dict:
-    """Prefill seconds with adapters absent / present, alternating, after a warm-up pair
-    (which also builds the merged weights)."""
-    times: dict[bool, list[float]] = {False: [], True: []}
+def compare_prefill(model: nn.Module, layers: dict[str, PLoRALinear], embeds: torch.Tensor,
+                    mask: torch.Tensor, runs: int,
+                    designs: tuple[str, ...] = DESIGNS) -> dict[str, dict]:
+    """Prefill seconds of the base model (adapters absent) and of each design, all in one
+    round per run (rotating order) after a warm-up round (which also builds the merged
+    weights); each design is compared with the base runs of the same rounds."""
+    arms = ("base", *designs)
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
     for run in range(runs + 1):
-        for on in order(run):
-            use_adapters(model, layers, on)
-            if on:
-                set_image_mask(model, mask)
-            seconds = time_prefill(model, ids)
-            if on:
-                clear_image_mask(model)
+        for arm in rotated(arms, run):
+            use_adapters(model, layers, arm != "base")
+            if arm != "base":
+                use_design(layers, arm)
+            seconds = time_prefill(model, embeds, None if arm == "base" else mask, arm)
             if run:  # run 0 is the warm-up
-                times[on].append(seconds)
+                times[arm].append(seconds)
     use_adapters(model, layers, True)
-    return {**summary(times),
-            "base_runs_ms": [round(t * 1000, 1) for t in times[False]],
-            "adapted_runs_ms": [round(t * 1000, 1) for t in times[True]]}
+    use_design(layers, "grouped")
+    return {design: {**summary({False: times["base"], True: times[design]}),
+                     "base_runs_ms": [round(t * 1000, 1) for t in times["base"]],
+                     "adapted_runs_ms": [round(t * 1000, 1) for t in times[design]]}
+            for design in designs}
 
 
 def decode_step(model: nn.Module, token: torch.Tensor, cache, adapted: bool):
@@ -249,16 +272,16 @@ def main() -> None:
     layers = adapt(model)
     ids = torch.randint(3, SMOLLM2_135M["vocab_size"], (1, args.seq),
                         generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        embeds = model.get_input_embeddings()(ids)
     prefill: dict[str, dict] = {}
     for fraction in FRACTIONS:
         mask = image_mask_for(args.seq, fraction)
         row = prefill[f"{round(fraction * 100)}%"] = {"image_tokens": int(mask.sum())}
-        for design in DESIGNS:
-            use_design(model, design)
-            row[design] = compare_prefill(model, layers, ids, mask, args.runs)
-            print(f"prefill {fraction:.0%} {design}: {row[design]['overhead_pct']}%",
-                  file=sys.stderr, flush=True)
-    use_design(model, "merged")
+        row.update(compare_prefill(model, layers, embeds, mask, args.runs))
+        print(f"prefill {fraction:.0%}: " + ", ".join(
+            f"{design} {row[design]['overhead_pct']}%" for design in DESIGNS),
+            file=sys.stderr, flush=True)
     decode = compare_decode(model, layers, args.new_tokens, args.runs)
     print(f"decode ratio: {decode['ratio']}", file=sys.stderr, flush=True)
     merged_bytes = sum(layer.merged_weight().numel() * layer.merged_weight().element_size()
@@ -270,14 +293,12 @@ def main() -> None:
     for rank in () if args.no_sweep else SWEEP_RANKS:
         remove_plora(model)
         sweep_layers = adapt(model, rank)
-        by_rank[str(rank)] = {}
-        for design in DESIGNS:
-            use_design(model, design)
-            by_rank[str(rank)][design] = compare_prefill(
-                model, sweep_layers, ids, image_mask_for(args.seq, 0.5), args.runs)
-            print(f"prefill 50% rank {rank} {design}: "
-                  f"{by_rank[str(rank)][design]['overhead_pct']}%", file=sys.stderr, flush=True)
-    at_half = prefill["50%"]["merged"]["overhead_pct"]
+        by_rank[str(rank)] = compare_prefill(model, sweep_layers, embeds,
+                                             image_mask_for(args.seq, 0.5), args.runs)
+        print(f"prefill 50% rank {rank}: " + ", ".join(
+            f"{design} {by_rank[str(rank)][design]['overhead_pct']}%" for design in DESIGNS),
+            file=sys.stderr, flush=True)
+    at_half = prefill["50%"]["grouped"]["overhead_pct"]
     prefill_met = at_half <= OVERHEAD_TARGET_PCT
     decode_met = abs(decode["ratio"] - 1.0) <= 0.02
     record = {
@@ -295,13 +316,14 @@ def main() -> None:
         "flops": flops,
         "merged_weights": {"bytes": merged_bytes, "base_model_bytes": base_bytes,
                            "over_base_model": round(merged_bytes / base_bytes, 3)},
-        "design_kept": "merged",
+        "design_kept": "grouped",
         "target_met": prefill_met and decode_met,
         "targets": {
-            "design": "merged",
+            "design": "grouped",
             "prefill_overhead_at_50pct_le_10": prefill_met,
             "prefill_overhead_at_50pct": at_half,
-            "prefill_paired_overhead_at_50pct": prefill["50%"]["merged"]["paired_overhead_pct"],
+            "prefill_paired_overhead_at_50pct": prefill["50%"]["grouped"]["paired_overhead_pct"],
+            "merged_per_layer_prefill_overhead_at_50pct": prefill["50%"]["merged"]["overhead_pct"],
             "index_prefill_overhead_at_50pct": prefill["50%"]["index"]["overhead_pct"],
             "decode_ratio_1_00": decode_met,
             "decode_ratio": decode["ratio"],

@@ -105,6 +105,9 @@ class PLoRAMask:
         # order: the text rows then the image rows; inverse: where each row went in order.
         self.order: torch.Tensor | None = None
         self.inverse: torch.Tensor | None = None
+        # grouped: the layer inputs' rows are already grouped, text rows [0, grouped_text)
+        # then image rows (models/plora_grouped.py); None: rows in their own order.
+        self.grouped_text: int | None = None
         self._rows_by_device: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def set(self, mask: torch.Tensor | None) -> None:
@@ -132,6 +135,21 @@ class PLoRAMask:
         self._rows_by_device = {self.rows.device: (self.rows, self.text_rows, self.order,
                                                    self.inverse)}
         self.shape = (mask.shape[0], mask.shape[1])
+        self.grouped_text = None
+
+    def set_grouped(self, length: int, text: int) -> None:
+        """The next forwards get one sequence of `length` rows already grouped: its `text`
+        text rows first, its image rows after (models/plora_grouped.py moves the rows once
+        for the whole model). The layers then multiply two contiguous slices and move no
+        rows at all."""
+        if not 0 <= text <= length:
+            raise ValueError(f"text rows {text} must be between 0 and the length {length}")
+        self.clear()
+        self.shape = (1, length)
+        self.order = self.inverse = torch.arange(length)
+        self.text_rows, self.rows = self.order[:text], self.order[text:]
+        self._rows_by_device = {}
+        self.grouped_text = text
 
     def clear(self) -> None:
         """Forget the mask: every layer computes its base layer only."""
@@ -140,6 +158,7 @@ class PLoRAMask:
         self.text_rows = None
         self.order = None
         self.inverse = None
+        self.grouped_text = None
         self._rows_by_device = {}
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -242,6 +261,8 @@ class PLoRALinear(nn.Module):
         if holder.shape is not None:
             holder.check_input(x)
             if holder.rows.numel():  # a shape, known on the host: no sync
+                if holder.grouped_text is not None:
+                    return self.grouped_forward(x, holder.grouped_text)
                 if self.merge and self.plain_base and not self.training \
                         and not torch.is_grad_enabled():
                     return self.merged_forward(x)
@@ -279,6 +300,31 @@ class PLoRALinear(nn.Module):
             _linear_into(grouped[:text], weight, bias, out[:text])
             _linear_into(grouped[text:], merged, bias, out[text:])
         return out.index_select(0, inverse).view(*x.shape[:-1], self.out_features)
+
+    def grouped_forward(self, x: torch.Tensor, text: int) -> torch.Tensor:
+        """The update on input rows already grouped (text rows [0, text), image rows after):
+        contiguous slices, no row moved. Merged when the merged path applies (W0 on the
+        text slice, W1 on the image slice), else the base layer on all rows plus the
+        low-rank update added to the image slice."""
+        base = self._modules["base"]
+        flat = x.reshape(-1, self.in_features)
+        shape = (*x.shape[:-1], self.out_features)
+        if self.merge and self.plain_base and not self.training and not torch.is_grad_enabled():
+            weight, bias = base._parameters["weight"], base._parameters["bias"]
+            merged = self.merged_weight()
+            if torch.is_autocast_enabled(x.device.type):  # out= does not autocast
+                return torch.cat([nn.functional.linear(flat[:text], weight, bias),
+                                  nn.functional.linear(flat[text:], merged, bias)]).view(shape)
+            out = flat.new_empty(flat.shape[0], self.out_features)
+            _linear_into(flat[:text], weight, bias, out[:text])
+            _linear_into(flat[text:], merged, bias, out[text:])
+            return out.view(shape)
+        out = self._base_forward(base, x).reshape(-1, self.out_features)
+        picked = flat[text:].to(self.Plora_A.weight.dtype)
+        update = self.Plora_B(self.Plora_A(self.dropout(picked)))
+        if self.scale != 1.0:
+            update = update * self.scale
+        return torch.cat([out[:text], out[text:] + update.to(out.dtype)]).view(shape)
 
     def _merge_key(self) -> tuple:
         return (_tensor_key(self.base._parameters["weight"]),

@@ -54,6 +54,7 @@ from models.lm import (
     resolve_dtype,
 )
 from models.plora import clear_image_mask, plora_layers, set_image_mask, set_plora_merge
+from models.plora_grouped import prefill_last_logits
 
 DEFAULT_NAME = "vision-writer"
 
@@ -233,16 +234,19 @@ class VisionWriter:
     def _prefill(self, batch: InterleavedBatch, cache: Any,
                  options: dict[str, Any]) -> torch.Tensor:
         """The prompt's forward with inputs_embeds under the image mask; float32 logits
-        [1, vocab] of its last position (the cache is filled)."""
+        [1, vocab] of its last position (the cache is filled). With adapters the rows are
+        grouped once for the whole model where that applies (models/plora_grouped.py)."""
         kwargs: dict[str, Any] = {options["cache_name"]: cache, "use_cache": True}
-        if options["keep_last"]:
-            kwargs["logits_to_keep"] = 1
         with self._lock:
-            self._set_mask(batch.image_mask)
-            try:
-                output = self.model(**batch.model_inputs(), **kwargs)
-            finally:
-                self._clear_mask()
+            if self.has_plora:
+                logits = prefill_last_logits(
+                    self.model, batch.inputs_embeds, batch.image_mask,
+                    attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                    keep_last=options["keep_last"], **kwargs)
+                return logits.to(torch.float32)
+            if options["keep_last"]:
+                kwargs["logits_to_keep"] = 1
+            output = self.model(**batch.model_inputs(), **kwargs)
         return output.logits[:, -1, :].to(torch.float32)
 
     def _beam_reply(self, batch: InterleavedBatch, config: GenerationConfig,

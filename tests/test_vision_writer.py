@@ -15,6 +15,7 @@ from composer.types import ChatMessage, GenerationConfig
 from models.generate import generate_tokens
 from models.lm import LanguageModel, TransformersLM
 from models.plora import image_mask, inject_plora, plora_layers
+from models.plora_grouped import plan_grouping
 from models.vision import ImageEncoder
 from models.vision_writer import VisionWriter
 from tests.tiny_models import build_tiny_clip_vision, build_tiny_lm
@@ -130,6 +131,8 @@ def test_cached_decoding_with_an_image_matches_full_recompute(writer):
     messages = image_messages()
     batch = writer.prepare(messages)
     assert int(batch.image_mask.sum()) == writer.encoder.num_tokens(40, 30) == 9
+    # the prefill groups the rows once for the whole model (models/plora_grouped.py)
+    assert plan_grouping(writer.model, batch.image_mask, batch.attention_mask) is not None
     cached = list(writer.generate_ids(messages, GREEDY))
     assert len(cached) >= 4
     assert cached == full_recompute_greedy(writer.model, batch, GREEDY.max_new_tokens,
