@@ -1,14 +1,14 @@
 """Benchmark Partial LoRA (models/plora.py) on a model the size of the embedded writer.
 
-    .venv/bin/python bench/bench_plora.py [--runs 7] [--seq 512] [--new-tokens 64]
+    .venv/bin/python bench/bench_plora.py [--runs 15] [--seq 512] [--new-tokens 64]
                                           [--threads 2] [--out bench/results/plora.json]
                                           [--no-sweep]
 
 The model is a randomly initialised LlamaForCausalLM with SmolLM2-135M's shape (hidden 576,
 intermediate 1536, 30 layers, 9 heads, 3 key/value heads, vocab 49152), float32 on the CPU,
 with rank-256 adapters (alpha 256) on all 7 projections of every block (210 layers), B random.
-Measured, each time alternating the base model (adapters absent: the plain nn.Linear layers
-swapped back in) and the adapted one in the same run, median of --runs runs after a warm-up:
+Measured side by side in one run: the base model (adapters absent: the plain nn.Linear
+layers swapped back in) and the adapted one, median of --runs runs after a warm-up:
 
   1. prefill of a --seq-token sequence (as generate does: inputs_embeds, KV cache on,
      logits of the last position only) at 0%, 25% and 50% image tokens (blocks of 64 image
@@ -159,7 +159,10 @@ def compare_prefill(model: nn.Module, layers: dict[str, PLoRALinear], embeds: to
                     designs: tuple[str, ...] = DESIGNS) -> dict[str, dict]:
     """Prefill seconds of the base model (adapters absent) and of each design, all in one
     round per run (rotating order) after a warm-up round (which also builds the merged
-    weights); each design is compared with the base runs of the same rounds."""
+    weights); each design is compared with the base runs of the same rounds. Each arm runs
+    once untimed right before its timed run, so no arm pays for the state (caches, freed
+    memory) that the arm before it left: measured without that warm-up, whichever arm
+    follows another one is slower by up to ~10% on the 2-core machine, at random."""
     arms = ("base", *designs)
     times: dict[str, list[float]] = {arm: [] for arm in arms}
     for run in range(runs + 1):
@@ -167,6 +170,7 @@ def compare_prefill(model: nn.Module, layers: dict[str, PLoRALinear], embeds: to
             use_adapters(model, layers, arm != "base")
             if arm != "base":
                 use_design(layers, arm)
+            time_prefill(model, embeds, None if arm == "base" else mask, arm)
             seconds = time_prefill(model, embeds, None if arm == "base" else mask, arm)
             if run:  # run 0 is the warm-up
                 times[arm].append(seconds)
@@ -257,7 +261,7 @@ def flop_estimate(model: nn.Module, layers: dict[str, PLoRALinear], seq: int) ->
 def main() -> None:
     """Parse flags, run the benchmark, print and write the JSON record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="runs per measurement (median)")
+    parser.add_argument("--runs", type=int, default=15, help="runs per measurement (median)")
     parser.add_argument("--seq", type=int, default=512, help="prefill length in tokens")
     parser.add_argument("--new-tokens", type=int, default=64, help="decoded tokens per run")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -302,6 +306,7 @@ def main() -> None:
     prefill_met = at_half <= OVERHEAD_TARGET_PCT
     decode_met = abs(decode["ratio"] - 1.0) <= 0.02
     record = {
+        "command": " ".join([".venv/bin/python", "bench/bench_plora.py", *sys.argv[1:]]),
         "model": "random LlamaForCausalLM shaped like SmolLM2-135M (float32, CPU)",
         "adapters": {"rank": RANK, "alpha": ALPHA, "layers": len(layers),
                      "targets": "q/k/v/o/gate/up/down of all 30 blocks"},

@@ -6,9 +6,19 @@ of one, plus gathering the rows and putting them back. This measures those piece
 SmolLM2-135M's layer shapes, 512 rows, half of them image rows (interleaved), side by side:
 
   base     F.linear of all rows with W0
-  split    two products of 256 rows (W0, W1) into one buffer (no gathers)
+  split    two products of 256 rows (W0, W1) into one buffer, no gathers (what the grouped
+           prefill of models/plora_grouped.py runs per layer)
   merged   what PLoRALinear.merged_forward does: gather, two products, gather back
   gathers  the two index_selects alone
+  base_prepacked, split_prepacked
+           the same products with weights packed once beforehand into MKL's GEMM format
+           for exactly that row count (torch.ops.mkl._mkl_reorder_linear_weight; only where
+           torch has MKL): shows where the split's cost comes from. MKL packs the weight
+           matrix at every call, so two products pack twice; with prepacked weights the
+           split costs what the whole product costs. The app does not prepack: a packed
+           weight fits one row count only, and a prompt's text / image counts vary.
+
+All variants run in one loop, each repeat in a rotating order; medians.
 
     .venv/bin/python bench/bench_plora_split.py [--threads 2] [--out bench/results/plora_split.json]
 """
@@ -29,20 +39,25 @@ SHAPES = {"q/o (576x576)": (576, 576), "gate/up (576->1536)": (576, 1536),
 ROWS = 512
 
 
-def timed(fn, repeats: int) -> float:
-    """Median milliseconds of `repeats` calls after a warm-up."""
+def timed_together(functions: dict, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each function, called in turn (rotating order) `repeats`
+    times after a warm-up: a change of load on the machine hits all of them alike."""
+    names = list(functions)
     for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+        for name in names:
+            functions[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name]()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def measure(in_features: int, out_features: int, repeats: int) -> dict:
-    """Milliseconds of base / split / merged / gathers for one layer shape."""
+    """Milliseconds of every variant for one layer shape, and each over base."""
     torch.manual_seed(0)
     x = torch.randn(ROWS, in_features)
     w0, w1 = torch.randn(out_features, in_features), torch.randn(out_features, in_features)
@@ -63,14 +78,31 @@ def measure(in_features: int, out_features: int, repeats: int) -> dict:
     def gathers() -> torch.Tensor:
         return out.index_select(0, inverse), x.index_select(0, order)
 
+    functions = {"base": lambda: torch.nn.functional.linear(x, w0), "split": split,
+                 "merged": merged, "gathers": gathers}
+    if torch.backends.mkl.is_available():
+        packed_all = torch.ops.mkl._mkl_reorder_linear_weight(w0, ROWS)
+        packed = [torch.ops.mkl._mkl_reorder_linear_weight(w, n)
+                  for w, n in ((w0, text), (w1, ROWS - text))]
+
+        def base_prepacked() -> torch.Tensor:
+            return torch.ops.mkl._mkl_linear(x, packed_all, w0, None, ROWS)
+
+        def split_prepacked() -> tuple:
+            return (torch.ops.mkl._mkl_linear(x[:text], packed[0], w0, None, text),
+                    torch.ops.mkl._mkl_linear(x[text:], packed[1], w1, None, ROWS - text))
+
+        functions.update(base_prepacked=base_prepacked, split_prepacked=split_prepacked)
     with torch.inference_mode():
-        times = {"base_ms": timed(lambda: torch.nn.functional.linear(x, w0), repeats),
-                 "split_ms": timed(split, repeats), "merged_ms": timed(merged, repeats),
-                 "gathers_ms": timed(gathers, repeats)}
-    base = times["base_ms"]
-    return {**{k: round(v, 3) for k, v in times.items()},
-            "split_over_base_pct": round((times["split_ms"] / base - 1) * 100, 1),
-            "merged_over_base_pct": round((times["merged_ms"] / base - 1) * 100, 1)}
+        times = timed_together(functions, repeats)
+    base = times["base"]
+    record = {f"{name}_ms": round(value, 3) for name, value in times.items()}
+    for name in ("split", "merged"):
+        record[f"{name}_over_base_pct"] = round((times[name] / base - 1) * 100, 1)
+    if "split_prepacked" in times:
+        record["split_prepacked_over_base_prepacked_pct"] = round(
+            (times["split_prepacked"] / times["base_prepacked"] - 1) * 100, 1)
+    return record
 
 
 def main() -> None:

@@ -41,19 +41,20 @@ data_ptr only, so after editing such weights in place call `drop_merged()` on th
 (or set_plora_merge(model, ...), which drops the caches). `drop_merged()` / remove_plora /
 set_plora_merge free the copies.
 
-bench/bench_plora.py measures the designs on a SmolLM2-135M-shaped model with rank 256 on
-all 7 projections, 512-token prefill, 2 CPU threads (bench/results/plora.json, default
-settings): overhead over the base model at 25% / 50% image tokens merged +18% / +16%
-(paired +15% / +21%), low-rank +16% / +38%; text-only decode with adapters present 0.98x
-(noise: both arms run the same base path). The merged path adds no multiply-adds; on this
-CPU the cost is splitting each product into two and moving the rows (bench/bench_plora_split.py,
-one layer, 512 rows, half of them image rows: the split alone +4% / +15% / +6% for the
-q, gate/up and down shapes, with the row gathers +22% / +25% / +24%), so it misses the 10%
-target there. Multiplying contiguous image blocks in place (slices, no gathers) measured
-worse in the whole model (+33% at 50%): each slice streams its weight again. Rank 256 is
-0.44x the hidden size of this model; it costs 0.74x the base layers' multiply-adds per
-image token on the low-rank path (~35% at 50% image tokens). At InternLM-XComposer2's size
-(hidden 4096) the same rank is 1/16 of the hidden size.
+A prompt's prefill in the app does better than either per-layer design: it groups the rows
+once for the whole model (models/plora_grouped.py; `PLoRAMask.set_grouped`), so each layer
+multiplies two contiguous slices (`grouped_forward`) and moves no rows.
+
+bench/bench_plora.py measures all three on a SmolLM2-135M-shaped model with rank 256 on all 7
+projections, a 512-token prefill and 2 CPU threads, side by side (bench/results/plora.json;
+the figures are summed up in models/plora_grouped.py). What remains of the cost on the CPU is the
+split product: MKL packs the weight matrix at every product, so two products pack it twice
+(bench/bench_plora_split.py: the split alone +5% / +13% / +5% over one product for the q,
+gate/up and down shapes at 512 rows, half of them image rows; with both weights packed
+beforehand +0% / -4% / +2%; gathering and putting back the rows per layer +18..25%). Rank
+256 is 0.44x the hidden size of this model; on the low-rank path it costs 0.74x the base
+layers' multiply-adds per image token (~35% at 50% image tokens). At InternLM-XComposer2's
+size (hidden 4096) the same rank is 1/16 of the hidden size.
 
 With a KV cache the mask must match the *current* query positions: prefill with the image
 mask, then decode steps with a [batch, 1] all-false mask (or no mask): those take the base

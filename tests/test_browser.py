@@ -34,8 +34,7 @@ def test_compose_share_and_open_the_link(live_app, browser):
     page.goto(live_app.url + "/")
     page.fill("#xc-instruction textarea", "Harbors <script>window.pwned=1</script> of the north")
     page.click("#xc-write")
-    page.wait_for_function(
-        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    _wait_written(page)
     article = page.locator("#xc-article")
     assert article.locator("h1").inner_text() == "Harbors <script>window.pwned=1</script> of the north"
     assert article.locator("figure img").count() >= 1
@@ -70,8 +69,7 @@ def test_documents_view_lists_opens_and_deletes(live_app, browser):
     page.fill("#xc-instruction textarea", "Mountain bridges")
     page.click("label:has-text('Text only')")
     page.click("#xc-write")
-    page.wait_for_function(
-        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    _wait_written(page)
     page.click("button[role='tab']:has-text('Documents')")
     row = page.locator("#xc-documents >> text='Mountain bridges' >> visible=true").first
     row.wait_for(timeout=20_000)
@@ -157,6 +155,20 @@ def test_library_view_uploads_edits_and_deletes(live_app, browser, tmp_path):
     page.screenshot(path=str(SHOTS / "library_deleted.png"), full_page=True)
 
 
+def _wait_written(page) -> None:
+    """Wait for "Done" and then for the article to stop changing for 0.6 s: on a loaded
+    machine the last streamed updates may still be reaching the page."""
+    page.wait_for_function(
+        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    page.wait_for_function("""([selector, quiet]) => {
+        const element = document.querySelector(selector);
+        if (!element) return false;
+        const html = element.innerHTML, now = Date.now();
+        if (window.__xcHtml !== html) { window.__xcHtml = html; window.__xcSince = now; }
+        return now - window.__xcSince >= quiet;
+    }""", arg=["#xc-article", 600], timeout=30_000, polling=100)
+
+
 def _value(page, selector: str) -> str:
     return page.locator(f"{selector} textarea, {selector} input").first.input_value()
 
@@ -172,8 +184,7 @@ def test_edit_preview_accept_undo_like_and_history(live_app, browser):
     page.goto(live_app.url + "/")
     page.fill("#xc-instruction textarea", "Lighthouses of the coast")
     page.click("#xc-write")
-    page.wait_for_function(
-        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    _wait_written(page)
     first = page.locator("#xc-article p").first.inner_text()
     _pick(page, "#xc-paragraph", "¶1")
     page.click("button[role='tab']:has-text('Edit by hand')")
@@ -228,8 +239,7 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     page.goto(live_app.url + "/")
     page.fill("#xc-instruction textarea", "Harbors of the north")
     page.click("#xc-write")
-    page.wait_for_function(
-        "document.querySelector('#xc-status')?.innerText.includes('Done')", timeout=60_000)
+    _wait_written(page)
     figures = page.locator("#xc-article figure")
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
                            ".length > 3", timeout=30_000)
