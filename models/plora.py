@@ -22,11 +22,12 @@ so no layer syncs. Two ways to apply the update:
   computes the text rows with W0 and the image rows with W1 (one `index_select` grouping
   the text rows then the image rows, two matrix products into the two halves of one
   buffer, one `index_select` putting the rows back). An image token then costs the same
-  multiply-adds as a text token; what remains is the two gathers and two smaller products. Used only when the
-  layer is in eval mode, gradients are off (no_grad / inference_mode), its base is a plain
-  nn.Linear (quantized bases keep the low-rank path) and merging is on (inject_plora(...,
-  merge=True), the default; set_plora_merge(model, False) turns it off). Results equal the
-  low-rank path up to float rounding (dropout is inactive in eval mode).
+  multiply-adds as a text token; what remains is the two gathers and two smaller
+  products. Used only when the layer is in eval mode, gradients are off (no_grad /
+  inference_mode), its base is a plain nn.Linear (quantized bases keep the low-rank path)
+  and merging is on (inject_plora(..., merge=True), the default; set_plora_merge(model,
+  False) turns it off). Results equal the low-rank path up to float rounding (dropout is
+  inactive in eval mode).
 * low-rank (training, grad enabled, other bases, merge off): the image rows are gathered,
   run through A and B, scaled and added back with `index_add_`.
 

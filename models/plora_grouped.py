@@ -39,8 +39,9 @@ SmolLM2-135M-shaped model with rank-256 adapters on all 7 projections, 2 CPU thr
       per-layer low-rank                      +15.9 (+18.5) +32.2 (+32.2)
 
 Reruns on this shared 2-core machine differ by several points (the grouped design at 50%
-of 512 tokens measured +4.8%, +11.9%, +5.6% and +13.4% in four runs on 2026-12-01). What the grouped design still costs there is the split product: MKL packs the
-weight at every product, so two products pack it twice (bench/bench_plora_split.py).
+of 512 tokens measured +4.8%, +11.9%, +5.6% and +13.4% in four runs on 2026-12-01). What
+the grouped design still costs there is the split product: MKL packs the weight at every
+product, so two products pack it twice (bench/bench_plora_split.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.plora import _holders, image_mask
+from models.plora import _holders, check_mask, image_mask
 
 PREFIX = "plora-grouped-"
 
@@ -62,9 +63,9 @@ PREFIX = "plora-grouped-"
 class Grouping:
     """How the rows of the current grouped forward were moved.
 
-    length: the prompt's positions; text: how many of them are text; order[j]: the real position of grouped row j (text
-    rows first, then image rows, each ascending); inverse[p]: the grouped row of real
-    position p. Both on the model's device.
+    length: the prompt's positions; text: how many of them are text; order[j]: the real
+    position of grouped row j (text rows first, then image rows, each ascending);
+    inverse[p]: the grouped row of real position p. Both on the model's device.
     """
 
     length: int
@@ -86,8 +87,10 @@ def prefill_last_logits(model: nn.Module, inputs_embeds: torch.Tensor,
     Returns [batch, vocab] in the model's dtype; `kwargs` go to the model's forward (the
     cache, use_cache): the cache is filled. Grouped (see the module docstring) when it
     applies, else the per-layer path. keep_last: the model's forward takes
-    `logits_to_keep` (computes the output head on the kept position only).
+    `logits_to_keep` (computes the output head on the kept position only). A mask that is
+    not a bool [batch, seq] tensor raises TypeError / ValueError.
     """
+    check_mask(mask)
     grouping = plan_grouping(model, mask, attention_mask)
     if grouping is None:
         extra = {"logits_to_keep": 1} if keep_last else {}

@@ -150,6 +150,12 @@ def test_grouping_steps_aside_where_it_does_not_apply():
     assert plan_grouping(model, mask, None) is None
 
 
+def test_a_mask_that_is_not_bool_is_refused_by_name():
+    model = adapted_model()
+    with pytest.raises(ValueError, match="must be torch.bool"), torch.no_grad():
+        prefill_last_logits(model, embeds_for(model), interleaved_mask().long())
+
+
 def test_an_error_inside_the_forward_leaves_the_model_as_it_was(monkeypatch):
     model = adapted_model()
     embeds, mask = embeds_for(model), interleaved_mask()
