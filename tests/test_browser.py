@@ -32,9 +32,7 @@ def test_compose_share_and_open_the_link(live_app, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(live_app.url + "/")
-    page.fill("#xc-instruction textarea", "Harbors <script>window.pwned=1</script> of the north")
-    page.click("#xc-write")
-    _wait_written(page)
+    _write_article(page, "Harbors <script>window.pwned=1</script> of the north")
     article = page.locator("#xc-article")
     assert article.locator("h1").inner_text() == "Harbors <script>window.pwned=1</script> of the north"
     assert article.locator("figure img").count() >= 1
@@ -66,10 +64,8 @@ def test_compose_share_and_open_the_link(live_app, browser):
 def test_documents_view_lists_opens_and_deletes(live_app, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(live_app.url + "/")
-    page.fill("#xc-instruction textarea", "Mountain bridges")
     page.click("label:has-text('Text only')")
-    page.click("#xc-write")
-    _wait_written(page)
+    _write_article(page, "Mountain bridges")
     page.click("button[role='tab']:has-text('Documents')")
     row = page.locator("#xc-documents >> text='Mountain bridges' >> visible=true").first
     row.wait_for(timeout=20_000)
@@ -155,6 +151,14 @@ def test_library_view_uploads_edits_and_deletes(live_app, browser, tmp_path):
     page.screenshot(path=str(SHOTS / "library_deleted.png"), full_page=True)
 
 
+def _write_article(page, instruction: str) -> None:
+    """Write an article for `instruction` in the compose view and wait until it is on the
+    page."""
+    page.fill("#xc-instruction textarea", instruction)
+    page.click("#xc-write")
+    _wait_written(page)
+
+
 def _wait_written(page) -> None:
     """Wait for "Done" and then for the article to stop changing for 0.6 s: on a loaded
     machine the last streamed updates may still be reaching the page."""
@@ -182,9 +186,7 @@ def _pick(page, selector: str, text: str) -> None:
 def test_edit_preview_accept_undo_like_and_history(live_app, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.goto(live_app.url + "/")
-    page.fill("#xc-instruction textarea", "Lighthouses of the coast")
-    page.click("#xc-write")
-    _wait_written(page)
+    _write_article(page, "Lighthouses of the coast")
     first = page.locator("#xc-article p").first.inner_text()
     _pick(page, "#xc-paragraph", "¶1")
     page.click("button[role='tab']:has-text('Edit by hand')")
@@ -237,9 +239,7 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
 
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.goto(live_app.url + "/")
-    page.fill("#xc-instruction textarea", "Harbors of the north")
-    page.click("#xc-write")
-    _wait_written(page)
+    _write_article(page, "Harbors of the north")
     figures = page.locator("#xc-article figure")
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
                            ".length > 3", timeout=30_000)

@@ -93,8 +93,14 @@ def build_ui(services: Any, secret: str, model_concurrency: int = 1,
                 lib = _library_tab()
                 lib["tab"] = library_tab
 
-        demo.load(h.new_owner_key, inputs=owner_key, outputs=owner_key,
-                  api_visibility="undocumented")
+        def start_session(current: str | None):
+            # The buttons that need an owner key wait for it: clicked before, they could
+            # only say "reload the page".
+            ready = gr.update(interactive=True)
+            return h.new_owner_key(current), ready, ready
+
+        demo.load(start_session, inputs=owner_key,
+                  outputs=[owner_key, c["write"], lib["upload"]], api_visibility="undocumented")
         _wire_compose(services, flags, c, owner_key, doc_state, model_concurrency)
         _wire_documents(services, c, d, owner_key, doc_state, tabs)
         _wire_library(services, lib, owner_key)
@@ -135,7 +141,9 @@ def _compose_tab(settings: Any) -> dict[str, Any]:
                                             allow_custom_value=True, elem_id="xc-image-source")
     with gr.Row():
         c["plan"] = gr.Button(t("plan"), elem_id="xc-plan")
-        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write")
+        # Clickable once the page has its owner key (demo.load, a round trip to the server).
+        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write",
+                               interactive=False)
         c["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-stop")
     with gr.Accordion(t("outline"), open=True):
         c["title"] = gr.Textbox(label=t("article_title"), elem_id="xc-title")
@@ -411,7 +419,7 @@ def _library_tab() -> dict[str, Any]:
         with gr.Row():
             lib["keep"] = gr.Checkbox(False, label=t("keep_near_duplicates"))
             lib["upload"] = gr.Button(t("add_to_library"), variant="primary",
-                                      elem_id="xc-lib-upload")
+                                      elem_id="xc-lib-upload", interactive=False)
         lib["upload_result"] = gr.Markdown(elem_id="xc-lib-upload-result")
     lib["caption_hint"] = gr.Markdown(elem_id="xc-lib-caption-hint")
     with gr.Row():
