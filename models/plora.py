@@ -148,9 +148,7 @@ class PLoRAMask:
             raise ValueError(f"text rows {text} must be between 0 and the length {length}")
         self.clear()
         self.shape = (1, length)
-        self.order = self.inverse = torch.arange(length)
-        self.text_rows, self.rows = self.order[:text], self.order[text:]
-        self._rows_by_device = {}
+        self.rows = torch.arange(text, length)  # only its count is read in grouped mode
         self.grouped_text = text
 
     def clear(self) -> None:

@@ -88,13 +88,15 @@ def prefill_last_logits(model: nn.Module, inputs_embeds: torch.Tensor,
     cache, use_cache): the cache is filled. Grouped (see the module docstring) when it
     applies, else the per-layer path. keep_last: the model's forward takes
     `logits_to_keep` (computes the output head on the kept position only). A mask that is
-    not a bool [batch, seq] tensor raises TypeError / ValueError.
+    not a bool [batch, seq] tensor raises TypeError / ValueError. A model without PLoRA
+    layers runs its plain forward (the mask has nothing to act on).
     """
     check_mask(mask)
     grouping = plan_grouping(model, mask, attention_mask)
     if grouping is None:
         extra = {"logits_to_keep": 1} if keep_last else {}
-        with image_mask(model, mask):
+        adapted = bool(_holders(model, required=False))
+        with image_mask(model, mask if adapted else None):
             output = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            position_ids=position_ids, **extra, **kwargs)
         return output.logits[:, -1, :]

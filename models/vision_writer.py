@@ -238,16 +238,11 @@ class VisionWriter:
         grouped once for the whole model where that applies (models/plora_grouped.py)."""
         kwargs: dict[str, Any] = {options["cache_name"]: cache, "use_cache": True}
         with self._lock:
-            if self.has_plora:
-                logits = prefill_last_logits(
-                    self.model, batch.inputs_embeds, batch.image_mask,
-                    attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                    keep_last=options["keep_last"], **kwargs)
-                return logits.to(torch.float32)
-            if options["keep_last"]:
-                kwargs["logits_to_keep"] = 1
-            output = self.model(**batch.model_inputs(), **kwargs)
-        return output.logits[:, -1, :].to(torch.float32)
+            logits = prefill_last_logits(
+                self.model, batch.inputs_embeds, batch.image_mask,
+                attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                keep_last=options["keep_last"], **kwargs)
+        return logits.to(torch.float32)
 
     def _beam_reply(self, batch: InterleavedBatch, config: GenerationConfig,
                     cancel: threading.Event | None) -> str:

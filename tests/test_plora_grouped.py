@@ -148,6 +148,12 @@ def test_grouping_steps_aside_where_it_does_not_apply():
         assert torch.allclose(prefill_last_logits(eager, embeds, mask), reference, atol=1e-6)
     model.config.sliding_window = SEQ // 2
     assert plan_grouping(model, mask, None) is None
+    # a model without adapters runs its plain forward
+    plain = build_plora_llama()
+    embeds = embeds_for(plain)
+    with torch.no_grad():
+        expected = plain(inputs_embeds=embeds).logits[:, -1]
+        assert torch.allclose(prefill_last_logits(plain, embeds, mask), expected, atol=1e-6)
 
 
 def test_a_mask_that_is_not_bool_is_refused_by_name():
