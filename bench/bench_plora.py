@@ -16,12 +16,19 @@ layers swapped back in) and the adapted one, median of --runs runs after a warm-
        "grouped":  what the app runs (models/plora_grouped.py prefill_last_logits): the rows
                    are grouped once for the whole model, text rows then image rows; each
                    layer multiplies the text slice by W0 and the image slice by the cached
-                   W1 = W0 + scale * B @ A; attention puts q / k / v back in order;
+                   W1 = W0 + scale * B @ A, as many rows of each as it can pair in one
+                   batched product (torch.bmm), the rest in a second one; attention puts
+                   q / k / v back in order;
        "merged":   per layer (image_mask + one forward, models/plora.py): each layer groups
                    its input rows (index_select), multiplies both groups (W0, W1) and puts
                    the rows back (index_select);
        "index":    the low-rank path (merge off): each layer runs A and B on the image rows
                    only (index_select) and adds them back (index_add_);
+     At 50% also "grouped-split" (the grouped prefill with two products per layer, one
+     per slice, as before the batched product) and "grouped-w1=w0", a diagnostic: the
+     grouped prefill with W0 in the place of W1 (the same products, slices and attention
+     moves, no second weight read from memory; its output is the base model's): grouped
+     minus this is what reading W1 costs;
   2. greedy decode of --new-tokens tokens with a KV cache after a 128-token text prompt,
      adapters present with a [1, 1] all-false mask set before each step, vs absent;
   3. the 50% prefill again with rank 64 and 128 adapters, every design (the merged paths'
@@ -70,6 +77,13 @@ PROMPT_TOKENS = 128
 OVERHEAD_TARGET_PCT = 10.0
 SWEEP_RANKS = (64, 128)  # smaller adapters, measured at 50% image tokens
 DESIGNS = ("grouped", "merged", "index")
+# Arms at 50% only. "grouped-split": the grouped prefill with the text and image slices
+# multiplied by two products (PLoRALinear.paired off) instead of one batched product.
+# "grouped-w1=w0", a diagnostic: the grouped prefill with W0 in the place of W1, so the
+# same products, slices and attention moves, but no second weight to read from memory (the
+# difference to "grouped" is what reading W1 costs; its output is the base model's).
+SPLIT = "grouped-split"
+SECOND_WEIGHT_OFF = "grouped-w1=w0"
 
 
 def build_model() -> nn.Module:
@@ -98,11 +112,25 @@ def use_adapters(model: nn.Module, layers: dict[str, PLoRALinear], on: bool) -> 
 
 
 def use_design(layers: dict[str, PLoRALinear], design: str) -> None:
-    """Switch every PLoRA layer to the merged W1 ("grouped", "merged") or the "index"
-    (low-rank) update. Sets the layers' flag directly: set_plora_merge would also drop
-    the cached W1, and rebuilding it is not part of a prefill."""
+    """Switch every PLoRA layer to the merged W1 ("grouped", "merged"), the "index"
+    (low-rank) update, SPLIT or SECOND_WEIGHT_OFF. Sets the layers' flags directly:
+    set_plora_merge would also drop the cached W1, and rebuilding it is not part of a
+    prefill. SECOND_WEIGHT_OFF puts W0 in the place of W1 in the layer's cache (the real
+    cache is kept aside and put back for the other designs)."""
     for layer in layers.values():
         layer.merge = design != "index"
+        layer.paired = design != SPLIT
+        if design == SECOND_WEIGHT_OFF and id(layer) not in _SET_ASIDE:
+            layer.merged_weight()
+            _SET_ASIDE[id(layer)] = layer._merged
+            weight = layer.base.weight
+            layer._merged = (layer._merge_key(), weight, weight.expand(2, *weight.shape))
+        elif design != SECOND_WEIGHT_OFF and id(layer) in _SET_ASIDE:
+            layer._merged = _SET_ASIDE.pop(id(layer))
+
+
+# The real merged cache of each layer while SECOND_WEIGHT_OFF has W0 in the place of W1.
+_SET_ASIDE: dict[int, torch.Tensor] = {}
 
 
 def image_mask_for(seq: int, fraction: float) -> torch.Tensor:
@@ -123,7 +151,7 @@ def time_prefill(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | No
     base model (mask None), the grouped prefill, or one forward under the image mask."""
     started = time.perf_counter()
     with torch.inference_mode():
-        if mask is not None and design == "grouped":
+        if mask is not None and design.startswith("grouped"):
             prefill_last_logits(model, embeds, mask, use_cache=True)
         else:
             with image_mask(model, mask):
@@ -282,9 +310,10 @@ def main() -> None:
     for fraction in FRACTIONS:
         mask = image_mask_for(args.seq, fraction)
         row = prefill[f"{round(fraction * 100)}%"] = {"image_tokens": int(mask.sum())}
-        row.update(compare_prefill(model, layers, embeds, mask, args.runs))
+        designs = DESIGNS + ((SPLIT, SECOND_WEIGHT_OFF) if fraction == 0.5 else ())
+        row.update(compare_prefill(model, layers, embeds, mask, args.runs, designs))
         print(f"prefill {fraction:.0%}: " + ", ".join(
-            f"{design} {row[design]['overhead_pct']}%" for design in DESIGNS),
+            f"{design} {row[design]['overhead_pct']}%" for design in designs),
             file=sys.stderr, flush=True)
     decode = compare_decode(model, layers, args.new_tokens, args.runs)
     print(f"decode ratio: {decode['ratio']}", file=sys.stderr, flush=True)
@@ -330,6 +359,13 @@ def main() -> None:
             "prefill_paired_overhead_at_50pct": prefill["50%"]["grouped"]["paired_overhead_pct"],
             "merged_per_layer_prefill_overhead_at_50pct": prefill["50%"]["merged"]["overhead_pct"],
             "index_prefill_overhead_at_50pct": prefill["50%"]["index"]["overhead_pct"],
+            "grouped_split_overhead_at_50pct": prefill["50%"][SPLIT]["overhead_pct"],
+            "grouped_split_paired_overhead_at_50pct":
+                prefill["50%"][SPLIT]["paired_overhead_pct"],
+            "grouped_with_w1_eq_w0_overhead_at_50pct":
+                prefill["50%"][SECOND_WEIGHT_OFF]["overhead_pct"],
+            "grouped_with_w1_eq_w0_paired_overhead_at_50pct":
+                prefill["50%"][SECOND_WEIGHT_OFF]["paired_overhead_pct"],
             "decode_ratio_1_00": decode_met,
             "decode_ratio": decode["ratio"],
         },

@@ -1,22 +1,28 @@
-"""Why merged Partial LoRA still costs time on the CPU: one layer's product, whole vs split.
+"""Why merged Partial LoRA costs time on the CPU: one layer's product, whole vs split.
 
 The merged design (models/plora.py) computes the text rows with W0 and the image rows with
-W1 = W0 + scale * B @ A: the same multiply-adds as the base layer, but two products instead
-of one, plus gathering the rows and putting them back. This measures those pieces alone, for
+W1 = W0 + scale * B @ A: the same multiply-adds as the base layer, but in more than one
+product, plus gathering the rows and putting them back (per layer only; the grouped prefill
+of models/plora_grouped.py groups once). This measures those pieces alone, for
 SmolLM2-135M's layer shapes, 512 rows, half of them image rows (interleaved), side by side:
 
   base     F.linear of all rows with W0
-  split    two products of 256 rows (W0, W1) into one buffer, no gathers (what the grouped
-           prefill of models/plora_grouped.py runs per layer)
-  merged   what PLoRALinear.merged_forward does: gather, two products, gather back
+  split    two products of 256 rows (W0, W1) into one buffer, no gathers
+  paired   one batched product (torch.bmm) of the two 256-row halves with W0 and W1 held in
+           one [2, out, in] tensor: what the grouped prefill runs per layer now
+           (PLoRALinear._grouped_products)
+  merged   the per-layer path before the batched product: gather, two products, gather back
   gathers  the two index_selects alone
   base_prepacked, split_prepacked
            the same products with weights packed once beforehand into MKL's GEMM format
            for exactly that row count (torch.ops.mkl._mkl_reorder_linear_weight; only where
-           torch has MKL): shows where the split's cost comes from. MKL packs the weight
-           matrix at every call, so two products pack twice; with prepacked weights the
-           split costs what the whole product costs. The app does not prepack: a packed
-           weight fits one row count only, and a prompt's text / image counts vary.
+           torch has MKL): whether packing the weight at every product is what the split
+           costs. The app does not prepack: a packed weight fits one row count only, and a
+           prompt's text / image counts vary.
+
+Each layer's weights stay in the CPU caches between calls here, so this shows the products'
+own cost, not the cost of reading a second weight from memory (bench_plora.py's
+"grouped-w1=w0" arm measures that on the whole model).
 
 All variants run in one loop, each repeat in a rotating order; medians.
 
@@ -72,6 +78,14 @@ def measure(in_features: int, out_features: int, repeats: int) -> dict:
         torch.mm(rows[text:], w1.t(), out=out[text:])
         return out
 
+    pair = torch.stack([w0, w1])
+
+    def paired() -> torch.Tensor:
+        half = ROWS // 2
+        torch.bmm(x.view(2, half, in_features), pair.transpose(1, 2),
+                  out=out.view(2, half, out_features))
+        return out
+
     def merged() -> torch.Tensor:
         return split(x.index_select(0, order)).index_select(0, inverse)
 
@@ -79,7 +93,7 @@ def measure(in_features: int, out_features: int, repeats: int) -> dict:
         return out.index_select(0, inverse), x.index_select(0, order)
 
     functions = {"base": lambda: torch.nn.functional.linear(x, w0), "split": split,
-                 "merged": merged, "gathers": gathers}
+                 "paired": paired, "merged": merged, "gathers": gathers}
     if torch.backends.mkl.is_available():
         packed_all = torch.ops.mkl._mkl_reorder_linear_weight(w0, ROWS)
         packed = [torch.ops.mkl._mkl_reorder_linear_weight(w, n)
@@ -97,7 +111,7 @@ def measure(in_features: int, out_features: int, repeats: int) -> dict:
         times = timed_together(functions, repeats)
     base = times["base"]
     record = {f"{name}_ms": round(value, 3) for name, value in times.items()}
-    for name in ("split", "merged"):
+    for name in ("split", "paired", "merged"):
         record[f"{name}_over_base_pct"] = round((times[name] / base - 1) * 100, 1)
     if "split_prepacked" in times:
         record["split_prepacked_over_base_prepacked_pct"] = round(

@@ -20,10 +20,12 @@ so no layer syncs. Two ways to apply the update:
 * merged (inference, the default): the update of an image row is the fixed linear map
   scale * B @ A, so each layer keeps a merged weight W1 = W0 + scale * B @ A beside W0 and
   computes the text rows with W0 and the image rows with W1 (one `index_select` grouping
-  the text rows then the image rows, two matrix products into the two halves of one
-  buffer, one `index_select` putting the rows back). An image token then costs the same
-  multiply-adds as a text token; what remains is the two gathers and two smaller
-  products. Used only when the layer is in eval mode, gradients are off (no_grad /
+  the text rows then the image rows, the products into one buffer, one `index_select`
+  putting the rows back). W0 and W1 sit in one [2, out, in] tensor, so m text rows and m
+  image rows, m = min(text, image), are multiplied by one batched product (torch.bmm)
+  and only the rows left over on one side by a second product (`_grouped_products`). An
+  image token then costs the same multiply-adds as a text token; what remains is the two
+  gathers and reading W1. Used only when the layer is in eval mode, gradients are off (no_grad /
   inference_mode), its base is a plain nn.Linear (quantized bases keep the low-rank path)
   and merging is on (inject_plora(..., merge=True), the default; set_plora_merge(model,
   False) turns it off). Results equal the low-rank path up to float rounding (dropout is
@@ -33,8 +35,13 @@ so no layer syncs. Two ways to apply the update:
 
 Memory: merging keeps one extra copy of every adapted weight (W1, in W0's dtype and on its
 device: about the size of the adapted layers of the base model, e.g. ~+80% of SmolLM2-135M's
-weights). It is built lazily, at the first masked inference forward of each layer, and
-cached on the layer keyed on (data_ptr, version) of W0, A and B and on the scale, so loading
+weights). The pair tensor holds W0 and W1: the base layer's weight Parameter is moved into
+its first half (same object, same values: `weight.data` points there), so W0 is not kept
+twice; dropping the cache gives the weight storage of its own again (one copy of W0), and
+W1 is freed. Base weights that are inference tensors cannot be moved: theirs is W1 alone
+and two products. The cache is built lazily, at the first masked inference forward of each
+layer, and kept on the layer keyed on (data_ptr, version) of W0, A and B and on the scale,
+so loading
 adapters (copy_), reset_adapter, optimiser steps and in-place edits rebuild it; moving or
 casting the model (.to / .half / .cuda) drops it. Inference tensors (weights created or
 modified inside torch.inference_mode) have no version counter: for them the key is the
@@ -48,14 +55,10 @@ multiplies two contiguous slices (`grouped_forward`) and moves no rows.
 
 bench/bench_plora.py measures all three on a SmolLM2-135M-shaped model with rank 256 on all 7
 projections, a 512-token prefill and 2 CPU threads, side by side (bench/results/plora.json;
-the figures are summed up in models/plora_grouped.py). What remains of the cost on the CPU is the
-split product: MKL packs the weight matrix at every product, so two products pack it twice
-(bench/bench_plora_split.py: the split alone +5% / +13% / +5% over one product for the q,
-gate/up and down shapes at 512 rows, half of them image rows; with both weights packed
-beforehand +0% / -4% / +2%; gathering and putting back the rows per layer +18..25%). Rank
-256 is 0.44x the hidden size of this model; on the low-rank path it costs 0.74x the base
-layers' multiply-adds per image token (~35% at 50% image tokens). At InternLM-XComposer2's
-size (hidden 4096) the same rank is 1/16 of the hidden size.
+the figures are summed up in models/plora_grouped.py). Rank 256 is 0.44x the hidden size of
+this model; on the low-rank path it costs 0.74x the base layers' multiply-adds per image
+token (~35% at 50% image tokens). At InternLM-XComposer2's size (hidden 4096) the same rank
+is 1/16 of the hidden size.
 
 With a KV cache the mask must match the *current* query positions: prefill with the image
 mask, then decode steps with a [batch, 1] all-false mask (or no mask): those take the base
@@ -244,7 +247,11 @@ class PLoRALinear(nn.Module):
         # Inference merges the update into a second weight W1 for the image rows (see the
         # module docstring); a plain attribute, so not in the state dict.
         self.merge = bool(merge)
-        self._merged: tuple[tuple, torch.Tensor] | None = None
+        # (key, W1, the [2, out, in] pair of W0 and W1 or None); see merged_weight.
+        self._merged: tuple[tuple, torch.Tensor, torch.Tensor | None] | None = None
+        # Merged path: multiply paired text / image rows in one batched product where it
+        # can (see _grouped_products); False: two products (kept to compare both).
+        self.paired = True
         self.reset_adapter()
 
     def reset_adapter(self) -> None:
@@ -278,27 +285,19 @@ class PLoRALinear(nn.Module):
     def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Text rows through W0, image rows through the merged W1 = W0 + scale * B @ A.
 
-        One gather (index_select) puts the text rows first and the image rows after; the two
-        matrix products write into the two halves of one buffer, and one more index_select
+        One gather (index_select) puts the text rows first and the image rows after; the
+        products (`_grouped_products`) write into one buffer, and one more index_select
         puts the rows back in place. An all-image input is one F.linear with W1.
         """
-        base = self._modules["base"]
-        weight, bias = base._parameters["weight"], base._parameters["bias"]
+        bias = self.base._parameters["bias"]
         merged = self.merged_weight()
         image, _, order, inverse = self.holder._on(x.device)
         flat = x.reshape(-1, self.in_features)
         rows = flat.shape[0]
         if image.shape[0] == rows:
             return nn.functional.linear(x, merged, bias)
-        text = rows - image.shape[0]
         grouped = flat.index_select(0, order)
-        if torch.is_autocast_enabled(x.device.type):  # out= does not autocast
-            out = torch.cat([nn.functional.linear(grouped[:text], weight, bias),
-                             nn.functional.linear(grouped[text:], merged, bias)])
-        else:
-            out = grouped.new_empty(rows, self.out_features)
-            _linear_into(grouped[:text], weight, bias, out[:text])
-            _linear_into(grouped[text:], merged, bias, out[text:])
+        out = self._grouped_products(grouped, rows - image.shape[0])
         return out.index_select(0, inverse).view(*x.shape[:-1], self.out_features)
 
     def grouped_forward(self, x: torch.Tensor, text: int) -> torch.Tensor:
@@ -310,21 +309,48 @@ class PLoRALinear(nn.Module):
         flat = x.reshape(-1, self.in_features)
         shape = (*x.shape[:-1], self.out_features)
         if self.merge and self.plain_base and not self.training and not torch.is_grad_enabled():
-            weight, bias = base._parameters["weight"], base._parameters["bias"]
-            merged = self.merged_weight()
-            if torch.is_autocast_enabled(x.device.type):  # out= does not autocast
-                return torch.cat([nn.functional.linear(flat[:text], weight, bias),
-                                  nn.functional.linear(flat[text:], merged, bias)]).view(shape)
-            out = flat.new_empty(flat.shape[0], self.out_features)
-            _linear_into(flat[:text], weight, bias, out[:text])
-            _linear_into(flat[text:], merged, bias, out[text:])
-            return out.view(shape)
+            return self._grouped_products(flat, text).view(shape)
         out = self._base_forward(base, x).reshape(-1, self.out_features)
         picked = flat[text:].to(self.Plora_A.weight.dtype)
         update = self.Plora_B(self.Plora_A(self.dropout(picked)))
         if self.scale != 1.0:
             update = update * self.scale
         return torch.cat([out[:text], out[text:] + update.to(out.dtype)]).view(shape)
+
+    def _grouped_products(self, rows: torch.Tensor, text: int) -> torch.Tensor:
+        """[n, out]: rows [0, text) times W0, rows [text, n) times W1 (2-d, grouped input).
+
+        With W0 and W1 in one [2, out, in] tensor (see merged_weight), the last m text rows
+        and the first m image rows, m = min(text, image), go through one batched product
+        (torch.bmm, one call: on the CPU each thread multiplies one of the two, on a GPU one
+        strided-batched kernel), and only the rows left over on one side through a second
+        product. Two separate products cost more: each is split over all threads and reads
+        its weight on its own (bench/bench_plora.py, "grouped" vs "grouped-split").
+        """
+        bias = self.base._parameters["bias"]
+        stacked = self._merged_pair()
+        weight, merged = (stacked[0], stacked[1]) if stacked is not None else (
+            self.base._parameters["weight"], self.merged_weight())
+        total = rows.shape[0]
+        if torch.is_autocast_enabled(rows.device.type):  # out= does not autocast
+            return torch.cat([nn.functional.linear(rows[:text], weight, bias),
+                              nn.functional.linear(rows[text:], merged, bias)])
+        out = rows.new_empty(total, self.out_features)
+        paired = min(text, total - text) if stacked is not None and self.paired else 0
+        start = text - paired  # the paired rows: [start, text + paired)
+        if paired:
+            pair_in = rows[start:text + paired].reshape(2, paired, self.in_features)
+            pair_out = out[start:text + paired].view(2, paired, self.out_features)
+            if bias is None:
+                torch.bmm(pair_in, stacked.transpose(1, 2), out=pair_out)
+            else:
+                torch.baddbmm(bias.expand(2, paired, -1), pair_in, stacked.transpose(1, 2),
+                              out=pair_out)
+        if start:
+            _linear_into(rows[:start], weight, bias, out[:start])
+        if text + paired < total:
+            _linear_into(rows[text + paired:], merged, bias, out[text + paired:])
+        return out
 
     def _merge_key(self) -> tuple:
         return (_tensor_key(self.base._parameters["weight"]),
@@ -333,30 +359,62 @@ class PLoRALinear(nn.Module):
 
     def merged_weight(self) -> torch.Tensor:
         """W1 = W0 + scale * B @ A in W0's dtype and on its device (computed in at least
-        float32), cached until W0, A, B or the scale change (see the module docstring)."""
+        float32), cached until W0, A, B or the scale change (see the module docstring).
+
+        Where it can, the cache is one [2, out, in] tensor holding W0 and W1, and the base
+        layer's weight is moved into its first half (same values, same Parameter object):
+        the batched product of `_grouped_products` needs both in one tensor, and W0 is not
+        kept twice. Base weights that cannot be moved (inference tensors) keep their place
+        and W1 is cached alone."""
         key = self._merge_key()
         cached = self._merged
         if cached is not None and cached[0] == key:
             return cached[1]
-        self._merged = None  # free the stale copy before building the new one
+        self.drop_merged()  # free the stale copy before building the new one
         weight = self.base.weight
         work = torch.promote_types(weight.dtype, torch.float32)
         # inference_mode(False): a normal tensor, usable inside and outside inference mode.
         with torch.inference_mode(False), torch.no_grad():
             merged = torch.addmm(weight.to(work), self.Plora_B.weight.to(work),
                                  self.Plora_A.weight.to(work), alpha=self.scale)
-            merged = merged.to(weight.dtype)
-        self._merged = (key, merged)
+            stacked = None
+            if not weight.is_inference():
+                stacked = weight.new_empty((2, *weight.shape))
+                stacked[0].copy_(weight)
+                stacked[1].copy_(merged)
+                weight.data = stacked[0]
+                merged = stacked[1]
+            else:
+                merged = merged.to(weight.dtype)
+        self._merged = (self._merge_key(), merged, stacked)
         return merged
 
+    def _merged_pair(self) -> torch.Tensor | None:
+        """The [2, out, in] tensor of W0 and W1 (building the cache if needed), or None when
+        W1 is cached alone or the base weight has been given other storage since."""
+        self.merged_weight()
+        stacked = self._merged[2]
+        if stacked is None or self.base._parameters["weight"].data_ptr() != stacked.data_ptr():
+            return None
+        return stacked
+
     def drop_merged(self) -> None:
-        """Free the cached merged weight (rebuilt at the next masked inference forward)."""
-        self._merged = None
+        """Free the cached merged weight (rebuilt at the next masked inference forward).
+
+        A base weight living in the first half of the cached pair is given storage of its
+        own again (one copy), so the second half, W1, is freed with the cache."""
+        cached, self._merged = self._merged, None
+        if cached is None or cached[2] is None:
+            return
+        weight = self.base._parameters["weight"]
+        if weight.untyped_storage().data_ptr() == cached[2].untyped_storage().data_ptr():
+            with torch.inference_mode(False), torch.no_grad():
+                weight.data = weight.data.clone()
 
     def _apply(self, fn, *args, **kwargs):
         # .to / .half / .cuda replace the weights: the merged copy would be stale (and keep
         # the old device's memory alive).
-        self._merged = None
+        self.drop_merged()
         return super()._apply(fn, *args, **kwargs)
 
     def add_update(self, out: torch.Tensor, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -25,23 +25,27 @@ each model file defines itself) and no sliding window shorter than the prompt; a
 else, or a prompt that is all text or all image, takes the per-layer path
 (`image_mask` + one forward), with the same result up to float rounding.
 
-bench/bench_plora.py measures both against the base model, side by side, on a
-SmolLM2-135M-shaped model with rank-256 adapters on all 7 projections, 2 CPU threads
-(overhead of the medians, paired median in brackets):
+Each layer multiplies the paired text and image rows in one batched product
+(`PLoRALinear._grouped_products`): on the CPU each thread then multiplies one half with its
+own weight instead of both threads sharing each of two products.
 
-    512 tokens (bench/results/plora.json)     25% image     50% image
-      grouped (this module)                   +10.1 (+9.3)  +13.4 (+9.9)
-      per-layer merged                        +13.0 (+11.7) +18.1 (+15.9)
-      per-layer low-rank                      +24.7 (+23.2) +36.5 (+34.7)
-    2048 tokens (bench/results/plora_2048.json)
-      grouped                                 +7.4 (+6.8)   +3.5 (+3.5)
-      per-layer merged                        +15.6 (+17.9) +12.3 (+11.1)
-      per-layer low-rank                      +15.9 (+18.5) +32.2 (+32.2)
+bench/bench_plora_target.py measures the prefill against the base model on a
+SmolLM2-135M-shaped model (float32) with rank-256 adapters on all 7 projections, 512
+tokens, 50% of them image tokens, 2 CPU threads (AMD EPYC, 2026-12-01), 2 blocks of 30
+rounds, side by side with the same prefill using two products per layer ("split"):
+overhead of the medians, median paired overhead, 95% bootstrap interval
+(bench/results/plora_target.json):
 
-Reruns on this shared 2-core machine differ by several points (the grouped design at 50%
-of 512 tokens measured +4.8%, +11.9%, +5.6% and +13.4% in four runs on 2026-12-01). What
-the grouped design still costs there is the split product: MKL packs the weight at every
-product, so two products pack it twice (bench/bench_plora_split.py).
+    grouped (this module)     +3.8%   +4.1% [+0.4, +8.9]    blocks: +4.1%, +2.4%
+    grouped, split products   +15.0%  +12.6% [+7.0, +18.7]  blocks: +20.1%, +10.7%
+
+bench/bench_plora.py (bench/results/plora.json, 15 runs, every design and fraction) has
+the grouped prefill at -0.3% (25% image) and -5.9% (50%), the split one at 0.0% (50%),
+the per-layer merged path at +18.8% / +5.8% and the low-rank path at +21.5% / +30.1%. At
+0% image tokens (where the grouped prefill steps aside, so both arms run the same products)
+it measured -10.1%: one 15-run median on this shared machine is good to about +-10 points,
+hence the longer target run. Its diagnostic arm with W1 = W0 (no second weight to read)
+measured -4.9%, no different from the grouped -5.9% at that precision.
 """
 
 from __future__ import annotations

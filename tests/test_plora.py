@@ -410,6 +410,78 @@ def test_merged_layer_output_matches_the_formula():
     assert layer.merged_weight().dtype == layer.base.weight.dtype
 
 
+def merged_layer(bias: bool, seed: int = 0) -> PLoRALinear:
+    torch.manual_seed(seed)
+    layer = PLoRALinear(nn.Linear(6, 5, bias=bias), PLoRAMask(), rank=3, alpha=6,
+                        dropout=0.0).eval()
+    nn.init.normal_(layer.Plora_B.weight)
+    return layer
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("text", [0, 2, 4, 5, 7, 9])
+def test_grouped_products_pair_text_and_image_rows(bias, text):
+    layer = merged_layer(bias)
+    rows = torch.randn(9, 6)
+    w0 = layer.base.weight.detach().clone()
+    w1 = w0 + 2.0 * layer.Plora_B.weight.detach() @ layer.Plora_A.weight.detach()
+    b = layer.base.bias.detach() if bias else torch.zeros(5)
+    expected = torch.cat([rows[:text] @ w0.t(), rows[text:] @ w1.t()]) + b
+    with torch.no_grad():
+        paired = layer._grouped_products(rows, text)
+        layer.paired = False
+        split = layer._grouped_products(rows, text)
+    assert torch.allclose(paired, expected, atol=1e-5)
+    assert torch.allclose(split, expected, atol=1e-5)
+
+
+def test_the_base_weight_lives_in_the_merged_pair_until_it_is_dropped():
+    layer = merged_layer(bias=True)
+    before = layer.base.weight.detach().clone()
+    parameter = layer.base.weight
+    with torch.no_grad():
+        merged = layer.merged_weight()
+    pair = layer._merged_pair()
+    assert pair is not None and pair.shape == (2, 5, 6)
+    assert layer.base.weight is parameter  # the same Parameter, its data moved
+    assert layer.base.weight.data_ptr() == pair.data_ptr()  # W0 is not kept twice
+    assert merged.data_ptr() == pair[1].data_ptr()
+    assert torch.equal(layer.base.weight, before)
+    assert layer.base.weight.requires_grad
+    layer.drop_merged()
+    assert layer._merged is None
+    assert layer.base.weight is parameter and torch.equal(layer.base.weight, before)
+    storage = layer.base.weight.untyped_storage()
+    assert storage.nbytes() == before.numel() * before.element_size()  # W1 freed with it
+
+
+def test_remove_plora_leaves_base_weights_with_their_own_storage(adapted):
+    base, model = adapted
+    ids, mask = token_ids(), image_positions()
+    logits(model, ids, mask)
+    layers = plora_layers(model)
+    assert all(layer._merged_pair() is not None for layer in layers.values())
+    remove_plora(model)
+    for layer in layers.values():
+        weight = layer.base.weight
+        assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size()
+    assert torch.equal(logits(model, ids), logits(base, ids))
+
+
+def test_inference_tensor_base_weights_keep_their_place():
+    with torch.inference_mode():
+        layer = merged_layer(bias=False)
+    weight = layer.base.weight
+    rows = torch.randn(8, 6)
+    with torch.inference_mode():
+        out = layer._grouped_products(rows, 3)
+    assert layer._merged_pair() is None  # W1 cached alone; two products
+    assert layer.base.weight is weight and layer.base.weight.data_ptr() == weight.data_ptr()
+    w1 = layer.merged_weight()
+    assert torch.allclose(out, torch.cat([rows[:3] @ weight.t(), rows[3:] @ w1.t()]),
+                          atol=1e-5)
+
+
 def test_the_merged_weight_follows_adapter_changes(adapted, tmp_path):
     _, model = adapted
     ids, mask = token_ids(batch=2), mixed_masks()[0]
