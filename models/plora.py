@@ -25,11 +25,11 @@ so no layer syncs. Two ways to apply the update:
   image rows, m = min(text, image), are multiplied by one batched product (torch.bmm)
   and only the rows left over on one side by a second product (`_grouped_products`). An
   image token then costs the same multiply-adds as a text token; what remains is the two
-  gathers and reading W1. Used only when the layer is in eval mode, gradients are off (no_grad /
-  inference_mode), its base is a plain nn.Linear (quantized bases keep the low-rank path)
-  and merging is on (inject_plora(..., merge=True), the default; set_plora_merge(model,
-  False) turns it off). Results equal the low-rank path up to float rounding (dropout is
-  inactive in eval mode).
+  gathers and reading W1. Used only when the layer is in eval mode, gradients are off
+  (no_grad / inference_mode), its base is a plain nn.Linear (quantized bases keep the
+  low-rank path) and merging is on (inject_plora(..., merge=True), the default;
+  set_plora_merge(model, False) turns it off). Results equal the low-rank path up to
+  float rounding (dropout is inactive in eval mode).
 * low-rank (training, grad enabled, other bases, merge off): the image rows are gathered,
   run through A and B, scaled and added back with `index_add_`.
 
@@ -41,11 +41,10 @@ twice; dropping the cache gives the weight storage of its own again (one copy of
 W1 is freed. Base weights that are inference tensors cannot be moved: theirs is W1 alone
 and two products. The cache is built lazily, at the first masked inference forward of each
 layer, and kept on the layer keyed on (data_ptr, version) of W0, A and B and on the scale,
-so loading
-adapters (copy_), reset_adapter, optimiser steps and in-place edits rebuild it; moving or
-casting the model (.to / .half / .cuda) drops it. Inference tensors (weights created or
-modified inside torch.inference_mode) have no version counter: for them the key is the
-data_ptr only, so after editing such weights in place call `drop_merged()` on the layers
+so loading adapters (copy_), reset_adapter, optimiser steps and in-place edits rebuild it;
+moving or casting the model (.to / .half / .cuda) drops it. Inference tensors (weights
+created or modified inside torch.inference_mode) have no version counter: for them the key
+is the data_ptr only, so after editing such weights in place call `drop_merged()` on the layers
 (or set_plora_merge(model, ...), which drops the caches). `drop_merged()` / remove_plora /
 set_plora_merge free the copies.
 
