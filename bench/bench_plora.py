@@ -133,6 +133,15 @@ def use_design(layers: dict[str, PLoRALinear], design: str) -> None:
 _SET_ASIDE: dict[int, torch.Tensor] = {}
 
 
+def prompt_embeds(model: nn.Module, seq: int) -> torch.Tensor:
+    """The input embeddings [1, seq, hidden] of `seq` random token ids (seed 1): the prompt
+    every prefill measurement runs."""
+    ids = torch.randint(3, SMOLLM2_135M["vocab_size"], (1, seq),
+                        generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        return model.get_input_embeddings()(ids)
+
+
 def image_mask_for(seq: int, fraction: float) -> torch.Tensor:
     """A [1, seq] mask with `fraction` of the positions true, in blocks of 64 spread evenly."""
     mask = torch.zeros(1, seq, dtype=torch.bool)
@@ -302,10 +311,7 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     model = build_model()
     layers = adapt(model)
-    ids = torch.randint(3, SMOLLM2_135M["vocab_size"], (1, args.seq),
-                        generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        embeds = model.get_input_embeddings()(ids)
+    embeds = prompt_embeds(model, args.seq)
     prefill: dict[str, dict] = {}
     for fraction in FRACTIONS:
         mask = image_mask_for(args.seq, fraction)

@@ -49,12 +49,12 @@ from bench_plora import (
     IMAGE_BLOCK,
     OVERHEAD_TARGET_PCT,
     RANK,
-    SMOLLM2_135M,
     adapt,
     build_model,
     SPLIT,
     compare_prefill,
     image_mask_for,
+    prompt_embeds,
 )
 
 RESAMPLES = 10_000
@@ -113,10 +113,7 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     model = build_model()
     layers = adapt(model)
-    ids = torch.randint(3, SMOLLM2_135M["vocab_size"], (1, args.seq),
-                        generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        embeds = model.get_input_embeddings()(ids)
+    embeds = prompt_embeds(model, args.seq)
     mask = image_mask_for(args.seq, 0.5)
     designs = ("grouped", SPLIT)
     blocks: list[dict] = []
