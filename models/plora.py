@@ -288,13 +288,11 @@ class PLoRALinear(nn.Module):
         products (`_grouped_products`) write into one buffer, and one more index_select
         puts the rows back in place. An all-image input is one F.linear with W1.
         """
-        bias = self.base._parameters["bias"]
-        merged = self.merged_weight()
         image, _, order, inverse = self.holder._on(x.device)
         flat = x.reshape(-1, self.in_features)
         rows = flat.shape[0]
         if image.shape[0] == rows:
-            return nn.functional.linear(x, merged, bias)
+            return nn.functional.linear(x, self.merged_weight(), self.base._parameters["bias"])
         grouped = flat.index_select(0, order)
         out = self._grouped_products(grouped, rows - image.shape[0])
         return out.index_select(0, inverse).view(*x.shape[:-1], self.out_features)
@@ -328,8 +326,7 @@ class PLoRALinear(nn.Module):
         """
         bias = self.base._parameters["bias"]
         stacked = self._merged_pair()
-        weight, merged = (stacked[0], stacked[1]) if stacked is not None else (
-            self.base._parameters["weight"], self.merged_weight())
+        weight, merged = self.base._parameters["weight"], self._merged[1]
         total = rows.shape[0]
         if torch.is_autocast_enabled(rows.device.type):  # out= does not autocast
             return torch.cat([nn.functional.linear(rows[:text], weight, bias),
@@ -390,12 +387,10 @@ class PLoRALinear(nn.Module):
 
     def _merged_pair(self) -> torch.Tensor | None:
         """The [2, out, in] tensor of W0 and W1 (building the cache if needed), or None when
-        W1 is cached alone or the base weight has been given other storage since."""
+        W1 is cached alone. The cache key holds W0's data_ptr, so a valid pair is the one
+        the base weight lives in."""
         self.merged_weight()
-        stacked = self._merged[2]
-        if stacked is None or self.base._parameters["weight"].data_ptr() != stacked.data_ptr():
-            return None
-        return stacked
+        return self._merged[2]
 
     def drop_merged(self) -> None:
         """Free the cached merged weight (rebuilt at the next masked inference forward).
