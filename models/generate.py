@@ -123,23 +123,26 @@ def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConf
     cache = DynamicCache(config=getattr(model, "config", None))
     options = forward_options(model)
     next_input = prompt_ids
-    with torch.inference_mode():
-        for _ in range(config.max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
+    for _ in range(config.max_new_tokens):
+        if cancel is not None and cancel.is_set():
+            return
+        # Grad mode is per thread and a caller (Gradio) may advance this generator from a
+        # different thread each time: the mode is entered and left within one step, never
+        # held across a yield.
+        with torch.inference_mode():
             # 1. forward the new tokens (the whole prompt the first time), keep last logits
             logits = forward(next_input, cache, options)
             # 2. penalties and warpers see the whole history, as in model.generate
             scores = processors(history[:, :length], logits)
             # 3. choose, then stop at EOS or record the token and feed it back
             token = pick_token(scores, config.do_sample, generator)
-            token_id = int(token.item())
-            if token_id in eos:
-                return
-            history[:, length] = token_id
-            length += 1
-            next_input = token.to(prompt_ids.device)
-            yield token_id
+        token_id = int(token.item())
+        if token_id in eos:
+            return
+        history[:, length] = token_id
+        length += 1
+        next_input = token.to(prompt_ids.device)
+        yield token_id
 
 
 def stream_text(tokenizer: Any, context_ids: list[int], stops: Iterable[str],

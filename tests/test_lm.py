@@ -229,3 +229,44 @@ def test_stop_helpers():
     assert longest_stop_overlap("abc", ["<Seg>"]) == 0
     assert cut_at_stop("one\n\ntwo", ["\n\n"]) == "one"
     assert cut_at_stop("one", ["\n\n", ""]) == "one"
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_stream_advanced_from_different_threads_matches_one_thread(lm, sample):
+    # Gradio steps a streaming handler from different worker threads; grad mode is per
+    # thread, so a mode held across a yield made later steps fail ("Inference tensors
+    # cannot be saved for backward").
+    from tests.support_threads import drain_across_threads
+
+    config = GenerationConfig(max_new_tokens=24, do_sample=sample, seed=3)
+    expected = "".join(lm.stream(MESSAGES, config))
+    pieces = drain_across_threads(lm.stream(MESSAGES, config))
+    assert "".join(pieces) == expected and len(pieces) > 3
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_stream_leaves_no_inference_mode_behind_in_the_stepping_thread(lm):
+    from tests.support_threads import next_in_new_thread
+
+    stream = lm.stream(MESSAGES, GenerationConfig(max_new_tokens=8))
+    modes = []
+
+    def first_step() -> None:
+        next(stream)
+        modes.append(torch.is_inference_mode_enabled())
+
+    thread = threading.Thread(target=first_step)
+    thread.start()
+    thread.join()
+    assert modes == [False]
+    next_in_new_thread(stream)
+    stream.close()
+
+
+def test_quantized_stream_advanced_from_different_threads(tiny_dir):
+    from tests.support_threads import drain_across_threads
+
+    quantized = TransformersLM(tiny_dir, device="cpu", quantize="int8")
+    config = GenerationConfig(max_new_tokens=16)
+    assert "".join(drain_across_threads(quantized.stream(MESSAGES, config))) == "".join(
+        quantized.stream(MESSAGES, config))

@@ -154,9 +154,14 @@ def test_the_adapters_act_on_image_tokens_and_b_zero_is_the_base_model(lm_dir, v
             adapted_logits = adapted.model(**batch.model_inputs()).logits
         base_logits = base.model(**batch.model_inputs()).logits
     first_image = int(batch.image_mask[0].nonzero()[0])
-    # before the image: identical; from the image on: the update changes the output
-    assert torch.equal(adapted_logits[:, :first_image], base_logits[:, :first_image])
-    assert not torch.allclose(adapted_logits[:, first_image:], base_logits[:, first_image:])
+    # before the image: the same up to float32 rounding (the adapted model multiplies the
+    # text rows by W0 in a differently grouped product than the base model's one F.linear,
+    # and GEMM blocking, so rounding, differs between CPUs); from the image on: the update
+    # changes the output by far more than that tolerance
+    torch.testing.assert_close(adapted_logits[:, :first_image], base_logits[:, :first_image],
+                               rtol=1e-5, atol=1e-5)
+    change = (adapted_logits[:, first_image:] - base_logits[:, first_image:]).abs().amax()
+    assert change > 1e-2
     assert list(adapted.generate_ids(messages, GREEDY)) != \
         list(base.generate_ids(messages, GREEDY))
 
@@ -329,3 +334,13 @@ def test_two_replies_stream_at_once_from_two_threads(writer):
     for thread in threads:
         thread.join()
     assert results == expected
+
+
+def test_an_image_reply_advanced_from_different_threads_matches_one_thread(writer):
+    # Gradio's worker threads take turns stepping one stream (grad mode is per thread).
+    from tests.support_threads import drain_across_threads
+
+    expected = "".join(writer.stream(image_messages(), GREEDY))
+    pieces = drain_across_threads(writer.stream(image_messages(), GREEDY))
+    assert "".join(pieces) == expected and pieces
+    assert not torch.is_inference_mode_enabled()
