@@ -25,6 +25,7 @@ from composer.types import NotFoundError
 from ui.i18n import I18N
 from ui.layout import CSS, build_ui
 from ui.share import SECURITY_HEADERS, build_share_router
+from ui.web_security import SecurityHeaders, app_headers
 
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -44,6 +45,7 @@ def create_app(services: Services) -> FastAPI:
     settings = services.settings
     services.documents  # open and migrate the database before the first request
     app = FastAPI(title="Interleaved Composer", docs_url=None, redoc_url=None)
+    app.add_middleware(SecurityHeaders, headers=app_headers(settings.on_spaces))
     app.include_router(build_share_router(services))
 
     @app.get("/media/{image_id}")
