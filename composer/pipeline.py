@@ -102,8 +102,9 @@ class Composer:
                                 document_id=doc.id)
         except Cancelled:
             self._save_partial(doc.id, state, "interrupted")
-            yield ProgressEvent("stopped", "Stopped; what was written is saved",
-                                words=state.words, document_id=doc.id)
+            yield ProgressEvent("stopped", f"Stopped: the {state.words} words written so far "
+                                "are saved (marked interrupted)", words=state.words,
+                                document_id=doc.id)
         except (GeneratorExit, KeyboardInterrupt, SystemExit):
             self._save_partial(doc.id, state, "interrupted")
             raise

@@ -5,6 +5,8 @@ Each error names the value that was given and the limit, and says what to do ins
 
 from __future__ import annotations
 
+import unicodedata
+
 from composer.config import (
     MAX_BEAMS,
     MAX_IMAGES,
@@ -28,7 +30,7 @@ def check_request(request: ComposeRequest) -> None:
     """Raise InputError for the first invalid field of a compose request."""
     if not isinstance(request.instruction, str):
         raise InputError(f"instruction must be text, got {type(request.instruction).__name__}")
-    if not request.instruction.strip():
+    if not visible_text(request.instruction):
         raise InputError("instruction is empty: give a title or describe the article you want")
     if len(request.instruction) > MAX_INSTRUCTION_CHARS:
         raise InputError(
@@ -65,6 +67,12 @@ def check_request(request: ComposeRequest) -> None:
             raise InputError(f"{name} must be text of at most {MAX_FILTER_CHARS} characters, "
                              f"got {str(value)[:40]!r}: pick one from the library's list")
     check_generation(request.generation)
+
+
+def visible_text(text: str) -> str:
+    """`text` without format characters (Unicode Cf: zero-width spaces and joiners,
+    direction overrides, BOM) and surrounding whitespace: what a reader would see."""
+    return "".join(char for char in text if unicodedata.category(char) != "Cf").strip()
 
 
 def check_generation(config: GenerationConfig) -> None:

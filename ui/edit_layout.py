@@ -103,11 +103,20 @@ def image_tools(settings: Any) -> dict[str, Any]:
     return i
 
 
+PREVIEW_STOPPED = ("Stopped: the preview keeps what was written; change it and Accept, or "
+                   "Cancel")
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The browser session a request comes from: its Stop button's key for model jobs."""
+    return getattr(request, "session_hash", None) or "direct"
+
+
 @contextmanager
 def stop_flag(flags: Any, request: gr.Request | None) -> Iterator[Any]:
     """The stop flag of this browser session's model job, set by its Stop button, for as long
     as the job runs."""
-    session = getattr(request, "session_hash", None) or "direct"
+    session = session_of(request)
     flag = flags.start(session)
     try:
         yield flag
@@ -163,8 +172,10 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
              show: Callable[[Document, Any], Any] | None = None) -> Callable[..., tuple]:
         """An event handler running `action(owner, doc_id, version, block, slot, *values)`
         -> Document; `show(doc, block)` picks the image slot to show afterwards."""
-        def handler(key: str | None, state: dict | None, block: Any, slot: Any, *values: Any,
-                    request: gr.Request = None):
+        # The request comes first: Gradio injects gr.Request only into positional parameters
+        # before a *args, never into keyword-only ones after it.
+        def handler(request: gr.Request, key: str | None, state: dict | None, block: Any,
+                    slot: Any, *values: Any):
             try:
                 doc = action(owner(key, request), doc_id(state), version(state), block, slot,
                              *values)
@@ -233,16 +244,20 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
                                     instruction, flag)
                 for text, proposal, fraction in stream:
                     progress(fraction, desc="Writing the preview")
-                    yield text, proposal
+                    yield text, proposal, gr.skip()
             except ComposerError as error:
                 raise _fail(error)
+        if flag.is_set():
+            yield gr.skip(), gr.skip(), PREVIEW_STOPPED
 
     e["preview"].click(preview, [owner_key, doc_state, e["block"], e["op"], e["instruction"]],
-                       [e["preview_text"], e["proposal"]], concurrency_id="model",
+                       [e["preview_text"], e["proposal"], c["status"]], concurrency_id="model",
                        concurrency_limit=concurrency, api_name="preview_edit")
-    e["stop"].click(lambda request=None: flags.stop(
-        getattr(request, "session_hash", None) or "direct"), None, None, queue=False,
-        api_name="stop_edit")
+
+    def stop(request: gr.Request):
+        flags.stop(session_of(request))
+
+    e["stop"].click(stop, None, None, queue=False, api_name="stop_edit")
 
     def accept(key: str | None, state: dict | None, block: Any, slot: Any, proposal: Any,
                text: str, request: gr.Request = None):

@@ -30,6 +30,9 @@ from composer.types import (
 ANY_VALUE = "(any)"  # a filter drop-down's "no filter" choice
 RENDER_INTERVAL = 0.25  # seconds between article re-renders while text streams
 OUTLINE_HEADERS = ["Section title", "Key points (separated by ;)", "Words"]
+WAITING = "Waiting for the model (other work runs first)…"
+STOPPED_BEFORE_START = "Stopped before it started: nothing was written"
+STOPPED_PLAN = "Stopped: the outline is what was planned before the stop"
 
 
 @dataclass
@@ -144,6 +147,18 @@ def build_request(instruction: str, material: str, options: ComposeOptions,
     return request
 
 
+def check_form(instruction: str, material: str, references: list[Any] | None, title: str,
+               rows: Any, options: ComposeOptions) -> None:
+    """Every check of the compose form that needs no model (InputError), so that bad input
+    is answered at once instead of after the work queued before it."""
+    from composer.pipeline import check_outline
+
+    build_request(instruction, material, options, ["reference"] * len(references or []))
+    edited = outline_from_rows(title, rows)
+    if edited.sections:
+        check_outline(edited)
+
+
 def outline_rows(outline: Outline) -> list[list[Any]]:
     """An outline as editable table rows: title, key points joined by ';', words."""
     return [[s.title, "; ".join(s.key_points), s.words] for s in outline.sections]
@@ -185,10 +200,11 @@ def move_row(rows: Any, number: Any, offset: int) -> list[list[Any]]:
 
 
 def plan_outline(services: Any, instruction: str, material: str, options: ComposeOptions,
-                 reference_images: list[str] | None = None) -> tuple[str, list[list[Any]]]:
-    """Generate a title and outline for editing before writing."""
+                 reference_images: list[str] | None = None,
+                 cancel: threading.Event | None = None) -> tuple[str, list[list[Any]]]:
+    """Generate a title and outline for editing before writing (`cancel` stops the model)."""
     request = build_request(instruction, material, options, reference_images)
-    outline = services.composer(with_images=False).plan(request)
+    outline = services.composer(with_images=False).plan(request, cancel)
     return outline.title, outline_rows(outline)
 
 

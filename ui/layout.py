@@ -31,24 +31,36 @@ CSS = ARTICLE_CSS + """
 
 
 class JobFlags:
-    """Stop flags of running compositions, one per browser session."""
+    """Stop flags of model jobs, one per browser session.
+
+    A job's flag is armed when its input check passes (before the queue), so a Stop pressed
+    while the job still waits in line stops it too; `start` takes the armed flag (or a new
+    one), `stop` sets whatever flag the session has, `finish` forgets it.
+    """
 
     def __init__(self) -> None:
         self._flags: dict[str, threading.Event] = {}
+        self._armed: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+
+    def arm(self, session: str) -> threading.Event:
+        with self._lock:
+            flag = self._armed[session] = threading.Event()
+            return flag
 
     def start(self, session: str) -> threading.Event:
         with self._lock:
-            flag = self._flags[session] = threading.Event()
+            flag = self._armed.pop(session, None) or threading.Event()
+            self._flags[session] = flag
             return flag
 
     def stop(self, session: str) -> bool:
         with self._lock:
-            flag = self._flags.get(session)
-        if flag is None:
-            return False
-        flag.set()
-        return True
+            found = [flag for flag in (self._flags.get(session), self._armed.get(session))
+                     if flag is not None]
+        for flag in found:
+            flag.set()
+        return bool(found)
 
     def finish(self, session: str, flag: threading.Event) -> None:
         with self._lock:
@@ -119,7 +131,9 @@ def _compose_tab(settings: Any) -> dict[str, Any]:
         gr.Markdown(reference_note(settings), elem_id="xc-references-note")
     with gr.Row():
         c["language"] = gr.Radio(["en", "zh"], value="en", label=t("language"))
-        c["words"] = gr.Slider(50, 10000, value=800, step=50, label=t("words"))
+        # A number field, not a slider: a slider silently moves 5 to its minimum, while
+        # this sends what was typed and the check names the limit.
+        c["words"] = gr.Number(800, precision=0, step=50, label=t("words"), elem_id="xc-words")
         c["images"] = gr.Dropdown(IMAGE_CHOICES, value="auto", label=t("images"))
         c["text_only"] = gr.Checkbox(False, label=t("text_only"))
         c["seed"] = gr.Number(0, precision=0, label=t("seed"), minimum=0)
@@ -208,24 +222,48 @@ def _doc_outputs(services: Any, doc: Document) -> tuple[Any, ...]:
 def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: Any,
                   doc_state: Any, concurrency: int) -> None:
     options = [c[key] for key in OPTION_KEYS]
+    form = [c["instruction"], c["material"], c["references"], c["title"], c["outline"],
+            owner_key, *options]
+    hidden = {"api_visibility": "undocumented"}
 
-    @spaces_gpu
-    def plan(instruction: str, material: str, references: Any, *values: Any):
+    # Handlers take the request first: Gradio injects gr.Request only into positional
+    # parameters before a *args. Bad input is answered by `check` at once: it runs in its own
+    # unlimited concurrency group (queued, so its error is a toast with the message, which a
+    # queue=False event does not show), and only the model work behind it waits in line.
+    checked = {"concurrency_id": "check", "concurrency_limit": None, **hidden}
+    def check(request: gr.Request, instruction: str, material: str, references: Any,
+              title: str, outline_rows: Any, key: str | None, *values: Any):
         try:
-            material, images = h.reference_material(services, material, references)
-            return h.plan_outline(services, instruction, material, _options(list(values)),
-                                  images)
+            h.owner_id(key, _user(request))
+            h.check_form(instruction, material, references, title, outline_rows,
+                         _options(list(values)))
         except ComposerError as error:
             raise _fail(error)
-
-    c["plan"].click(plan, [c["instruction"], c["material"], c["references"], *options],
-                    [c["title"], c["outline"]],
-                    concurrency_id="model", concurrency_limit=concurrency, api_name="plan")
+        flags.arm(el.session_of(request))
+        return h.WAITING
 
     @spaces_gpu
-    def write(instruction: str, material: str, references: Any, title: str, outline_rows: Any,
-              key: str | None, *values: Any, request: gr.Request = None,
-              progress=gr.Progress()):
+    def plan(request: gr.Request, instruction: str, material: str, references: Any,
+             title: str, outline_rows: Any, key: str | None, *values: Any):
+        with el.stop_flag(flags, request) as flag:
+            if flag.is_set():
+                return gr.skip(), gr.skip(), h.STOPPED_BEFORE_START
+            try:
+                material, images = h.reference_material(services, material, references)
+                title, rows = h.plan_outline(services, instruction, material,
+                                             _options(list(values)), images, cancel=flag)
+            except ComposerError as error:
+                raise _fail(error)
+        return title, rows, h.STOPPED_PLAN if flag.is_set() else ""
+
+    c["plan"].click(check, form, c["status"], **checked).success(
+        plan, form, [c["title"], c["outline"], c["status"]], concurrency_id="model",
+        concurrency_limit=concurrency, api_name="plan")
+
+    @spaces_gpu
+    def write(request: gr.Request, instruction: str, material: str, references: Any,
+              title: str, outline_rows: Any, key: str | None, *values: Any):
+        progress = gr.Progress()
         try:
             owner = h.owner_id(key, _user(request))
             material, images = h.reference_material(services, material, references)
@@ -236,6 +274,9 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
         except ComposerError as error:
             raise _fail(error)
         with el.stop_flag(flags, request) as flag:
+            if flag.is_set():  # stopped while it waited in the queue
+                yield gr.skip(), h.STOPPED_BEFORE_START, gr.skip(), gr.skip()
+                return
             try:
                 for update in h.write_article(services, compose_request, outline, owner, flag):
                     progress(update.fraction, desc=update.status)
@@ -247,13 +288,12 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
             except ComposerError as error:
                 raise _fail(error)
 
-    c["write"].click(write, [c["instruction"], c["material"], c["references"], c["title"],
-                             c["outline"], owner_key,
-                             *options], [c["article"], c["status"], doc_state, c["slot"]],
-                     concurrency_id="model", concurrency_limit=concurrency, api_name="write")
+    c["write"].click(check, form, c["status"], **checked).success(
+        write, form, [c["article"], c["status"], doc_state, c["slot"]],
+        concurrency_id="model", concurrency_limit=concurrency, api_name="write")
 
-    def stop(request: gr.Request = None):
-        flags.stop(getattr(request, "session_hash", None) or "direct")
+    def stop(request: gr.Request):
+        flags.stop(el.session_of(request))
 
     c["stop"].click(stop, None, None, queue=False, api_name="stop")
 

@@ -1,0 +1,178 @@
+"""Model jobs in a real browser: Stop stops, bad input is answered while the queue is busy,
+and the embedded model composes several times in a row in one tab.
+
+Gradio steps a streaming handler from different worker threads, so these tests also cover
+what only shows up in a served app (grad mode is per thread). Screenshots go to
+artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from composer.config import Settings
+from composer.services import Services
+from tests.fakes import ScriptedLM
+from tests.support_app import LiveServer, make_services
+from tests.support_browser import SHOTS, browser, needs_chromium  # noqa: F401
+
+pytestmark = needs_chromium
+
+ERROR_TOAST = ".toast-body.error, [data-testid='toast-body'].error"
+
+
+@pytest.fixture(scope="module")
+def slow_app(tmp_path_factory):
+    """The app on a scripted model slow enough (50 ms a word) that a composition keeps the
+    model queue busy for a while."""
+    services = make_services(tmp_path_factory.mktemp("slow") / "home",
+                             lm=ScriptedLM(delay=0.05))
+    with LiveServer(services) as server:
+        server.services = services
+        yield server
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url + "/")
+    page.wait_for_selector("#xc-write:not([disabled])", timeout=30_000)
+    return page
+
+
+def _status(page) -> str:
+    return page.locator("#xc-status").inner_text()
+
+
+def _latest(services: Services):
+    return services.documents.list(limit=1)[0]
+
+
+def _wait_status(page, text: str, timeout: int = 60_000) -> None:
+    page.wait_for_function("text => document.querySelector('#xc-status')?.innerText"
+                           ".includes(text)", arg=text, timeout=timeout)
+
+
+def _error_shown(page, text: str, timeout: int = 15_000) -> None:
+    """Wait for an error toast containing `text`, then close it."""
+    toast = page.locator(ERROR_TOAST, has_text=text).first
+    toast.wait_for(timeout=timeout)
+
+
+def test_bad_input_is_answered_while_another_composition_holds_the_queue(slow_app, browser):
+    busy = _open(browser, slow_app.url)
+    busy.fill("#xc-instruction textarea", "Harbors of the north")
+    busy.fill("#xc-words input", "800")
+    busy.click("#xc-write")
+    busy.wait_for_function("document.querySelector('#xc-article')?.innerText.length > 40",
+                           timeout=60_000)
+
+    other = _open(browser, slow_app.url)
+    cases = [("", "800", "instruction is empty"),
+             ("\u200b\u202e \u2066\ufeff", "800", "instruction is empty"),
+             ("x" * 100_001, "800", "instruction is 100,001 characters"),
+             ("Gardens", "5", "target words is 5; it must be between 50 and 10000")]
+    for instruction, words, message in cases:
+        other.fill("#xc-instruction textarea", instruction)
+        other.fill("#xc-words input", words)
+        other.click("#xc-write")
+        _error_shown(other, message)
+        # the composition in the first tab is still running: the answer did not wait for it
+        assert _latest(slow_app.services).status == "composing"
+        assert "Done" not in _status(busy)
+        other.locator(ERROR_TOAST).first.click()  # dismiss
+    other.screenshot(path=str(SHOTS / "check_while_busy.png"), full_page=True)
+
+    busy.click("#xc-stop")
+    _wait_status(busy, "Stopped", timeout=20_000)
+    doc = slow_app.services.documents.get(_latest(slow_app.services).id)
+    assert doc.status == "interrupted" and doc.word_count > 0
+    busy.screenshot(path=str(SHOTS / "stopped.png"), full_page=True)
+
+
+def test_stop_while_waiting_in_the_queue_stops_before_it_starts(slow_app, browser):
+    busy = _open(browser, slow_app.url)
+    busy.fill("#xc-instruction textarea", "Rivers and their bridges")
+    busy.click("#xc-write")
+    busy.wait_for_function("document.querySelector('#xc-article')?.innerText.length > 40",
+                           timeout=60_000)
+    before = len(slow_app.services.documents.list(limit=100))
+
+    waiting = _open(browser, slow_app.url)
+    waiting.fill("#xc-instruction textarea", "Mountain passes")
+    waiting.click("#xc-write")
+    _wait_status(waiting, "Waiting for the model")
+    waiting.click("#xc-stop")
+    busy.click("#xc-stop")
+    _wait_status(busy, "Stopped", timeout=20_000)
+    _wait_status(waiting, "Stopped before it started", timeout=30_000)
+    # the stopped job never created a document
+    assert len(slow_app.services.documents.list(limit=100)) == before
+
+
+def test_stop_ends_an_edit_preview_and_keeps_its_text(slow_app, browser):
+    page = _open(browser, slow_app.url)
+    page.fill("#xc-instruction textarea", "Lanterns of the harbor")
+    page.fill("#xc-words input", "60")
+    page.click("label:has-text('Text only')")
+    page.click("#xc-write")
+    _wait_status(page, "Done")
+    page.click("#xc-paragraph input")
+    page.locator("ul[role='listbox'] li", has_text="¶1").first.click()
+    page.click("label:has-text('Expand')")
+    page.click("#xc-preview")
+    page.wait_for_function("document.querySelector('#xc-preview-text textarea')?.value"
+                           ".length > 20", timeout=30_000)
+    page.click("#xc-edit-stop")
+    _wait_status(page, "Stopped: the preview keeps what was written", timeout=20_000)
+    kept = page.locator("#xc-preview-text textarea").input_value()
+    page.wait_for_timeout(1000)  # nothing more arrives after the stop
+    assert page.locator("#xc-preview-text textarea").input_value() == kept and kept
+    page.screenshot(path=str(SHOTS / "preview_stopped.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def embedded_app(tmp_path_factory, embedded_lm):
+    services = Services(Settings.from_env({}, home=tmp_path_factory.mktemp("embedded") / "home"),
+                        lm=embedded_lm)
+    with LiveServer(services) as server:
+        server.services = services
+        yield server
+    services.db.dispose()
+
+
+@pytest.mark.slow
+def test_three_compositions_in_a_row_with_the_embedded_model_then_a_stop(embedded_app,
+                                                                          browser):
+    page = _open(browser, embedded_app.url)
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    briefs = [("Why cities plant trees", "100", True),
+              ("How bees make honey", "120", False),
+              ("A walk along the old canal", "120", True)]
+    for number, (instruction, words, text_only) in enumerate(briefs, start=1):
+        page.fill("#xc-instruction textarea", instruction)
+        page.fill("#xc-words input", words)
+        box = page.locator("#xc-text-only input, label:has-text('Text only') input").first
+        if box.is_checked() != text_only:
+            page.click("label:has-text('Text only')")
+        page.click("#xc-write")
+        _wait_status(page, "Done", timeout=300_000)
+        assert page.locator(ERROR_TOAST).count() == 0, page.locator(ERROR_TOAST).all_inner_texts()
+        doc = _latest(embedded_app.services)
+        assert doc.status == "done" and doc.word_count > 0, (number, doc)
+        page.screenshot(path=str(SHOTS / f"embedded_compose_{number}.png"), full_page=True)
+
+    page.fill("#xc-instruction textarea", "The history of lighthouses")
+    page.fill("#xc-words input", "600")
+    page.click("#xc-write")
+    page.wait_for_function("document.querySelector('#xc-article p')?.innerText.length > 20",
+                           timeout=300_000)
+    page.click("#xc-stop")
+    _wait_status(page, "Stopped", timeout=30_000)
+    doc = embedded_app.services.documents.get(_latest(embedded_app.services).id)
+    assert doc.status == "interrupted" and doc.word_count > 0
+    shown = page.locator("#xc-article").inner_text()
+    assert doc.text_blocks[0].text[:20] in shown  # what was written stays on the page
+    assert page.locator(ERROR_TOAST).count() == 0
+    assert not [text for text in errors if "Inference tensors" in text]
+    page.screenshot(path=str(SHOTS / "embedded_stopped.png"), full_page=True)
