@@ -75,11 +75,13 @@ def describe_references(paths: list[str | Path], store: Any, spotter: Any | None
 
 
 def _library_caption(store: Any, data: bytes) -> str:
-    """The caption of the same file in the library, or ""."""
+    """The caption of the same file in the shared library, or "" (a private copy's caption
+    is its owner's: it never reaches someone else's composition)."""
     try:
-        return store.get(hashlib.sha256(data).hexdigest()).caption.strip()
+        image = store.get(hashlib.sha256(data).hexdigest())
     except NotFoundError:
         return ""
+    return image.caption.strip() if image.owner is None else ""
 
 
 def _visible_words(spotter: Any | None, path: Path) -> list[str]:

@@ -134,7 +134,8 @@ class Outline:
 
 @dataclass
 class LibraryImage:
-    """An image of the library as stored: content-addressed by the sha256 of the given bytes.
+    """An image of the library as stored: content-addressed by the sha256 of the given bytes
+    (a private upload by the sha256 of its owner and that hash: storage.images.copy_id).
 
     `phash` is the 64-bit perceptual hash as 16 hex digits ("" when not computed or the
     image is flat); `caption_source` says who wrote the caption ("user", "sidecar", "seed",

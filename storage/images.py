@@ -1,7 +1,8 @@
 """The image library: validated image files on disk, their records, thumbnails and vectors.
 
-Images are content-addressed: the id is the sha256 of the bytes a person gave and the file
-lives at `images_dir/<id[:2]>/<id>.<ext>`, so adding the same picture twice stores it once.
+Images are content-addressed: the id is the sha256 of the bytes a person gave (for a private
+upload, of the owner and that hash: `copy_id`) and the file lives at
+`images_dir/<id[:2]>/<id>.<ext>`, so adding the same picture twice stores it once.
 Every image is checked with Pillow before it is kept (size, pixel count, format, a full
 decode), so the rest of the app can open library files without guarding against bombs or
 broken files. The stored file is turned upright per EXIF and has no GPS position
@@ -52,7 +53,7 @@ from storage.tables import (
 )
 
 __all__ = ["ALLOWED_FORMATS", "CAPTION_SOURCES", "EMBEDDING_KINDS", "NEAR_DUPLICATE_DISTANCE",
-           "THUMBNAIL_SIZES", "ImageStore", "NearDuplicateError", "phash_distance",
+           "THUMBNAIL_SIZES", "ImageStore", "NearDuplicateError", "copy_id", "phash_distance",
            "validate_image"]
 
 log = logging.getLogger(__name__)
@@ -222,18 +223,24 @@ class ImageStore:
         `allow_near_duplicate`. `caption_source` says who wrote the caption ("user" when a
         caption comes without one). `owner` None adds to the shared library, else to that
         person's private images. The file is written before the record is committed.
+
+        Only images `owner` can see count (the shared library and their own; everything for
+        None, the operator): bytes someone else keeps privately become the owner's own copy
+        (see `copy_id`), and a look-alike of another person's image is no near-duplicate,
+        so nothing here tells one person about another's files.
         """
         check_caption(caption)
         caption_source = _caption_source(caption, caption_source)
         image_format, _, _ = validate_image(data, name)
-        image_id = hashlib.sha256(data).hexdigest()
-        existing = self._existing(image_id, data, image_format, caption, caption_source)
+        content_id = hashlib.sha256(data).hexdigest()
+        existing = self._visible_copy(content_id, owner, data, image_format, caption,
+                                      caption_source)
         if existing is not None:
-            _check_visible(existing, owner, name)
             return existing, False
+        image_id = copy_id(content_id, owner)
         prepared = prepare_image(data, image_format, name)
         if not allow_near_duplicate and prepared.phash:
-            self._refuse_near_duplicate(name or "the image", image_id, prepared.phash)
+            self._refuse_near_duplicate(name or "the image", image_id, prepared.phash, owner)
         relative = f"{image_id[:2]}/{image_id}.{ALLOWED_FORMATS[image_format]}"
         _write_atomically(self.images_dir / relative, prepared.data)
         row = ImageRow(id=image_id, path=relative, format=image_format, width=prepared.width,
@@ -245,7 +252,8 @@ class ImageStore:
             with self.db.session() as session:
                 session.add(row)
         except IntegrityError:  # another process added the same bytes meanwhile
-            existing = self._existing(image_id, data, image_format, caption, caption_source)
+            existing = self._visible_copy(content_id, owner, data, image_format, caption,
+                                          caption_source)
             if existing is None:
                 raise
             return existing, False
@@ -460,24 +468,24 @@ class ImageStore:
                         relative, error)
             return ""
 
-    def _refuse_near_duplicate(self, label: str, image_id: str, phash: str) -> None:
-        """NearDuplicateError if a library image other than `image_id` is within the limit."""
+    def _refuse_near_duplicate(self, label: str, image_id: str, phash: str,
+                               owner: str | None = None) -> None:
+        """NearDuplicateError if a library image other than `image_id` that `owner` sees is
+        within the limit (the closest, then the oldest); other people's private images never
+        count, so the error cannot describe them."""
         with self._index_lock:
             self._refresh_index()
             if not self._index_ids:
                 return
             found = distances(self._index_hashes, phash)
-            for number in np.flatnonzero(found == found.min()):
-                if self._index_ids[number] != image_id and found[number] <= NEAR_DUPLICATE_DISTANCE:
-                    nearest, distance = self._index_ids[number], int(found[number])
-                    break
-            else:
-                return
-        try:
-            existing = self.get(nearest)
-        except NotFoundError:  # deleted meanwhile: nothing to be a duplicate of
-            return
-        raise NearDuplicateError(label, existing, distance)
+            close = sorted((int(found[number]), number, self._index_ids[number])
+                           for number in np.flatnonzero(found <= NEAR_DUPLICATE_DISTANCE)
+                           if self._index_ids[number] != image_id)
+        images = self.get_many([found_id for _, _, found_id in close])
+        for distance, _, found_id in close:
+            existing = images.get(found_id)  # None: deleted meanwhile
+            if existing is not None and _visible(existing.owner, owner):
+                raise NearDuplicateError(label, existing, distance)
 
     def _refresh_index(self) -> None:
         """Reload the (id, phash) array when the library changed (image count, count without
@@ -676,12 +684,26 @@ class ImageStore:
                                 "list the library to find the right id")
         return row
 
-    def _existing(self, image_id: str, data: bytes, image_format: str, caption: str,
-                  caption_source: str) -> LibraryImage | None:
-        """The stored record of these bytes (file restored if lost, caption filled), or None."""
+    def _visible_copy(self, content_id: str, owner: str | None, data: bytes,
+                      image_format: str, caption: str, caption_source: str
+                      ) -> LibraryImage | None:
+        """The stored copy of these bytes that `owner` sees: the shared one (or, from before
+        private copies had ids of their own, theirs under the plain hash), else their own
+        private copy; None when they have none."""
+        for image_id in dict.fromkeys([content_id, copy_id(content_id, owner)]):
+            found = self._existing(image_id, owner, data, image_format, caption,
+                                   caption_source)
+            if found is not None:
+                return found
+        return None
+
+    def _existing(self, image_id: str, owner: str | None, data: bytes, image_format: str,
+                  caption: str, caption_source: str) -> LibraryImage | None:
+        """The stored record `image_id` if `owner` sees it (file restored if lost, caption
+        filled), or None."""
         with self.db.session() as session:
             row = session.get(ImageRow, image_id)
-            if row is None:
+            if row is None or not _visible(row.owner, owner):
                 return None
             if caption and not row.caption:
                 row.caption = caption
@@ -708,12 +730,22 @@ class ImageStore:
             return builtins.list(session.scalars(query))
 
 
-def _check_visible(existing: LibraryImage, owner: str | None, name: str) -> None:
-    """An exact copy of someone else's private image cannot be added a second time."""
-    if owner is not None and existing.owner not in (None, owner):
-        raise InputError(f"{name or 'the image'}: an identical file is already in another "
-                         "person's private library on this server, and images are stored once; "
-                         "re-save or crop it to add your own copy")
+def copy_id(content_id: str, owner: str | None) -> str:
+    """The id of an image added by `owner`: the sha256 of its bytes (`content_id`) in the
+    shared library (owner None); for a private upload, the sha256 of the owner and that hash.
+
+    So every person holds their own copy of a picture (caption, license, vectors, file),
+    deleting it removes only theirs, and an id never tells whether someone else holds the
+    same bytes.
+    """
+    if owner is None:
+        return content_id
+    return hashlib.sha256(f"private copy\n{owner}\n{content_id}".encode("utf-8")).hexdigest()
+
+
+def _visible(image_owner: str | None, owner: str | None) -> bool:
+    """Whether `owner` sees an image owned by `image_owner` (None: the operator sees all)."""
+    return owner is None or image_owner is None or image_owner == owner
 
 
 def _filtered(query: Any, source: str | None, license: str | None, search: str | None,

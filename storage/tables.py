@@ -108,7 +108,8 @@ class DocumentRow(Base):
 
 
 class ImageRow(Base):
-    """An image file of the library, content-addressed by the sha256 of its bytes."""
+    """An image file of the library, content-addressed by the sha256 of its bytes (a private
+    copy by that of its owner and those bytes' hash: storage.images.copy_id)."""
 
     __tablename__ = "images"
 
