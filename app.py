@@ -89,7 +89,21 @@ def main() -> None:
                                  model=args.model, home=args.home,
                                  database_url=args.database_url)
     services = Services(settings)
-    app = create_app(services)
+    import sys
+
+    from composer.types import ComposerError
+    from storage.faults import file_error, require_writable_dir
+
+    try:  # a read-only data directory, a full disk, an unreachable server: one line, exit 1
+        services.db.require_writable()
+        require_writable_dir(settings.home)
+        app = create_app(services)
+    except ComposerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as error:
+        print(f"error: {file_error(error.filename or settings.home, error)}", file=sys.stderr)
+        raise SystemExit(1) from None
     import uvicorn
 
     print(f"Interleaved Composer on http://{settings.host}:{settings.port}  "

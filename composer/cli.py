@@ -634,8 +634,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INPUT
-    except ComposerError as error:
+    except ComposerError as error:  # StorageError included: read-only, disk full, --out
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a file no layer translated: still one line, not a traceback
+        from storage.faults import os_error_text
+
+        print(f"error: {os_error_text(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nInterrupted: the text written so far is saved (status: interrupted).",

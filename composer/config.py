@@ -213,6 +213,12 @@ class Settings:
         return pairs
 
     def ensure_dirs(self) -> None:
-        """Create the data directories (idempotent)."""
+        """Create the data directories (idempotent); StorageError naming the folder when one
+        cannot be created (a read-only or missing parent)."""
+        from storage.faults import directory_error
+
         for path in (self.home, self.images_dir, self.cache_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise directory_error(path, error) from error

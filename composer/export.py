@@ -73,16 +73,30 @@ def to_markdown(doc: Document, store: ImageSource,
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _write(out: Path, content: str | bytes) -> None:
+    """Write one file of an export; StorageError "cannot write OUT: why: choose another --out"
+    when it cannot be written (no such folder, read-only, a folder, disk full)."""
+    from storage.faults import ANOTHER_OUT, file_faults
+
+    with file_faults(out, ANOTHER_OUT):
+        if isinstance(content, bytes):
+            out.write_bytes(content)
+        else:
+            out.write_text(content, encoding="utf-8")
+
+
 def write_markdown(doc: Document, store: ImageSource, out: Path) -> Path:
     """Write out.md and its images into a folder beside it named <stem>_images/."""
+    from storage.faults import ANOTHER_OUT, file_faults
+
     folder = out.with_name(f"{out.stem}_images")
     images = _images(doc, store)
+    _write(out, to_markdown(doc, store, lambda e: f"{folder.name}/{e.name}"))
     if images:
-        folder.mkdir(parents=True, exist_ok=True)
+        with file_faults(folder, ANOTHER_OUT):
+            folder.mkdir(parents=True, exist_ok=True)
         for exported in images.values():
-            (folder / exported.name).write_bytes(exported.file.read_bytes())
-    out.write_text(to_markdown(doc, store, lambda e: f"{folder.name}/{e.name}"),
-                   encoding="utf-8")
+            _write(folder / exported.name, exported.file.read_bytes())
     return out
 
 
@@ -132,8 +146,5 @@ def export(doc: Document, store: ImageSource, fmt: str, out: Path | None) -> str
     content: str | bytes = to_html(doc, store) if fmt == "html" else to_zip(doc, store)
     if out is None:
         return content
-    if isinstance(content, bytes):
-        out.write_bytes(content)
-    else:
-        out.write_text(content, encoding="utf-8")
+    _write(out, content)
     return out

@@ -47,13 +47,16 @@ class Services:
 
     @property
     def db(self):
-        """The migrated database; documents left "composing" by a dead process are marked."""
+        """The migrated database; documents left "composing" by a dead process are marked.
+
+        A database this process cannot write is opened read-only (storage/db.py)."""
         def make():
             from storage.db import Database
             from storage.documents import DocumentRepository
 
             database = Database.open(self.settings)
-            DocumentRepository(database).mark_stale_composing(STALE_COMPOSING_SECONDS)
+            if not database.read_only:
+                DocumentRepository(database).mark_stale_composing(STALE_COMPOSING_SECONDS)
             return database
         return self._once("db", make)
 

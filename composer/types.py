@@ -32,6 +32,11 @@ class ConflictError(ComposerError):
     """A save based on a stale version of a document (another tab or process saved first)."""
 
 
+class StorageError(ComposerError):
+    """The database or a data file cannot be read or written (read-only, disk full, server
+    unreachable ...): the message names the path or URL and what to do (storage/faults.py)."""
+
+
 @dataclass
 class GenerationConfig:
     """How the language model decodes. Defaults suit the small embedded model.

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from composer.config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from composer.types import InputError, LibraryImage, NotFoundError
 from storage.db import Database
+from storage.faults import file_faults
 from storage.imaging import (
     NEAR_DUPLICATE_DISTANCE,
     distances,
@@ -173,18 +174,22 @@ def _check_header(label: str, image_format: str | None, width: int, height: int)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    A read-only folder or a full disk raises StorageError naming `path` (storage/faults.py).
+    """
+    with file_faults(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        try:
+            with os.fdopen(handle, "wb") as temp:
+                temp.write(data)
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
 
 
 class ImageStore:
