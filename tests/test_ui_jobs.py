@@ -81,3 +81,17 @@ def test_a_composition_stepped_from_many_threads_stops_within_a_few_pieces(servi
 
 def update_id(services) -> str:  # noqa: F811
     return services.documents.list(owner=OWNER, limit=1)[0].id
+
+
+def test_an_edit_preview_stepped_from_many_threads_matches_one_thread(services):  # noqa: F811
+    from tests.support_threads import drain_across_threads
+    from tests.test_ui_handlers import compose
+    from ui import editing as ed
+
+    doc = h.owned_document(services, compose(services, owner=OWNER)[-1].document_id, OWNER)
+    block = doc.text_blocks[0].id
+    one = [text for text, _, _ in ed.preview(services, doc.id, OWNER, "expand", block, "",
+                                             threading.Event())]
+    many = [text for text, _, _ in drain_across_threads(
+        ed.preview(services, doc.id, OWNER, "expand", block, "", threading.Event()))]
+    assert many == one and len(many) > 3
