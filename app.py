@@ -4,34 +4,32 @@
 
 Routes: /            the authoring UI (Gradio)
         /a/{token}   a shared article (read-only, no script), /a/{token}.md its Markdown
-        /media/{id}  library images shown in the editor (ids are sha256 of the content)
+        /media/{id}  library images shown in the editor (private ones to their owner only)
         /healthz     liveness
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, Response
 
 from composer.config import Settings
 from composer.services import Services
-from composer.types import NotFoundError
 from ui.i18n import I18N
+from ui.identity import Identities, OwnerCookie
 from ui.layout import CSS, build_ui
-from ui.share import SECURITY_HEADERS, build_share_router
+from ui.media import LibraryFileGuard, build_media_router
+from ui.share import build_share_router
 from ui.web_security import SecurityHeaders, app_headers
-
-_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def browser_secret(settings: Settings) -> str:
-    """The key that encrypts owner keys in browsers; kept in the data dir across restarts."""
+    """The key that signs browsers' owner cookies (ui/identity.py); kept in the data dir
+    across restarts, readable by the server only, never sent to a browser."""
     path = settings.home / "browser-secret"
     if not path.exists():
         settings.ensure_dirs()
@@ -44,20 +42,15 @@ def create_app(services: Services) -> FastAPI:
     """The FastAPI app with share routes, media, health and the Gradio UI at /."""
     settings = services.settings
     services.documents  # open and migrate the database before the first request
+    identities = Identities(browser_secret(settings), on_spaces=settings.on_spaces)
     app = FastAPI(title="Interleaved Composer", docs_url=None, redoc_url=None)
+    # The last added runs first: headers on every response, then the owner cookie, then
+    # the check of Gradio's file route for private library images.
+    app.add_middleware(LibraryFileGuard, services=services, identities=identities)
+    app.add_middleware(OwnerCookie, identities=identities)
     app.add_middleware(SecurityHeaders, headers=app_headers(settings.on_spaces))
     app.include_router(build_share_router(services))
-
-    @app.get("/media/{image_id}")
-    def media(image_id: str) -> Response:
-        if not _IMAGE_ID.match(image_id):
-            return JSONResponse({"error": "unknown image"}, status_code=404)
-        try:
-            path = services.images.path(image_id)
-        except NotFoundError:
-            return JSONResponse({"error": "unknown image"}, status_code=404)
-        return FileResponse(path, headers={**SECURITY_HEADERS,
-                                           "Cache-Control": "private, max-age=86400"})
+    app.include_router(build_media_router(services, identities))
 
     @app.get("/healthz")
     def health() -> dict[str, str]:
@@ -65,7 +58,7 @@ def create_app(services: Services) -> FastAPI:
 
     if settings.captioner:  # caption what has no caption yet, in the background
         services.captions.start()
-    demo = build_ui(services, browser_secret(settings), settings.model_concurrency,
+    demo = build_ui(services, identities, settings.model_concurrency,
                     hf_login=settings.on_spaces)
     demo.queue(default_concurrency_limit=8)
     auth = settings.auth_pairs() or None

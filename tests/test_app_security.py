@@ -6,32 +6,58 @@ headless Chromium like tests/test_browser.py.
 
 from __future__ import annotations
 
-import shutil
+import json
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests import support_app
+from composer.types import ImageBlock, ImageCandidate
+from tests import support_app, support_browser
+from tests.support_pipeline import png_bytes
+from ui.identity import COOKIE, NO_OWNER
 from ui.share import SHARE_CSP
 from ui.web_security import app_csp, app_headers
 
-live_app = support_app.live_app  # the fixture, under its name here
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+live_app = support_app.live_app  # the fixtures, under their names here
+browser = support_browser.browser
 
 
-def fetch(url: str, cookie: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    """(status, lower-cased headers, body) of a GET, errors included."""
-    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+def fetch(url: str, cookie: str | None = None, data: bytes | None = None
+          ) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of a GET (a POST with `data`), errors included;
+    `cookie` is the owner cookie's value."""
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if cookie is not None:
+        headers["Cookie"] = f"{COOKIE}={cookie}"
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, \
                 response.read()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def new_browser(url: str) -> tuple[str, str]:
+    """(cookie value, owner) of a browser that opened the app page once."""
+    status, headers, _ = fetch(url + "/")
+    assert status == 200
+    value = headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    return value, "key:" + value.split(".")[0]
+
+
+def call(url: str, api_name: str, data: list, cookie: str | None = None) -> tuple[str, object]:
+    """Call a named Gradio endpoint over its HTTP API: ("complete", outputs) or
+    ("error", message)."""
+    status, _, body = fetch(f"{url}/gradio_api/call/{api_name}", cookie,
+                            json.dumps({"data": data}).encode())
+    assert status == 200, body
+    event_id = json.loads(body)["event_id"]
+    _, _, stream = fetch(f"{url}/gradio_api/call/{api_name}/{event_id}", cookie)
+    lines = stream.decode().splitlines()
+    kind = next(line[7:] for line in lines if line.startswith("event: "))
+    payload = json.loads(next(line[6:] for line in lines if line.startswith("data: ")))
+    return kind, payload["error"] if kind == "error" else payload
 
 
 # -- item 7: protective headers ------------------------------------------------------------------
@@ -66,32 +92,114 @@ def test_share_pages_keep_their_stricter_policy(live_app):
     assert status == 404 and headers["content-security-policy"] == SHARE_CSP
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                    reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_the_page_works_under_its_policy(live_app):
-    """Compose a short text-only article in Chromium: no CSP violation, the article shows."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("console", lambda message: problems.append(message.text)
-                    if "Content Security Policy" in message.text else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            response = page.goto(live_app.url + "/")
-            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
-            page.click("label:has-text('Text only')")
-            page.fill("#xc-instruction textarea", "Quiet harbors")
-            page.click("#xc-write")
-            page.wait_for_function("() => document.querySelector('#xc-status')?.innerText"
-                                   ".includes('Done')", timeout=60_000)
-            assert page.locator("#xc-article h1").inner_text() == "Quiet harbors"
-            page.click("button[role='tab']:has-text('Library')")
-            page.wait_for_function("() => document.querySelectorAll('#xc-lib-gallery img')"
-                                   ".length >= 4", timeout=20_000)
-            assert page.evaluate("() => Array.from(document.querySelectorAll("
-                                 "'#xc-lib-gallery img')).every(i => i.naturalWidth > 0)")
-            assert problems == []
-        finally:
-            browser.close()
+@support_browser.needs_chromium
+def test_the_page_works_under_its_policy(live_app, browser):
+    """Compose a short text-only article in Chromium: no CSP violation, the article shows,
+    and the library's thumbnails load."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    response = page.goto(live_app.url + "/")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.click("label:has-text('Text only')")
+    page.fill("#xc-instruction textarea", "Quiet harbors")
+    page.click("#xc-write")
+    page.wait_for_function("() => document.querySelector('#xc-status')?.innerText"
+                           ".includes('Done')", timeout=60_000)
+    assert page.locator("#xc-article h1").inner_text() == "Quiet harbors"
+    page.click("button[role='tab']:has-text('Library')")
+    page.wait_for_function("() => { const images = Array.from(document."
+                           "querySelectorAll('#xc-lib-gallery img'));"
+                           "return images.length >= 4 && images.every("
+                           "i => i.complete && i.naturalWidth > 0); }", timeout=20_000)
+    assert problems == []
+    page.close()
+
+
+def library_gallery(url: str, search: str, cookie: str) -> list[dict]:
+    """The Library view's gallery items (with the /gradio_api/file= URLs the UI hands out)."""
+    kind, outputs = call(url, "library", [search, "(any)", "(any)", 1], cookie)
+    assert kind == "complete", outputs
+    gallery = outputs[0]
+    return gallery["value"] if isinstance(gallery, dict) else gallery
+
+
+# -- item 5: owners are server-issued and unforgeable --------------------------------------------
+
+def test_the_page_sets_a_signed_http_only_cookie_and_config_holds_no_secret(live_app):
+    status, headers, _ = fetch(live_app.url + "/")
+    cookie = headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    value = cookie.split(";")[0].split("=", 1)[1]
+    assert len(value.split(".")[0]) == 32  # 192 random bits
+    assert "set-cookie" not in fetch(live_app.url + "/", value)[1]  # a valid one is kept
+    _, _, config = fetch(live_app.url + "/config", value)
+    secret = (live_app.services.settings.home / "browser-secret").read_text().strip()
+    assert secret not in config.decode() and "BrowserState" not in config.decode()
+
+
+def test_api_calls_without_a_valid_owner_cookie_are_refused(live_app):
+    value, owner = new_browser(live_app.url)
+    browser_id, signature = value.split(".")
+    forged = ["a", "", '{"key": "a"}', browser_id, f"{browser_id[:-1]}x.{signature}",
+              f"{browser_id}.{signature[:-1]}x", "key:" + browser_id]
+    for cookie in [None, *forged]:
+        assert call(live_app.url, "documents", [], cookie) == ("error", NO_OWNER), cookie
+    assert call(live_app.url, "documents", ["a"])[0] == "error"  # a key as an input: no
+    outline = {"headers": ["Section title", "Key points (separated by ;)", "Words"],
+               "data": [], "metadata": None}
+    form = ["Tides", "", None, "", outline, "en", 400, "auto", True, 0, False, 0.7, 0.8, 1.1,
+            1, 256, "score", "(any)", "(any)"]
+    assert call(live_app.url, "write", form, "a") == ("error", NO_OWNER)
+    kind, outputs = call(live_app.url, "documents", [], value)
+    assert kind == "complete" and outputs[0]["data"] == []
+    live_app.services.documents.create("Mine", "i", "en", {}, None, owner=owner)
+    kind, outputs = call(live_app.url, "documents", [], value)
+    assert [row[0] for row in outputs[0]["data"]] == ["Mine"]
+    other, _ = new_browser(live_app.url)
+    assert call(live_app.url, "documents", [], other)[1][0]["data"] == []
+
+
+# -- item 6: private images go to their owner only -------------------------------------------------
+
+def test_private_images_are_served_to_their_owner_only(live_app):
+    services = live_app.services
+    ann, ann_owner = new_browser(live_app.url)
+    bo, _ = new_browser(live_app.url)
+    image, _ = services.images.add(png_bytes((10, 200, 90), mark="ann"), caption="ann's secret",
+                                   owner=ann_owner)
+    shared = services.images.list(owner=None)[0]
+    assert fetch(f"{live_app.url}/media/{image.id}", ann)[0] == 200
+    for cookie in (bo, None, "forged"):
+        status, _, body = fetch(f"{live_app.url}/media/{image.id}", cookie)
+        assert status == 404 and body == fetch(f"{live_app.url}/media/{'0' * 64}", cookie)[2]
+        assert fetch(f"{live_app.url}/media/{shared.id}", cookie)[0] == 200
+
+    urls = [item["image"]["url"] for item in library_gallery(live_app.url, "ann's secret", ann)]
+    direct = [f"/gradio_api/file={services.images.path(image.id)}",
+              f"/gradio_api/file={services.images.thumbnail(image.id, 256)}",
+              f"/gradio_api/file={services.images.thumbnail(image.id, 512)}"]
+    assert len(urls) == 1 and image.id in urls[0]
+    for url in urls + direct:
+        path = url if url.startswith("/") else "/" + url.split("/", 3)[3]
+        assert fetch(live_app.url + path, ann)[0] == 200, url
+        for cookie in (bo, None, "forged"):
+            assert fetch(live_app.url + path, cookie)[0] == 404, (url, cookie)
+    assert library_gallery(live_app.url, "ann's secret", bo) == []
+
+
+def test_a_shared_document_shows_its_private_images_through_its_link_only(live_app):
+    services = live_app.services
+    ann, ann_owner = new_browser(live_app.url)
+    image, _ = services.images.add(png_bytes((90, 20, 200), mark="doc"), caption="a boat",
+                                   owner=ann_owner)
+    doc = services.documents.create("Boats", "i", "en", {}, None, owner=ann_owner)
+    services.documents.append_blocks(doc.id, [ImageBlock(
+        caption="a boat", image_id=image.id, candidates=[ImageCandidate(image.id, "a boat", 1)])])
+    token = services.shares.share(doc.id)
+    assert fetch(f"{live_app.url}/a/{token}/img/{image.id}")[0] == 200
+    assert fetch(f"{live_app.url}/media/{image.id}")[0] == 404
+    services.shares.revoke(doc.id)
+    assert fetch(f"{live_app.url}/a/{token}/img/{image.id}")[0] == 404

@@ -58,6 +58,22 @@ def test_uploads_belong_to_the_uploader_and_stay_private(services, tmp_path):
     assert "CC0 1.0" not in lh.filter_choices(services, BOB)[1]
 
 
+def test_a_file_someone_else_holds_privately_is_simply_added(services, tmp_path):
+    data = photo_bytes("chelsea.png")
+    lh.upload_images(services, ALICE, [_file(tmp_path / "a", "cat.png", data)],
+                     caption="Alice's cat")
+    message = lh.upload_images(services, BOB, [_file(tmp_path / "b", "mine.png", data)],
+                               caption="Bob's cat")
+    assert message == "- Added 1 image(s)."  # no word about anyone else's library
+    bobs = lh.library_page(services, BOB, search="cat")
+    assert bobs.total == 1 and services.images.get(bobs.ids[0]).caption == "Bob's cat"
+    look_alike = _file(tmp_path / "c", "small.png", photo_bytes("chelsea.png", 0.5))
+    message = lh.upload_images(services, BOB, [look_alike])
+    assert "Alice" not in message and "Skipped small.png" in message  # Bob's own copy
+    lh.delete_image(services, bobs.ids[0], BOB, confirmed=True)
+    assert lh.library_page(services, ALICE, search="Alice's cat").total == 1
+
+
 def test_near_duplicate_upload_is_skipped_unless_kept(services, tmp_path):
     lh.upload_images(services, ALICE, [_file(tmp_path / "a", "cat.png",
                                              photo_bytes("chelsea.png"))], caption="a cat")

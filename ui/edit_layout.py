@@ -153,14 +153,12 @@ def _int(value: Any) -> Any:
         return value
 
 
-def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
-                 c: dict[str, Any], e: dict[str, Any], i: dict[str, Any], owner_key: Any,
+def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
+                 c: dict[str, Any], e: dict[str, Any], i: dict[str, Any],
                  doc_state: Any, concurrency: int) -> None:
-    """Connect the editing panel, the image tools and "apply outline" to their handlers."""
+    """Connect the editing panel, the image tools and "apply outline" to their handlers;
+    `owner(request)` says who the request comes from (ui/identity.py)."""
     outputs = [c["article"], doc_state, c["slot"], e["block"], e["history"], c["status"]]
-
-    def owner(key: str | None, request: gr.Request | None) -> str:
-        return h.owner_id(key, user(request))
 
     def doc_id(state: dict | None) -> str | None:
         return (state or {}).get("id")
@@ -174,54 +172,54 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
         -> Document; `show(doc, block)` picks the image slot to show afterwards."""
         # The request comes first: Gradio injects gr.Request only into positional parameters
         # before a *args, never into keyword-only ones after it.
-        def handler(request: gr.Request, key: str | None, state: dict | None, block: Any,
-                    slot: Any, *values: Any):
+        def handler(request: gr.Request, state: dict | None, block: Any, slot: Any,
+                    *values: Any):
             try:
-                doc = action(owner(key, request), doc_id(state), version(state), block, slot,
+                doc = action(owner(request), doc_id(state), version(state), block, slot,
                              *values)
             except ComposerError as error:
                 raise _fail(error)
             return refreshed(services, doc, block, show(doc, block) if show else slot, message)
         return handler
 
-    base = [owner_key, doc_state, e["block"], c["slot"]]
+    base = [doc_state, e["block"], c["slot"]]
     hidden = {"api_visibility": "undocumented"}
 
     # -- picking a paragraph: its text and the person's ratings --------------------------------
-    def pick(key: str | None, state: dict | None, block: Any, request: gr.Request = None):
+    def pick(state: dict | None, block: Any, request: gr.Request = None):
         if not doc_id(state) or block in (None, ""):
             return "", ""
         try:
-            who = owner(key, request)
+            who = owner(request)
             doc = h.owned_document(services, doc_id(state), who)
             return (ed.find_block(doc, block).text if block else "",
                     ed.rating_text(services, doc, who, block))
         except ComposerError:
             return "", ""
 
-    e["block"].change(pick, [owner_key, doc_state, e["block"]], [e["text"], e["rating"]],
+    e["block"].change(pick, [doc_state, e["block"]], [e["text"], e["rating"]],
                       **hidden)
 
-    def on_state(key: str | None, state: dict | None, block: Any, request: gr.Request = None):
+    def on_state(state: dict | None, block: Any, request: gr.Request = None):
         """A document was written or opened: refresh the paragraph picker and history."""
         if not doc_id(state):
             return gr.skip(), gr.skip()
         try:
-            doc = h.owned_document(services, doc_id(state), owner(key, request))
+            doc = h.owned_document(services, doc_id(state), owner(request))
         except ComposerError:
             return gr.skip(), gr.skip()
         paragraphs, history = ed.paragraph_choices(doc), ed.history_choices(services, doc)
         return (gr.update(choices=paragraphs, value=_keep(paragraphs, _int(block))),
                 gr.update(choices=history, value=history[0][1] if history else None))
 
-    doc_state.change(on_state, [owner_key, doc_state, e["block"]], [e["block"], e["history"]],
+    doc_state.change(on_state, [doc_state, e["block"]], [e["block"], e["history"]],
                      **hidden)
 
     # -- likes ---------------------------------------------------------------------------------
     def rater(value: int, whole: bool):
-        def handler(key: str | None, state: dict | None, block: Any, request: gr.Request = None):
+        def handler(state: dict | None, block: Any, request: gr.Request = None):
             try:
-                who = owner(key, request)
+                who = owner(request)
                 message = ed.rate(services, doc_id(state), who, None if whole else block, value)
                 doc = h.owned_document(services, doc_id(state), who)
                 return ed.rating_text(services, doc, who, block), message
@@ -231,16 +229,16 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
 
     for name, value, whole in (("like", 1, False), ("dislike", -1, False),
                                ("like_doc", 1, True), ("dislike_doc", -1, True)):
-        e[name].click(rater(value, whole), [owner_key, doc_state, e["block"]],
+        e[name].click(rater(value, whole), [doc_state, e["block"]],
                       [e["rating"], c["status"]], api_name=name)
 
     # -- model operations: preview (streamed), accept, cancel ------------------------------------
     @spaces_gpu
-    def preview(key: str | None, state: dict | None, block: Any, op: str, instruction: str,
+    def preview(state: dict | None, block: Any, op: str, instruction: str,
                 request: gr.Request = None, progress=gr.Progress()):
         with stop_flag(flags, request) as flag:
             try:
-                stream = ed.preview(services, doc_id(state), owner(key, request), op, block,
+                stream = ed.preview(services, doc_id(state), owner(request), op, block,
                                     instruction, flag)
                 for text, proposal, fraction in stream:
                     progress(fraction, desc="Writing the preview")
@@ -250,7 +248,7 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
         if flag.is_set():
             yield gr.skip(), gr.skip(), PREVIEW_STOPPED
 
-    e["preview"].click(preview, [owner_key, doc_state, e["block"], e["op"], e["instruction"]],
+    e["preview"].click(preview, [doc_state, e["block"], e["op"], e["instruction"]],
                        [e["preview_text"], e["proposal"], c["status"]], concurrency_id="model",
                        concurrency_limit=concurrency, api_name="preview_edit")
 
@@ -259,10 +257,10 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
 
     e["stop"].click(stop, None, None, queue=False, api_name="stop_edit")
 
-    def accept(key: str | None, state: dict | None, block: Any, slot: Any, proposal: Any,
+    def accept(state: dict | None, block: Any, slot: Any, proposal: Any,
                text: str, request: gr.Request = None):
         try:
-            doc = ed.accept(services, owner(key, request), proposal, text, version(state))
+            doc = ed.accept(services, owner(request), proposal, text, version(state))
         except ComposerError as error:
             raise _fail(error)
         return (*refreshed(services, doc, block, slot, "Accepted: undo reverts it"), "", None)
@@ -302,27 +300,27 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
     e["redo"].click(edit(lambda who, doc, ver, block, slot: ed.redo(services, doc, who, ver),
                          "Redone"), base, outputs, api_name="redo")
 
-    def view(key: str | None, state: dict | None, wanted: Any, request: gr.Request = None):
+    def view(state: dict | None, wanted: Any, request: gr.Request = None):
         try:
-            return ed.view_version(services, doc_id(state), owner(key, request), wanted)
+            return ed.view_version(services, doc_id(state), owner(request), wanted)
         except ComposerError as error:
             raise _fail(error)
 
-    e["view"].click(view, [owner_key, doc_state, e["history"]], e["old"], api_name="view_version")
+    e["view"].click(view, [doc_state, e["history"]], e["old"], api_name="view_version")
     e["restore"].click(edit(lambda who, doc, ver, block, slot, wanted: ed.restore_version(
         services, doc, who, wanted, ver), "Restored (one edit: undo reverts it)"),
         [*base, e["history"]], outputs, api_name="restore_version")
 
     # -- images --------------------------------------------------------------------------------
-    def caption_of(key: str | None, state: dict | None, slot: Any, request: gr.Request = None):
+    def caption_of(state: dict | None, slot: Any, request: gr.Request = None):
         if not doc_id(state) or slot in (None, ""):
             return ""
         try:
-            return ed.image_caption(services, doc_id(state), owner(key, request), slot)
+            return ed.image_caption(services, doc_id(state), owner(request), slot)
         except ComposerError:
             return ""
 
-    c["slot"].change(caption_of, [owner_key, doc_state, c["slot"]], i["caption"], **hidden)
+    c["slot"].change(caption_of, [doc_state, c["slot"]], i["caption"], **hidden)
     i["search"].click(edit(lambda who, doc, ver, block, slot, caption: ed.search_again(
         services, doc, who, slot, caption, ver), "Searched again"), [*base, i["caption"]],
         outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="search_again")
@@ -335,12 +333,12 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
         outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="insert_image")
 
     @spaces_gpu
-    def generate(key: str | None, state: dict | None, block: Any, slot: Any, caption: str,
+    def generate(state: dict | None, block: Any, slot: Any, caption: str,
                  seed: Any, request: gr.Request = None, progress=gr.Progress()):
         with stop_flag(flags, request) as flag:
             try:
                 doc = ed.generate_into_slot(
-                    services, doc_id(state), owner(key, request), slot, caption, seed,
+                    services, doc_id(state), owner(request), slot, caption, seed,
                     version(state), progress=lambda step, total: progress(
                         step / max(total, 1), desc=f"Generating: step {step} of {total}"),
                     cancel=flag)
@@ -352,10 +350,10 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
                         concurrency_id="model", concurrency_limit=concurrency,
                         api_name="generate_image")
 
-    def choose(key: str | None, state: dict | None, block: Any, slot: Any,
+    def choose(state: dict | None, block: Any, slot: Any,
                event: gr.SelectData, request: gr.Request = None):
         try:
-            doc = ed.choose_candidate(services, doc_id(state), owner(key, request), slot,
+            doc = ed.choose_candidate(services, doc_id(state), owner(request), slot,
                                       event.index, version(state))
         except ComposerError as error:
             raise _fail(error)
@@ -366,11 +364,11 @@ def wire_editing(services: Any, flags: Any, user: Callable[[Any], str | None],
 
     # -- the outline after writing -------------------------------------------------------------
     @spaces_gpu
-    def apply_outline(key: str | None, state: dict | None, block: Any, slot: Any, title: str,
+    def apply_outline(state: dict | None, block: Any, slot: Any, title: str,
                       rows: Any, request: gr.Request = None, progress=gr.Progress()):
         with stop_flag(flags, request) as flag:
             try:
-                who = owner(key, request)
+                who = owner(request)
                 doc, new = ed.apply_outline(services, doc_id(state), who, title, rows,
                                             version(state))
                 yield refreshed(services, doc, block, slot,

@@ -8,7 +8,6 @@ free of Gradio makes them testable without a server (tests/test_ui_handlers.py).
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -67,13 +66,6 @@ class ComposeOptions:
     image_source: str = ANY_VALUE
 
 
-def new_owner_key(current: str | None) -> str:
-    """The browser's owner key: the stored one, or a new unguessable one on first visit."""
-    if current and isinstance(current, str) and 20 <= len(current) <= 100:
-        return current
-    return secrets.token_urlsafe(24)
-
-
 def login_name(username: str | None, session: Any = None) -> str | None:
     """Who is logged in: the --auth user name, else the Hugging Face account (Spaces OAuth,
     read from the session as Gradio stores it), else None."""
@@ -87,7 +79,8 @@ def login_name(username: str | None, session: Any = None) -> str | None:
 
 
 def owner_id(browser_key: str | None, username: str | None) -> str:
-    """Who owns what this session creates: the logged-in user, else the browser's key."""
+    """Who owns what this session creates: the logged-in user, else the browser's key (the
+    id of the signed xc_owner cookie, verified by ui/identity.py: never a client's word)."""
     if username:
         return f"user:{username}"
     if not browser_key:

@@ -1,15 +1,16 @@
 """The Gradio layout: components and the wiring of events to the handlers in ui/handlers.py.
 
-Per-browser state only: the owner key lives in the browser (encrypted localStorage), the open
-document in a gr.State, and the stop flags of running compositions in a JobFlags object that
-belongs to this Blocks (keyed by Gradio's session hash). Model work goes through Gradio's
+Per-browser state only: who a request comes from is its signed owner cookie or login
+(ui/identity.py, read from the gr.Request of every handler), the open document lives in a
+gr.State, and the stop flags of running compositions in a JobFlags object that belongs to
+this Blocks (keyed by Gradio's session hash). Model work goes through Gradio's
 queue under one concurrency id, so people wait in line instead of crashing each other.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -21,7 +22,9 @@ from ui import edit_layout as el
 from ui import handlers as h
 from ui import library as lh
 from ui.i18n import t
+from ui.identity import Identities
 
+OwnerOf = Callable[[Any], str]  # gr.Request -> owner (Identities.owner_of)
 IMAGE_CHOICES = ["auto"] + [str(n) for n in range(1, 16)]
 CSS = ARTICLE_CSS + """
 #xc-heading p{font-size:1.6rem;font-weight:700;margin:0}
@@ -68,28 +71,21 @@ class JobFlags:
                 del self._flags[session]
 
 
-def _user(request: gr.Request | None) -> str | None:
-    if request is None:
-        return None
-    raw = getattr(request, "request", None)
-    scope = getattr(raw, "scope", None) or {}
-    return h.login_name(getattr(request, "username", None), scope.get("session"))
-
-
 def _fail(error: Exception) -> gr.Error:
     return gr.Error(str(error), print_exception=False)
 
 
-def build_ui(services: Any, secret: str, model_concurrency: int = 1,
+def build_ui(services: Any, identities: Identities, model_concurrency: int = 1,
              hf_login: bool = False) -> gr.Blocks:
-    """The whole browser UI; `secret` encrypts the owner key kept in the browser.
+    """The whole browser UI; `identities` tells every handler who the request comes from
+    (the signed owner cookie or the login, ui/identity.py).
 
     hf_login adds "Sign in with Hugging Face" (on a Space): signed-in people own their
     documents by account, across browsers.
     """
     flags = JobFlags()
+    owner_of = identities.owner_of
     with gr.Blocks(title="Interleaved Composer") as demo:
-        owner_key = gr.BrowserState(None, storage_key="xc-owner-key", secret=secret)
         doc_state = gr.State(None)  # {"id": ..., "version": ...} of the open document
         gr.Markdown(t("title"), elem_id="xc-heading")
         gr.Markdown(t("subtitle"))
@@ -105,17 +101,21 @@ def build_ui(services: Any, secret: str, model_concurrency: int = 1,
                 lib = _library_tab()
                 lib["tab"] = library_tab
 
-        def start_session(current: str | None):
-            # The buttons that need an owner key wait for it: clicked before, they could
-            # only say "reload the page".
-            ready = gr.update(interactive=True)
-            return h.new_owner_key(current), ready, ready
+        def start_session(request: gr.Request):
+            # The owner (and the login the image routes accept, see Identities.bind) is
+            # known from the first call: fill the image filters with what they can see.
+            try:
+                sources, licenses = lh.filter_choices(services, owner_of(request))
+            except ComposerError as error:
+                gr.Warning(str(error))
+                return gr.skip(), gr.skip()
+            return gr.update(choices=licenses), gr.update(choices=sources)
 
-        demo.load(start_session, inputs=owner_key,
-                  outputs=[owner_key, c["write"], lib["upload"]], api_visibility="undocumented")
-        _wire_compose(services, flags, c, owner_key, doc_state, model_concurrency)
-        _wire_documents(services, c, d, owner_key, doc_state, tabs)
-        _wire_library(services, lib, owner_key)
+        demo.load(start_session, None, [c["image_license"], c["image_source"]],
+                  api_visibility="undocumented")
+        _wire_compose(services, flags, c, owner_of, doc_state, model_concurrency)
+        _wire_documents(services, c, d, owner_of, doc_state, tabs)
+        _wire_library(services, lib, owner_of)
     demo.css = CSS
     return demo
 
@@ -155,9 +155,7 @@ def _compose_tab(settings: Any) -> dict[str, Any]:
                                             allow_custom_value=True, elem_id="xc-image-source")
     with gr.Row():
         c["plan"] = gr.Button(t("plan"), elem_id="xc-plan")
-        # Clickable once the page has its owner key (demo.load, a round trip to the server).
-        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write",
-                               interactive=False)
+        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write")
         c["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-stop")
     with gr.Accordion(t("outline"), open=True):
         c["title"] = gr.Textbox(label=t("article_title"), elem_id="xc-title")
@@ -219,11 +217,11 @@ def _doc_outputs(services: Any, doc: Document) -> tuple[Any, ...]:
             gr.update(choices=slots, value=slots[0][1] if slots else None))
 
 
-def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: Any,
+def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: OwnerOf,
                   doc_state: Any, concurrency: int) -> None:
     options = [c[key] for key in OPTION_KEYS]
     form = [c["instruction"], c["material"], c["references"], c["title"], c["outline"],
-            owner_key, *options]
+            *options]
     hidden = {"api_visibility": "undocumented"}
 
     # Handlers take the request first: Gradio injects gr.Request only into positional
@@ -232,9 +230,9 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
     # queue=False event does not show), and only the model work behind it waits in line.
     checked = {"concurrency_id": "check", "concurrency_limit": None, **hidden}
     def check(request: gr.Request, instruction: str, material: str, references: Any,
-              title: str, outline_rows: Any, key: str | None, *values: Any):
+              title: str, outline_rows: Any, *values: Any):
         try:
-            h.owner_id(key, _user(request))
+            owner_of(request)
             h.check_form(instruction, material, references, title, outline_rows,
                          _options(list(values)))
         except ComposerError as error:
@@ -244,7 +242,7 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
 
     @spaces_gpu
     def plan(request: gr.Request, instruction: str, material: str, references: Any,
-             title: str, outline_rows: Any, key: str | None, *values: Any):
+             title: str, outline_rows: Any, *values: Any):
         with el.stop_flag(flags, request) as flag:
             if flag.is_set():
                 return gr.skip(), gr.skip(), h.STOPPED_BEFORE_START
@@ -262,10 +260,10 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
 
     @spaces_gpu
     def write(request: gr.Request, instruction: str, material: str, references: Any,
-              title: str, outline_rows: Any, key: str | None, *values: Any):
+              title: str, outline_rows: Any, *values: Any):
         progress = gr.Progress()
         try:
-            owner = h.owner_id(key, _user(request))
+            owner = owner_of(request)
             material, images = h.reference_material(services, material, references)
             compose_request = h.build_request(instruction, material, _options(list(values)),
                                               images)
@@ -297,18 +295,10 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_key: 
 
     c["stop"].click(stop, None, None, queue=False, api_name="stop")
 
-    def filter_choices(key: str | None, request: gr.Request = None):
-        if not key and not _user(request):
-            return gr.skip(), gr.skip()
-        sources, licenses = lh.filter_choices(services, h.owner_id(key, _user(request)))
-        return gr.update(choices=licenses), gr.update(choices=sources)
-
-    owner_key.change(filter_choices, owner_key, [c["image_license"], c["image_source"]],
-                     api_visibility="undocumented")
     _wire_outline_editing(c)
-    _wire_sharing_and_images(services, c, owner_key, doc_state)
-    el.wire_editing(services, flags, _user, c, c["edit"], c["image_tools"], owner_key,
-                    doc_state, concurrency)
+    _wire_sharing_and_images(services, c, owner_of, doc_state)
+    el.wire_editing(services, flags, owner_of, c, c["edit"], c["image_tools"], doc_state,
+                    concurrency)
 
 
 def _wire_outline_editing(c: dict[str, Any]) -> None:
@@ -338,85 +328,84 @@ def _wire_outline_editing(c: dict[str, Any]) -> None:
     c["clear"].click(lambda: ("", []), None, [c["title"], c["outline"]], **hidden)
 
 
-def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_key: Any,
+def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_of: OwnerOf,
                              doc_state: Any) -> None:
-    def share(key: str | None, state: dict | None, request: gr.Request = None):
+    def share(state: dict | None, request: gr.Request = None):
         try:
-            owner = h.owner_id(key, _user(request))
+            owner = owner_of(request)
             base = str(request.request.base_url) if request and request.request else ""
             return h.share_link(services, (state or {}).get("id"), owner, base)
         except ComposerError as error:
             raise _fail(error)
 
-    def revoke(key: str | None, state: dict | None, request: gr.Request = None):
+    def revoke(state: dict | None, request: gr.Request = None):
         try:
-            h.revoke_link(services, (state or {}).get("id"), h.owner_id(key, _user(request)))
+            h.revoke_link(services, (state or {}).get("id"), owner_of(request))
             return ""
         except ComposerError as error:
             raise _fail(error)
 
-    def show_candidates(key: str | None, state: dict | None, slot: Any,
-                        request: gr.Request = None):
+    def show_candidates(state: dict | None, slot: Any, request: gr.Request = None):
         if not state or slot is None:
             return []
         try:
-            doc = h.owned_document(services, state["id"], h.owner_id(key, _user(request)))
+            doc = h.owned_document(services, state["id"], owner_of(request))
             return h.candidate_gallery(services, doc, slot)
         except ComposerError as error:
             raise _fail(error)
 
-    c["share"].click(share, [owner_key, doc_state], c["link"], api_name="share")
-    c["revoke"].click(revoke, [owner_key, doc_state], c["link"], api_name="revoke")
-    c["slot"].change(show_candidates, [owner_key, doc_state, c["slot"]], c["gallery"],
+    c["share"].click(share, [doc_state], c["link"], api_name="share")
+    c["revoke"].click(revoke, [doc_state], c["link"], api_name="revoke")
+    c["slot"].change(show_candidates, [doc_state, c["slot"]], c["gallery"],
                      api_name="candidates")
 
 
-def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_key: Any,
+def _wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], owner_of: OwnerOf,
                     doc_state: Any, tabs: Any) -> None:
-    def refresh(key: str | None, request: gr.Request = None):
-        if not key and not _user(request):
-            return []
-        return h.list_documents(services, h.owner_id(key, _user(request)))
+    def refresh(request: gr.Request = None):
+        try:
+            return h.list_documents(services, owner_of(request))
+        except ComposerError as error:
+            raise _fail(error)
 
     def select(event: gr.SelectData, rows: Any):
         rows = h.table_rows(rows)
         return rows[event.index[0]][4] if rows and event.index else ""
 
-    def open_doc(key: str | None, doc_id: str, request: gr.Request = None):
+    def open_doc(doc_id: str, request: gr.Request = None):
         try:
-            doc = h.owned_document(services, doc_id.strip(), h.owner_id(key, _user(request)))
+            doc = h.owned_document(services, doc_id.strip(), owner_of(request))
         except ComposerError as error:
             raise _fail(error)
         html, state, slots = _doc_outputs(services, doc)
         return html, state, slots, doc.title, "", gr.Tabs(selected="compose")
 
-    def duplicate(key: str | None, doc_id: str, request: gr.Request = None):
+    def duplicate(doc_id: str, request: gr.Request = None):
         try:
-            owner = h.owner_id(key, _user(request))
+            owner = owner_of(request)
             copy = h.duplicate_document(services, doc_id.strip(), owner)
             return h.list_documents(services, owner), copy.id
         except ComposerError as error:
             raise _fail(error)
 
-    def delete(key: str | None, doc_id: str, confirmed: bool, request: gr.Request = None):
+    def delete(doc_id: str, confirmed: bool, request: gr.Request = None):
         try:
-            owner = h.owner_id(key, _user(request))
+            owner = owner_of(request)
             h.delete_document(services, doc_id.strip(), owner, confirmed)
             return h.list_documents(services, owner), "", False
         except ComposerError as error:
             gr.Warning(str(error))  # a toast; the table and the tick stay usable
             return gr.skip(), gr.skip(), gr.skip()
 
-    d["refresh"].click(refresh, owner_key, d["table"], api_name="documents")
-    owner_key.change(refresh, owner_key, d["table"], api_visibility="undocumented")
-    d["tab"].select(refresh, owner_key, d["table"], api_visibility="undocumented")
+    d["refresh"].click(refresh, None, d["table"], api_name="documents")
+    d["tab"].select(refresh, None, d["table"], api_visibility="undocumented")
     d["table"].select(select, d["table"], d["selected"], api_visibility="undocumented")
-    d["open"].click(open_doc, [owner_key, d["selected"]],
+    d["open"].click(open_doc, [d["selected"]],
                     [c["article"], doc_state, c["slot"], c["title"], c["status"], tabs],
                     api_name="open")
-    d["duplicate"].click(duplicate, [owner_key, d["selected"]], [d["table"], d["selected"]],
+    d["duplicate"].click(duplicate, [d["selected"]], [d["table"], d["selected"]],
                          api_name="duplicate")
-    d["delete"].click(delete, [owner_key, d["selected"], d["confirm"]],
+    d["delete"].click(delete, [d["selected"], d["confirm"]],
                       [d["table"], d["selected"], d["confirm"]], api_name="delete")
 
 
@@ -459,7 +448,7 @@ def _library_tab() -> dict[str, Any]:
         with gr.Row():
             lib["keep"] = gr.Checkbox(False, label=t("keep_near_duplicates"))
             lib["upload"] = gr.Button(t("add_to_library"), variant="primary",
-                                      elem_id="xc-lib-upload", interactive=False)
+                                      elem_id="xc-lib-upload")
         lib["upload_result"] = gr.Markdown(elem_id="xc-lib-upload-result")
     lib["caption_hint"] = gr.Markdown(elem_id="xc-lib-caption-hint")
     with gr.Row():
@@ -472,16 +461,10 @@ def _library_tab() -> dict[str, Any]:
 _EMPTY_DETAILS = (None, None, "", "", "", "", False)
 
 
-def _wire_library(services: Any, lib: dict[str, Any], owner_key: Any) -> None:
-    def owner_of(key: str | None, request: gr.Request | None) -> str:
-        return h.owner_id(key, _user(request))
-
-    def page(key: str | None, search: str, source: str, license: str, number: Any,
-             request: gr.Request = None):
-        if not key and not _user(request):
-            return [], [], "", gr.skip(), gr.skip(), gr.skip()
+def _wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
+    def page(search: str, source: str, license: str, number: Any, request: gr.Request = None):
         try:
-            owner = owner_of(key, request)
+            owner = owner_of(request)
             shown = lh.library_page(services, owner, search, source, license, number)
             sources, licenses = lh.filter_choices(services, owner)
         except ComposerError as error:
@@ -490,45 +473,45 @@ def _wire_library(services: Any, lib: dict[str, Any], owner_key: Any) -> None:
                 shown.page,
                 gr.update(choices=sources), gr.update(choices=licenses))
 
-    def select(key: str | None, ids: list[str], event: gr.SelectData,
+    def select(ids: list[str], event: gr.SelectData,
                request: gr.Request = None):
         index = event.index if isinstance(event.index, int) else None
         if index is None or not 0 <= index < len(ids or []):
             return _EMPTY_DETAILS
-        return details(key, ids[index], request)
+        return details(ids[index], request)
 
-    def details(key: str | None, image_id: str | None, request: gr.Request | None):
+    def details(image_id: str | None, request: gr.Request | None):
         try:
-            shown = lh.image_details(services, image_id, owner_of(key, request))
+            shown = lh.image_details(services, image_id, owner_of(request))
         except ComposerError as error:
             raise _fail(error)
         image = shown.image
         return (image.id, str(services.images.thumbnail(image.id, 512)), image.caption,
                 image.license, image.attribution, shown.notes, False)
 
-    def save(key: str | None, image_id: str | None, caption: str, license: str,
+    def save(image_id: str | None, caption: str, license: str,
              attribution: str, request: gr.Request = None):
         try:
-            lh.save_image(services, image_id, owner_of(key, request), caption, license,
+            lh.save_image(services, image_id, owner_of(request), caption, license,
                           attribution)
         except ComposerError as error:
             raise _fail(error)
         gr.Info("Saved: the new caption is searchable now.")
-        return details(key, image_id, request)
+        return details(image_id, request)
 
-    def delete(key: str | None, image_id: str | None, confirmed: bool,
+    def delete(image_id: str | None, confirmed: bool,
                request: gr.Request = None):
         try:
-            lh.delete_image(services, image_id, owner_of(key, request), confirmed)
+            lh.delete_image(services, image_id, owner_of(request), confirmed)
         except ComposerError as error:
             gr.Warning(str(error))
             return (gr.skip(),) * len(_EMPTY_DETAILS)
         return _EMPTY_DETAILS
 
-    def upload(key: str | None, files: Any, caption: str, license: str, attribution: str,
+    def upload(files: Any, caption: str, license: str, attribution: str,
                keep: bool, request: gr.Request = None, progress=gr.Progress()):
         try:
-            return lh.upload_images(services, owner_of(key, request), files, caption, license,
+            return lh.upload_images(services, owner_of(request), files, caption, license,
                                     attribution, keep,
                                     progress=lambda share, text: progress(share, desc=text)), None
         except ComposerError as error:
@@ -549,7 +532,7 @@ def _wire_library(services: Any, lib: dict[str, Any], owner_key: Any) -> None:
         status = services.captions.status()
         return lh.caption_status_text(status), gr.Timer(active=status.running)
 
-    filters = [owner_key, lib["search"], lib["source"], lib["license"], lib["page"]]
+    filters = [lib["search"], lib["source"], lib["license"], lib["page"]]
     page_outputs = [lib["gallery"], lib["ids"], lib["summary"], lib["page"], lib["source"],
                     lib["license"]]
     detail_outputs = [lib["selected"], lib["preview"], lib["caption"], lib["license_text"],
@@ -561,16 +544,15 @@ def _wire_library(services: Any, lib: dict[str, Any], owner_key: Any) -> None:
     lib["license"].input(page, filters, page_outputs, **hidden)
     lib["page"].submit(page, filters, page_outputs, **hidden)
     lib["tab"].select(page, filters, page_outputs, **hidden)
-    owner_key.change(page, filters, page_outputs, **hidden)  # the key arrives after load
     lib["tab"].select(caption_hint, None, [lib["caption_hint"], lib["caption_all"],
                                            lib["caption_status"]], **hidden)
-    lib["gallery"].select(select, [owner_key, lib["ids"]], detail_outputs, **hidden)
-    lib["save"].click(save, [owner_key, lib["selected"], lib["caption"], lib["license_text"],
+    lib["gallery"].select(select, [lib["ids"]], detail_outputs, **hidden)
+    lib["save"].click(save, [lib["selected"], lib["caption"], lib["license_text"],
                              lib["attribution"]], detail_outputs, api_name="library_save") \
         .then(page, filters, page_outputs, **hidden)
-    lib["delete"].click(delete, [owner_key, lib["selected"], lib["confirm"]], detail_outputs,
+    lib["delete"].click(delete, [lib["selected"], lib["confirm"]], detail_outputs,
                         api_name="library_delete").then(page, filters, page_outputs, **hidden)
-    lib["upload"].click(upload, [owner_key, lib["files"], lib["upload_caption"],
+    lib["upload"].click(upload, [lib["files"], lib["upload_caption"],
                                  lib["upload_license"], lib["upload_attribution"], lib["keep"]],
                         [lib["upload_result"], lib["files"]], api_name="library_upload") \
         .then(page, filters, page_outputs, **hidden)
