@@ -22,13 +22,13 @@ live_app = support_app.live_app  # the fixtures, under their names here
 browser = support_browser.browser
 
 
-def fetch(url: str, cookie: str | None = None, data: bytes | None = None
-          ) -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, cookie: str | None = None, data: bytes | None = None,
+          cookies: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, lower-cased headers, body) of a GET (a POST with `data`), errors included;
-    `cookie` is the owner cookie's value."""
+    `cookie` is the owner cookie's value, `cookies` a whole Cookie header."""
     headers = {"Content-Type": "application/json"} if data is not None else {}
-    if cookie is not None:
-        headers["Cookie"] = f"{COOKIE}={cookie}"
+    if cookie is not None or cookies is not None:
+        headers["Cookie"] = cookies or f"{COOKIE}={cookie}"
     request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -46,14 +46,16 @@ def new_browser(url: str) -> tuple[str, str]:
     return value, "key:" + value.split(".")[0]
 
 
-def call(url: str, api_name: str, data: list, cookie: str | None = None) -> tuple[str, object]:
+def call(url: str, api_name: str, data: list, cookie: str | None = None,
+         cookies: str | None = None) -> tuple[str, object]:
     """Call a named Gradio endpoint over its HTTP API: ("complete", outputs) or
     ("error", message)."""
     status, _, body = fetch(f"{url}/gradio_api/call/{api_name}", cookie,
-                            json.dumps({"data": data}).encode())
+                            json.dumps({"data": data}).encode(), cookies)
     assert status == 200, body
     event_id = json.loads(body)["event_id"]
-    _, _, stream = fetch(f"{url}/gradio_api/call/{api_name}/{event_id}", cookie)
+    _, _, stream = fetch(f"{url}/gradio_api/call/{api_name}/{event_id}", cookie,
+                         cookies=cookies)
     lines = stream.decode().splitlines()
     kind = next(line[7:] for line in lines if line.startswith("event: "))
     payload = json.loads(next(line[6:] for line in lines if line.startswith("data: ")))
@@ -88,6 +90,7 @@ def test_share_pages_keep_their_stricter_policy(live_app):
     status, headers, _ = fetch(f"{live_app.url}/a/{token}")
     assert status == 200 and headers["content-security-policy"] == SHARE_CSP
     assert headers["x-content-type-options"] == "nosniff"
+    assert "set-cookie" not in headers  # public pages give their visitors no owner cookie
     status, headers, _ = fetch(f"{live_app.url}/a/nope")
     assert status == 404 and headers["content-security-policy"] == SHARE_CSP
 
@@ -134,7 +137,9 @@ def test_the_page_sets_a_signed_http_only_cookie_and_config_holds_no_secret(live
     assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     value = cookie.split(";")[0].split("=", 1)[1]
     assert len(value.split(".")[0]) == 32  # 192 random bits
-    assert "set-cookie" not in fetch(live_app.url + "/", value)[1]  # a valid one is kept
+    renewed = fetch(live_app.url + "/", value)[1]["set-cookie"]  # a valid one is kept,
+    assert renewed.split(";")[0] == f"{COOKIE}={value}"  # its lifetime renewed
+    assert "set-cookie" not in fetch(live_app.url + "/config", value)[1]
     _, _, config = fetch(live_app.url + "/config", value)
     secret = (live_app.services.settings.home / "browser-secret").read_text().strip()
     assert secret not in config.decode() and "BrowserState" not in config.decode()
@@ -203,3 +208,45 @@ def test_a_shared_document_shows_its_private_images_through_its_link_only(live_a
     assert fetch(f"{live_app.url}/media/{image.id}")[0] == 404
     services.shares.revoke(doc.id)
     assert fetch(f"{live_app.url}/a/{token}/img/{image.id}")[0] == 404
+
+
+@pytest.fixture(scope="module")
+def auth_app(tmp_path_factory):
+    """The app with --auth ann:secret."""
+    import dataclasses
+
+    services = support_app.make_services(tmp_path_factory.mktemp("auth") / "home")
+    services.settings = dataclasses.replace(services.settings, auth="ann:secret")
+    with support_app.LiveServer(services) as server:
+        server.services = services
+        yield server
+    services.db.dispose()
+
+
+def test_with_auth_the_account_owns_and_sees_its_private_images(auth_app):
+    import urllib.parse
+
+    value, _ = new_browser(auth_app.url)
+    login = urllib.request.Request(
+        f"{auth_app.url}/login", urllib.parse.urlencode(
+            {"username": "ann", "password": "secret"}).encode(),
+        {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"{COOKIE}={value}"})
+    with urllib.request.urlopen(login, timeout=30) as response:
+        tokens = [c.split(";")[0] for c in response.headers.get_all("set-cookie")]
+    cookies = "; ".join([f"{COOKIE}={value}", *tokens])
+    services = auth_app.services
+    image, _ = services.images.add(png_bytes((5, 5, 250), mark="acct"), owner="user:ann")
+    services.documents.create("Ann's", "i", "en", {}, None, owner="user:ann")
+
+    def media(**cookie: str) -> int:
+        return fetch(f"{auth_app.url}/media/{image.id}", **cookie)[0]
+
+    assert media(cookies=cookies) == 404  # before any handler knew the login
+    _, outputs = call(auth_app.url, "documents", [], cookies=cookies)
+    assert [row[0] for row in outputs[0]["data"]] == ["Ann's"]  # the account owns it
+    assert media(cookies=cookies) == 200
+    assert media(cookie=value) == 200  # this browser, signed in
+    assert media() == 404
+    other, _ = new_browser(auth_app.url)
+    assert media(cookie=other) == 404
+

@@ -32,6 +32,8 @@ from ui import handlers as h
 COOKIE = "xc_owner"
 ID_BYTES = 24  # 192 random bits, like share tokens
 MAX_AGE = 400 * 24 * 3600  # the longest lifetime browsers keep (Chrome caps cookies at 400 days)
+# Public pages (share links, health checks) need no owner: their visitors get no cookie.
+PUBLIC_PREFIXES = ("/a/", "/healthz")
 MAX_BINDINGS = 10_000  # browsers remembered as signed in (least recently seen forgotten)
 NO_OWNER = ("this browser has no valid owner key (the xc_owner cookie is missing or was "
             "changed): reload the page with cookies allowed; API clients must send the "
@@ -71,9 +73,11 @@ class Identities:
             return None
         return found.group(1)
 
-    def set_cookie_header(self, https: bool) -> bytes:
-        """A Set-Cookie header value carrying a new id."""
-        attributes = [f"{COOKIE}={self.issue()}", "Path=/", f"Max-Age={MAX_AGE}", "HttpOnly"]
+    def set_cookie_header(self, https: bool, value: str | None = None) -> bytes:
+        """A Set-Cookie header value carrying `value` (a verified one, to extend its
+        lifetime) or a new id."""
+        value = value or self.issue()
+        attributes = [f"{COOKIE}={value}", "Path=/", f"Max-Age={MAX_AGE}", "HttpOnly"]
         if self.on_spaces:  # framed by huggingface.co: a third-party context
             attributes += ["SameSite=None", "Secure", "Partitioned"]
         else:
@@ -125,7 +129,9 @@ class OwnerCookie:
     """ASGI middleware: a response to a request without a valid `xc_owner` cookie sets one.
 
     The request itself stays without an identity (a handler it reaches refuses it), so a
-    client only ever owns an id the server gave it.
+    client only ever owns an id the server gave it. Loading the app page renews a valid
+    cookie's lifetime (same id), so a browser in use keeps its owner; public pages set none
+    (PUBLIC_PREFIXES).
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]], identities: Identities) -> None:
@@ -133,11 +139,17 @@ class OwnerCookie:
         self.identities = identities
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.identities.browser_id(_ScopeCookies(scope)):
+        if scope["type"] != "http" or scope.get("path", "").startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        cookies = _ScopeCookies(scope)
+        valid = self.identities.browser_id(cookies) is not None
+        if valid and scope.get("path") != "/":
             await self.app(scope, receive, send)
             return
         https = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https"
-        cookie = self.identities.set_cookie_header(https)
+        cookie = self.identities.set_cookie_header(
+            https, cookies.cookies.get(COOKIE) if valid else None)
 
         async def send_with_cookie(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
