@@ -159,7 +159,7 @@ def test_three_compositions_in_a_row_with_the_embedded_model_then_a_stop(embedde
         _wait_status(page, "Done", timeout=300_000)
         assert page.locator(ERROR_TOAST).count() == 0, page.locator(ERROR_TOAST).all_inner_texts()
         doc = _latest(embedded_app.services)
-        assert doc.status == "done" and doc.word_count > 0, (number, doc)
+        assert doc.status == "done" and doc.words > 0, (number, doc)
         page.screenshot(path=str(SHOTS / f"embedded_compose_{number}.png"), full_page=True)
 
     page.fill("#xc-instruction textarea", "The history of lighthouses")
