@@ -229,6 +229,7 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: O
     # unlimited concurrency group (queued, so its error is a toast with the message, which a
     # queue=False event does not show), and only the model work behind it waits in line.
     checked = {"concurrency_id": "check", "concurrency_limit": None, **hidden}
+
     def check(request: gr.Request, instruction: str, material: str, references: Any,
               title: str, outline_rows: Any, *values: Any):
         try:
