@@ -2,7 +2,10 @@
 
 Every piece of text a person or the model wrote is escaped: the HTML export embeds images as
 data URIs and carries a Content-Security-Policy that allows no script at all, so an article
-containing "<script>" shows those characters and runs nothing.
+containing "<script>" shows those characters and runs nothing. Markdown escapes with
+CommonMark's backslash escapes (not HTML entities, which Markdown viewers show as text), so
+"<<a title>>" reads as written and raw HTML in any text is never rendered as HTML. Each
+section's title is a `##` heading (`<h2>` in HTML) before its first block.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import base64
 import html
 import io
 import mimetypes
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
+from urllib.parse import quote
 
-from composer.render import ARTICLE_CSS, article_html, credit_text
+from composer.render import ARTICLE_CSS, article_html, credit_text, section_headings
 from composer.types import Document, ImageBlock, LibraryImage, TextBlock
 
 FORMATS = ("md", "html", "zip")
@@ -50,26 +55,59 @@ def _images(doc: Document, store: ImageSource) -> dict[str, ExportedImage]:
     return found
 
 
+# CommonMark lets a backslash escape any ASCII punctuation. These can start markup anywhere
+# in a line: emphasis, code, links and images, raw HTML and autolinks, tables, strikethrough.
+_INLINE_MARKUP = re.compile(r"([\\`*_\[\]<>|~])")
+_ENTITY = re.compile(r"&(?=#?\w+;)")  # "&lt;" would be shown as "<"
+# These only at the start of a line: headings, quotes, lists, setext underlines.
+_LINE_MARKUP = re.compile(r"^(?:(\d+)([.)])|([#+=-]))")
+# Characters kept as they are in an image address (the rest is percent-encoded).
+_URL_SAFE = "/:@!$&'*+,;=?#~%"
+
+
+def _escape_inline(text: str) -> str:
+    return _ENTITY.sub(r"\\&", _INLINE_MARKUP.sub(r"\\\1", text))
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    number, mark, other = match.groups()
+    return f"{number}\\{mark}" if number else f"\\{other}"
+
+
 def escape_markdown(text: str) -> str:
-    """Text safe inside Markdown: HTML is shown, not interpreted, by Markdown renderers."""
-    return html.escape(text, quote=False)
+    """Text that Markdown viewers show exactly as written: markup characters get CommonMark
+    backslash escapes, so raw HTML such as "<script>" is shown as text and never rendered.
+    Lines lose their indentation (four spaces would make a code block)."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(_LINE_MARKUP.sub(_escape_line_start, _escape_inline(line.strip()))
+                     for line in lines)
+
+
+def _one_line(text: str) -> str:
+    """Escaped text on one line, for headings, alt text and captions (which cannot span
+    lines); "#" too, which would otherwise close a heading."""
+    return _escape_inline(" ".join(text.split())).replace("#", "\\#")
 
 
 def to_markdown(doc: Document, store: ImageSource,
                 link: Callable[[ExportedImage], str] = lambda e: f"images/{e.name}") -> str:
-    """The article as Markdown; `link` gives each image's address (default images/<name>)."""
+    """The article as Markdown: the title, a `##` heading per section, paragraphs, images with
+    caption and credit; `link` gives each image's address (default images/<name>)."""
     images = _images(doc, store)
-    lines = [f"# {escape_markdown(doc.title)}", ""]
-    for block in doc.blocks:
-        if isinstance(block, TextBlock):
-            lines += [escape_markdown(block.text), ""]
+    headings = section_headings(doc)
+    lines = [f"# {_one_line(doc.title)}", ""]
+    for position, block in enumerate(doc.blocks):
+        if position in headings:
+            lines += [f"## {_one_line(headings[position])}", ""]
+        if isinstance(block, TextBlock) and block.text.strip():
+            lines += [escape_markdown(block.text.strip()), ""]
         elif isinstance(block, ImageBlock) and block.image_id:
             exported = images[block.image_id]
-            alt = escape_markdown(block.caption).replace("]", "\\]").replace("\n", " ")
-            lines += [f"![{alt}]({link(exported)})", ""]
-            caption = escape_markdown(block.caption)
+            caption = _one_line(block.caption)
+            lines += [f"![{caption}]({quote(link(exported), safe=_URL_SAFE)})", ""]
             source = credit_text(exported.image)
-            lines += [f"*{caption}*" + (f" ({escape_markdown(source)})" if source else ""), ""]
+            credit = f" ({_one_line(source)})" if source else ""
+            lines += [(f"*{caption}*" if caption else "") + credit, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

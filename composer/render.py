@@ -19,6 +19,7 @@ ARTICLE_CSS = """
 .xc-article{font-family:Georgia,'Noto Serif','Songti SC',serif;line-height:1.7;color:#1d1d1f;
 max-width:46rem;margin:0 auto}
 .xc-article h1{font-size:2rem;line-height:1.25;margin:0 0 1.25rem}
+.xc-article h2{font-size:1.35rem;line-height:1.3;margin:2rem 0 .8rem}
 .xc-article p{margin:0 0 1.1rem;font-size:1.08rem}
 .xc-article figure{margin:1.5rem 0}
 .xc-article img{max-width:100%;height:auto;border-radius:6px;display:block}
@@ -33,6 +34,34 @@ def credit_text(image: LibraryImage | None) -> str:
     if image is None:
         return ""
     return ", ".join(part for part in (image.attribution, image.license) if part)
+
+
+def section_headings(doc: Document) -> dict[int, str]:
+    """Block position -> the title of the outline section that block opens.
+
+    Each section gets one heading, before its first block in document order, so a person's
+    reordered or deleted sections still read sensibly. No heading for a document without an
+    outline, a section the outline does not name, an empty title, or a one-section article
+    whose section title is the article's title.
+    """
+    sections = doc.outline.sections if doc.outline else []
+    headings: dict[int, str] = {}
+    seen: set[int] = set()
+    for position, block in enumerate(doc.blocks):
+        if block.section in seen or not _shows(block):
+            continue
+        seen.add(block.section)
+        if not 0 <= block.section < len(sections):
+            continue
+        title = " ".join(sections[block.section].title.split())
+        if title and title.casefold() != " ".join(doc.title.split()).casefold():
+            headings[position] = title
+    return headings
+
+
+def _shows(block: TextBlock | ImageBlock) -> bool:
+    """Whether a block renders anything (a heading never stands over nothing)."""
+    return bool(block.text.strip()) if isinstance(block, TextBlock) else bool(block.image_id)
 
 
 def figure_html(block: ImageBlock, image_url: ImageUrl, image_info: ImageInfo) -> str:
@@ -50,7 +79,10 @@ def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
                  streaming_tail: str = "") -> str:
     """The article as escaped HTML; `streaming_tail` is text still being written."""
     parts = [f'<article class="xc-article"><h1>{html.escape(doc.title)}</h1>']
-    for block in doc.blocks:
+    headings = section_headings(doc)
+    for position, block in enumerate(doc.blocks):
+        if position in headings:
+            parts.append(f"<h2>{html.escape(headings[position])}</h2>")
         if isinstance(block, TextBlock):
             parts.append(f"<p>{html.escape(block.text)}</p>")
         elif isinstance(block, ImageBlock):

@@ -4,9 +4,21 @@ import base64
 import io
 import re
 import zipfile
+from html.parser import HTMLParser
 
-from composer.export import HTML_CSP, export, to_html, to_markdown, to_zip, write_markdown
-from composer.types import ImageBlock, ImageCandidate, TextBlock
+import pytest
+from markdown_it import MarkdownIt
+
+from composer.export import (
+    HTML_CSP,
+    escape_markdown,
+    export,
+    to_html,
+    to_markdown,
+    to_zip,
+    write_markdown,
+)
+from composer.types import ImageBlock, ImageCandidate, Outline, SectionPlan, TextBlock
 from tests.support_pipeline import database, documents, image_store  # noqa: F401
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -41,8 +53,8 @@ def test_markdown_links_images_in_a_folder_and_escapes_html(documents, image_sto
     doc, image = saved_document(documents, image_store)
     out = write_markdown(doc, image_store, tmp_path / "article.md")
     text = out.read_text()
-    assert text.startswith("# Harbors &amp; &lt;b&gt;Boats&lt;/b&gt;\n")
-    assert "<script>" not in text
+    assert text.startswith("# Harbors & \\<b\\>Boats\\</b\\>\n")
+    assert "<script>" not in text and "&lt;" not in text and "&amp;" not in text
     link = re.search(r"!\[[^\]]*\]\(([^)]+)\)", text).group(1)
     assert link.startswith("article_images/")
     assert (tmp_path / link).read_bytes() == image_store.path(image.id).read_bytes()
@@ -65,3 +77,114 @@ def test_markdown_to_stdout_links_the_stored_files(documents, image_store):
     text = export(doc, image_store, "md", None)
     assert image_store.path(image.id).resolve().as_uri() in text
     assert to_markdown(doc, image_store).count("![") == 1
+
+
+# A CommonMark renderer with raw HTML on (the most permissive viewer), plus GitHub's extras.
+MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+TRICKY = [
+    "<<the history of photography>>",
+    HOSTILE,
+    "<a href=\"javascript:alert(1)\">click</a> <http://example.com> <!-- comment -->",
+    "AT&T says &lt;b&gt; and &#60;i&#62; are entities",
+    "*stars* _under_ `code` [link](http://x) ![img](http://y) | pipe | ~~struck~~ a\\b",
+    "1. not a list",
+    "# not a heading",
+    "- not a bullet",
+    "    not a code block",
+    "---",
+]
+
+
+class _TextAndTags(HTMLParser):
+    """The visible text and the tag names of rendered HTML."""
+
+    def __init__(self):
+        super().__init__()
+        self.text, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def rendered(markdown: str) -> _TextAndTags:
+    parser = _TextAndTags()
+    parser.feed(MARKDOWN.render(markdown))
+    return parser
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_escaped_markdown_renders_as_the_text_itself_and_never_as_html(text):
+    page = rendered(escape_markdown(text))
+    assert "".join(page.text).strip() == text.strip()
+    assert set(page.tags) <= {"p"}  # no script, img, a, em, code, h1, li, pre, hr ...
+
+
+def outlined_document(documents, image_store, section_of_blocks, titles=("Tides", "Boats",
+                                                                          "Lights")):
+    """A document whose outline has `titles`; one paragraph per entry of section_of_blocks
+    (the section index it belongs to), an image after the first one."""
+    image = image_store.list()[0]
+    outline = Outline("Harbors", [SectionPlan(title, ["a point"], 100) for title in titles])
+    doc = documents.create("Harbors", "instruction", "en", {}, outline)
+    blocks = []
+    for number, section in enumerate(section_of_blocks):
+        blocks.append(TextBlock(f"Paragraph {number} of section {section}.", section=section))
+        if number == 0:
+            blocks.append(ImageBlock(caption="a harbor", image_id=image.id, section=section))
+    documents.append_blocks(doc.id, blocks)
+    return documents.get(doc.id)
+
+
+def headings_in(markdown: str) -> list[str]:
+    return re.findall(r"^## (.+)$", markdown, flags=re.M)
+
+
+def test_every_export_has_section_headings_in_document_order(documents, image_store):
+    doc = outlined_document(documents, image_store, [0, 0, 1, 2, 2])
+    markdown = to_markdown(doc, image_store)
+    assert headings_in(markdown) == ["Tides", "Boats", "Lights"]
+    assert markdown.index("## Tides") < markdown.index("Paragraph 0") < markdown.index("![")
+    assert markdown.index("Paragraph 1") < markdown.index("## Boats") < markdown.index(
+        "Paragraph 2") < markdown.index("## Lights") < markdown.index("Paragraph 3")
+    archive = zipfile.ZipFile(io.BytesIO(to_zip(doc, image_store)))
+    assert headings_in(archive.read("article.md").decode()) == ["Tides", "Boats", "Lights"]
+    page = to_html(doc, image_store)
+    assert re.findall(r"<h2>(.*?)</h2>", page) == ["Tides", "Boats", "Lights"]
+    assert page.index("<h2>Boats</h2>") < page.index("Paragraph 2")
+    assert [t for t in rendered(markdown).tags if t.startswith("h")] == ["h1", "h2", "h2", "h2"]
+
+
+def test_headings_follow_a_reordered_outline_and_skip_what_has_no_text(documents, image_store):
+    # A person moved section 2 first, deleted section 1's text; section 3 has an empty title
+    # and blocks of section 7 name no section of the outline.
+    doc = outlined_document(documents, image_store, [2, 2, 0, 3, 7],
+                            titles=("Tides", "Boats", "Lights", "  "))
+    markdown = to_markdown(doc, image_store)
+    assert headings_in(markdown) == ["Lights", "Tides"]
+    assert markdown.index("## Lights") < markdown.index("Paragraph 0") < markdown.index(
+        "## Tides") < markdown.index("Paragraph 2")
+    assert "## \n" not in markdown and "<h2></h2>" not in to_html(doc, image_store)
+
+
+def test_no_headings_without_an_outline_or_when_the_only_section_is_the_title(
+        documents, image_store):
+    doc, _ = saved_document(documents, image_store)
+    assert headings_in(to_markdown(doc, image_store)) == []
+    assert "<h2>" not in to_html(doc, image_store)
+    single = outlined_document(documents, image_store, [0, 0], titles=("harbors",))
+    assert headings_in(to_markdown(single, image_store)) == []
+
+
+def test_hostile_section_titles_are_escaped_in_markdown_and_html(documents, image_store):
+    doc = outlined_document(documents, image_store, [0, 1],
+                            titles=(HOSTILE, "<<the history of photography>> #1"))
+    markdown = to_markdown(doc, image_store)
+    page = rendered(markdown)
+    assert "script" not in page.tags and page.tags.count("img") == 1  # the article's image
+    assert "<<the history of photography>> #1" in "".join(page.text)
+    assert "&lt;" not in markdown
+    html_page = to_html(doc, image_store)
+    assert "<script>" not in html_page and "<h2>&lt;script&gt;" in html_page

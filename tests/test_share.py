@@ -4,7 +4,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from composer.types import ImageBlock, ImageCandidate, TextBlock
+from composer.types import ImageBlock, ImageCandidate, Outline, SectionPlan, TextBlock
 from ui.share import SHARE_CSP, build_share_router
 from tests.support_app import services  # noqa: F401
 
@@ -53,8 +53,26 @@ def test_markdown_download(services, client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/markdown")
     assert "attachment" in response.headers["content-disposition"]
-    assert response.text.startswith("# Tides &lt;script&gt;")
+    assert response.text.startswith('# Tides \\<script\\>alert("pwned")\\</script\\>\n')
+    assert "&lt;" not in response.text
     assert f"http://testserver/a/{token}/img/{image.id}" in response.text
+
+
+def test_share_page_and_markdown_have_section_headings_in_document_order(services, client):
+    outline = Outline("Tides", [SectionPlan("Why the sea rises", [], 100),
+                                SectionPlan("Harbors " + HOSTILE, [], 100)])
+    doc = services.documents.create("Tides", "i", "en", {}, outline, owner="key:x")
+    services.documents.append_blocks(doc.id, [TextBlock("The moon pulls.", section=1),
+                                              TextBlock("Boats wait.", section=1),
+                                              TextBlock("Water climbs.", section=0)])
+    token = services.shares.share(doc.id)
+    page = client.get(f"/a/{token}").text.split("<main>", 1)[1]
+    assert page.count("<h2>") == 2 and "<script" not in page
+    assert page.index("<h2>Harbors &lt;script&gt;") < page.index("The moon pulls.") < page.index(
+        "Boats wait.") < page.index("<h2>Why the sea rises</h2>") < page.index("Water climbs.")
+    markdown = client.get(f"/a/{token}.md").text
+    assert markdown.index("## Harbors \\<script\\>") < markdown.index("The moon pulls.") < (
+        markdown.index("## Why the sea rises")) < markdown.index("Water climbs.")
 
 
 @pytest.mark.parametrize("path", ["/a/nope", "/a/nope.md", "/a/" + "x" * 300,
