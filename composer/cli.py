@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--license", help="only images with exactly this license")
     listing.add_argument("--limit", type=int, default=None)
     actions.add_parser("seed", help="add the bundled default photos (done on first run)")
+    search = actions.add_parser("search", help="the library's best images for a description, "
+                                "ranked with scores, as the composer finds them")
+    search.add_argument("query", help="what the picture should show")
+    search.add_argument("--k", type=int, default=10, help="how many results (default 10)")
+    search.add_argument("--source", help="only images with exactly this source")
+    search.add_argument("--license", help="only images with exactly this license")
+    search.add_argument("--json", action="store_true", help="print a JSON list (for scripts)")
     generate = actions.add_parser("generate", help="generate a picture for a caption with "
                                   "$COMPOSER_IMAGE_GENERATOR and add it to the library")
     generate.add_argument("caption", help="what the picture shows (also its caption)")
@@ -273,7 +280,7 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_library(services: Services, args: argparse.Namespace) -> int:
-    """Add, list or seed library images."""
+    """Add, list, search or seed library images."""
     from composer.library import add_images, seed_default_library
 
     if args.action == "seed":
@@ -284,6 +291,10 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
         return cmd_caption(services, args)
     if args.action == "generate":
         return cmd_generate(services, args)
+    if args.action == "search":
+        from composer.cli_library import cmd_library_search
+
+        return cmd_library_search(services, args)
     if args.action == "list":
         images = services.images.list(limit=args.limit, search=args.search, source=args.source,
                                       license=args.license)
