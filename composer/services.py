@@ -194,6 +194,13 @@ class Services:
         return Editor(self.lm, self.documents, retriever=self.retriever if with_images else None,
                       pairs=self.pairs, generator=generator, images=self.images)
 
+    def check_language(self, language: str) -> None:
+        """InputError when the writer does not write `language` (composer/languages.py).
+        Loads nothing: a writer not loaded yet is judged by the settings."""
+        from composer.languages import check_writer_language
+
+        check_writer_language(language, self.settings, self._made.get("lm"))
+
     @property
     def lm(self) -> LanguageModel:
         """The writer model, loaded once."""

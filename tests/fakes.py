@@ -26,6 +26,7 @@ class ScriptedLM:
 
     name = "scripted"
     context_length = 100_000
+    languages = ("en", "zh")  # what it declares it writes (composer/languages.py)
 
     def __init__(self, replies: list[str] | None = None, delay: float = 0.0,
                  responder: Callable[[list[ChatMessage], str], str] | None = None):

@@ -141,12 +141,15 @@ def build_request(instruction: str, material: str, options: ComposeOptions,
 
 
 def check_form(instruction: str, material: str, references: list[Any] | None, title: str,
-               rows: Any, options: ComposeOptions) -> None:
+               rows: Any, options: ComposeOptions, services: Any = None) -> None:
     """Every check of the compose form that needs no model (InputError), so that bad input
-    is answered at once instead of after the work queued before it."""
+    is answered at once instead of after the work queued before it; with `services`, also
+    whether the writer writes the language asked for (without loading it)."""
     from composer.pipeline import check_outline
 
     build_request(instruction, material, options, ["reference"] * len(references or []))
+    if services is not None:
+        services.check_language(options.language)
     edited = outline_from_rows(title, rows)
     if edited.sections:
         check_outline(edited)
@@ -197,6 +200,7 @@ def plan_outline(services: Any, instruction: str, material: str, options: Compos
                  cancel: threading.Event | None = None) -> tuple[str, list[list[Any]]]:
     """Generate a title and outline for editing before writing (`cancel` stops the model)."""
     request = build_request(instruction, material, options, reference_images)
+    services.check_language(request.language)
     outline = services.composer(with_images=False).plan(request, cancel)
     return outline.title, outline_rows(outline)
 
@@ -225,6 +229,7 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
                   cancel: threading.Event, interval: float = RENDER_INTERVAL,
                   ) -> Iterator[WriteUpdate]:
     """Compose and save, yielding a re-rendered view at each stage and every `interval` s."""
+    services.check_language(request.language)
     composer = services.composer(with_images=not request.text_only)
     doc_id: str | None = None
     pending, status, fraction, last = "", "", 0.0, 0.0

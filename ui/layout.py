@@ -235,7 +235,7 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: O
         try:
             owner_of(request)
             h.check_form(instruction, material, references, title, outline_rows,
-                         _options(list(values)))
+                         _options(list(values)), services)
         except ComposerError as error:
             raise _fail(error)
         flags.arm(el.session_of(request))

@@ -1,0 +1,110 @@
+"""Which languages the writer writes: a Chinese request to an English-only writer is refused
+before any work (CLI exit 2, the web form's check), naming models that can; lengths are named
+in characters for Chinese."""
+
+import threading
+
+import pytest
+
+from composer.cli import main
+from composer.config import Settings
+from composer.languages import (
+    check_writer_language,
+    length_text,
+    writer_languages,
+)
+from composer.types import ComposerError, InputError
+from tests.fakes import ScriptedLM
+from tests.support_app import make_services, services  # noqa: F401
+from ui import handlers as h
+
+CAPABLE = ("Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
+           "internlm/internlm2_5-7b-chat")
+
+
+def settings(tmp_path, **env):
+    return Settings.from_env(env, home=tmp_path)
+
+
+@pytest.mark.parametrize("model, languages", [
+    ("embedded", ("en",)),
+    ("HuggingFaceTB/SmolLM2-1.7B-Instruct", ("en",)),
+    ("/models/gpt2", ("en",)),
+    ("Qwen/Qwen2.5-7B-Instruct", ("en", "zh")),
+    ("tests.fakes:scripted_factory", ("en", "zh")),
+])
+def test_the_writers_languages_come_from_its_name(tmp_path, model, languages):
+    assert writer_languages(settings(tmp_path, COMPOSER_MODEL=model)) == languages
+
+
+def test_the_operator_and_the_backend_can_declare_languages(tmp_path):
+    both = settings(tmp_path, COMPOSER_MODEL_LANGUAGES=" zh, en ")
+    assert writer_languages(both) == ("zh", "en")  # the operator's word beats the name
+    english = ScriptedLM()
+    english.languages = ("en",)
+    assert writer_languages(settings(tmp_path, COMPOSER_MODEL="x/y"), english) == ("en",)
+    assert writer_languages(settings(tmp_path), ScriptedLM()) == ("en", "zh")
+    with pytest.raises(ComposerError, match=r"COMPOSER_MODEL_LANGUAGES='en,fr'.*\['fr'\]"):
+        writer_languages(settings(tmp_path, COMPOSER_MODEL_LANGUAGES="en,fr"))
+
+
+def test_the_refusal_names_the_model_models_that_can_and_how_to_set_one(tmp_path):
+    with pytest.raises(InputError) as refused:
+        check_writer_language("zh", settings(tmp_path))
+    message = str(refused.value)
+    assert "embedded (SmolLM2-135M-Instruct) writes English only" in message
+    assert "Chinese (zh)" in message and all(model in message for model in CAPABLE)
+    assert "COMPOSER_MODEL" in message and "--model" in message
+    assert "COMPOSER_MODEL_LANGUAGES=en,zh" in message
+    check_writer_language("en", settings(tmp_path))  # English is fine
+    check_writer_language("zh", settings(tmp_path, COMPOSER_MODEL="Qwen/Qwen2.5-7B-Instruct"))
+
+
+def test_cli_refuses_chinese_with_the_embedded_writer_before_loading_it(tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.setenv("COMPOSER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("COMPOSER_MODEL", raising=False)
+
+    def no_loading(settings):
+        raise AssertionError("the model must not load for a refused request")
+
+    monkeypatch.setattr("models.registry.load_language_model", no_loading)
+    code = main(["compose", "茶的历史", "--lang", "zh", "--words", "300", "--text-only"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("error: the writer model embedded (SmolLM2-135M-Instruct) "
+                                   "writes English only")
+    assert "Qwen/Qwen2.5-7B-Instruct" in captured.err
+    assert main(["list"]) == 0 and "No documents yet" in capsys.readouterr().out
+
+
+def test_the_form_check_refuses_chinese_for_an_english_only_writer(tmp_path):
+    english = ScriptedLM()
+    english.languages = ("en",)
+    services = make_services(tmp_path / "home", lm=english)
+    try:
+        options = h.ComposeOptions(language="zh", words=300, text_only=True)
+        with pytest.raises(InputError, match="writes English only"):
+            h.check_form("茶的历史", "", None, "", None, options, services)
+        h.check_form("茶的历史", "", None, "", None, options)  # without services: no model check
+        request = h.build_request("茶的历史", "", options)
+        with pytest.raises(InputError, match="writes English only"):
+            next(h.write_article(services, request, None, "key:x", cancel=None))
+        assert english.calls == [] and services.documents.list() == []
+    finally:
+        services.db.dispose()
+
+
+def test_a_writer_that_declares_chinese_composes_a_chinese_article(services):  # noqa: F811
+    options = h.ComposeOptions(language="zh", words=300, text_only=True)
+    h.check_form("茶的历史", "", None, "", None, options, services)
+    request = h.build_request("茶的历史", "", options)
+    updates = list(h.write_article(services, request, None, "key:x", threading.Event()))
+    doc = updates[-1].document
+    assert doc.language == "zh" and doc.status == "done" and doc.text_blocks
+
+
+def test_lengths_are_words_in_english_and_characters_in_chinese():
+    assert length_text(1200, "en") == "1,200 words"
+    assert length_text(118, "zh") == "118 characters (字)"
