@@ -1,11 +1,13 @@
-"""A labelled retrieval set: 38 images, 48 queries, each query with the one image it wants.
+"""A labelled retrieval set: 44 images, 48 queries with the one image each wants, and 20
+queries that no image of the set answers (NONE_QUERIES, for the placement threshold).
 
 The images are the 16 photos of the default library, 7 more photos and figures that
 scikit-image ships (pictures of text among them), 7 scenes drawn here with Pillow, and 8
 pictures of words drawn here: the "parrot" images of REFERENCE section 4, whose captions
 name the same things as a scene's query because they *show* those words. Three of the word
 pictures are what their query wants (a shop sign, a for-sale sign, a page of text), so a
-penalty that is too strong shows up as lost precision too.
+penalty that is too strong shows up as lost precision too. Six more are decoys (decoys()):
+a plain card reading COFFEE captioned "a cup of coffee", and the like.
 
 Captions were written by hand from looking at each picture; queries paraphrase what an
 article's image slot would ask for, not the caption's words.
@@ -253,7 +255,26 @@ def images() -> list[LabelledImage]:
                       draw_words(["HOUSE", "FOR SALE"], background=(200, 30, 30),
                                  ink=(255, 255, 255), frame=(255, 255, 255)), shows_text=True),
     ]
-    return seeds + extra + drawn + words
+    return seeds + extra + drawn + words + decoys()
+
+
+def decoys() -> list[LabelledImage]:
+    """Visual-text decoys (issue 13): a plain card with one word drawn large, captioned as if
+    it were a photo of the thing, with more words than the card shows, so a check on the
+    caption spelling the visible text does not catch them."""
+    cards = (("decoy_coffee", "COFFEE", "a cup of coffee", (250, 250, 250), (40, 30, 20)),
+             ("decoy_cat", "CAT", "a cat with green eyes", (255, 255, 255), (0, 0, 0)),
+             ("decoy_rocket", "ROCKET", "a rocket on the launch pad", (230, 240, 255),
+              (20, 40, 120)),
+             ("decoy_galaxies", "GALAXIES", "distant galaxies in deep space", (0, 0, 0),
+              (240, 240, 240)),
+             ("decoy_flower", "DAHLIA", "an orange dahlia flower", (255, 250, 235),
+              (200, 90, 20)),
+             ("decoy_moon", "MOON", "craters on the surface of the moon", (20, 20, 40),
+              (250, 250, 210)))
+    return [LabelledImage(key, caption, draw_words([word], background=background, ink=ink,
+                                                   size=96), shows_text=True)
+            for key, word, caption, background, ink in cards]
 
 
 QUERIES: tuple[LabelledQuery, ...] = (
@@ -306,4 +327,29 @@ QUERIES: tuple[LabelledQuery, ...] = (
     LabelledQuery("the eXtreme Deep Field", "hubble_deep_field", kind="name"),
     LabelledQuery("a fundus photograph", "retina", kind="name"),
     LabelledQuery("immunohistochemistry", "ihc", kind="name"),
+)
+
+# Queries an article could ask for that no image of the set depicts: the right answer is no
+# image. The placement threshold is calibrated on these against the queries above.
+NONE_QUERIES: tuple[str, ...] = (
+    "birds in a city park",
+    "a rooftop vegetable garden in summer",
+    "a bowl of ramen noodles",
+    "a child riding a bicycle",
+    "a birdwatcher looking through binoculars",
+    "a football stadium full of fans",
+    "a laptop on a wooden desk",
+    "a violinist playing on a stage",
+    "a beach with palm trees",
+    "people shopping at a farmers market",
+    "a tractor ploughing a field",
+    "a wedding cake with white icing",
+    "a dog playing fetch in the snow",
+    "a crowded subway train",
+    "a herd of elephants on the savanna",
+    "a lighthouse on a rocky cliff",
+    "a nurse in a hospital corridor",
+    "a pizza fresh from the oven",
+    "a kayaker paddling through rapids",
+    "a woman knitting a scarf",
 )

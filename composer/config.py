@@ -23,6 +23,9 @@ Environment variables (all optional):
   COMPOSER_TEXT_PENALTY how strongly retrieval demotes images that merely show the query's
                         words as text (0 turns it off). Default: 3.0, measured by
                         bench/bench_retrieval_quality.py.
+  COMPOSER_IMAGE_THRESHOLD  the retrieval score a library image needs to be placed; below it
+                        the slot gets a generated or web image when configured, else none.
+                        Default: 0.5, measured by bench/bench_image_threshold.py.
   COMPOSER_KEYWORD_WEIGHT  weight of the BM25 keyword match of captions (names, rare words)
                         blended with the embedding similarity (0 turns it off).
   COMPOSER_CLIP_MODEL   a CLIP or SigLIP model id/path: images are also matched by their pixels
@@ -78,6 +81,8 @@ MAX_BEAMS = 6
 MAX_IMAGE_BYTES = 30 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_CAPTION_CHARS = 2_000
+# Score a library image needs to be placed (bench/bench_image_threshold.py, precision >= 0.9).
+DEFAULT_IMAGE_THRESHOLD = 0.5
 MAX_REFERENCE_IMAGES = 10
 WEB_IMAGE_CHOICES = ("off", "openverse", "wikimedia")
 
@@ -119,6 +124,7 @@ class Settings:
     on_spaces: bool = False
     model_concurrency: int = 1
     text_penalty: float = 3.0
+    image_threshold: float = DEFAULT_IMAGE_THRESHOLD
     keyword_weight: float = 0.15
     clip_model: str = ""
     clip_weight: float = 0.5
@@ -181,6 +187,7 @@ class Settings:
             on_spaces=bool(env.get("SPACE_ID")),
             model_concurrency=int(env.get("COMPOSER_MODEL_CONCURRENCY") or 1),
             text_penalty=_number(env, "COMPOSER_TEXT_PENALTY", 3.0),
+            image_threshold=_number(env, "COMPOSER_IMAGE_THRESHOLD", DEFAULT_IMAGE_THRESHOLD),
             keyword_weight=_number(env, "COMPOSER_KEYWORD_WEIGHT", 0.15),
             clip_model=env.get("COMPOSER_CLIP_MODEL", ""),
             clip_weight=_number(env, "COMPOSER_CLIP_WEIGHT", 0.5),
@@ -197,6 +204,9 @@ class Settings:
             plora_merge=(env.get("COMPOSER_PLORA_MERGE") or "1").strip().lower()
             not in ("0", "false", "no", "off"),
         )
+        if not -1.0 <= settings.image_threshold <= 2.0:
+            raise ValueError(f"COMPOSER_IMAGE_THRESHOLD={settings.image_threshold} is outside "
+                             "-1..2: retrieval scores lie there; 0.5 is the measured default")
         if settings.web_images not in WEB_IMAGE_CHOICES:
             raise ValueError(f"COMPOSER_WEB_IMAGES={settings.web_images!r} is not one of "
                              f"{list(WEB_IMAGE_CHOICES)}: use off, openverse or wikimedia")

@@ -32,7 +32,7 @@ from composer import edit_prompts, prompts
 from composer.config import MAX_CAPTION_CHARS
 from composer.edit_prompts import LENGTH_FACTORS, PARAGRAPH_OPS, ParagraphContext
 from composer.generation import stream
-from composer.illustrate import CANDIDATES
+from composer.illustrate import CANDIDATES, shown_caption
 from composer.pairs_capture import capture, make_pair, section_outline, wants_pair
 from composer.types import (
     MODEL_TEXT_ORIGINS,
@@ -463,22 +463,26 @@ class Editor:
         _check_version(doc, expected_version)
         candidates = self._search(doc, caption, _used_images(doc, block_id), owner)
         best = max(candidates, key=lambda candidate: candidate.score)
-        update = UpdateBlock(block_id, caption=caption, image_id=best.image_id,
-                             candidates=candidates, origin="search")
+        # `caption` was the query; the caption shown is the found image's own.
+        update = UpdateBlock(block_id, caption=self._shown_caption(best.image_id, best.caption),
+                             image_id=best.image_id, candidates=candidates, origin="search")
         return self._commit(doc_id, [update],
                             f"search {block_label(doc, block_id)} again", expected_version, owner)
 
     def choose_candidate(self, doc_id: str, block_id: int, image_id: str, *,
                          expected_version: int, owner: str | None = None) -> Document:
-        """Show another of the image block's candidates (origin "candidate")."""
+        """Show another of the image block's candidates (origin "candidate"), captioned
+        with that image's own caption (a caption edited by hand goes with the old image)."""
         doc = self.documents.get(doc_id)
         _, block = image_block(doc, block_id)
-        if image_id not in {candidate.image_id for candidate in block.candidates}:
+        chosen = {candidate.image_id: candidate for candidate in block.candidates}.get(image_id)
+        if chosen is None:
             raise InputError(f"image {image_id!r} is not a candidate of "
                              f"{block_label(doc, block_id)}: pick one of its candidates, or "
                              "search again")
         _check_version(doc, expected_version)
-        update = UpdateBlock(block_id, image_id=image_id, origin="candidate")
+        update = UpdateBlock(block_id, caption=self._shown_caption(image_id, chosen.caption),
+                             image_id=image_id, origin="candidate")
         return self._commit(doc_id, [update],
                             f"choose another picture for {block_label(doc, block_id)}",
                             expected_version, owner)
@@ -494,7 +498,8 @@ class Editor:
         if not image_id:
             raise InputError("no image given: upload an image, then pass its id")
         _check_version(doc, expected_version)
-        update = UpdateBlock(block_id, image_id=image_id, origin="upload")
+        update = UpdateBlock(block_id, caption=self._shown_caption(image_id, "") or None,
+                             image_id=image_id, origin="upload")
         return self._commit(doc_id, [update],
                             f"use an uploaded picture for {block_label(doc, block_id)}",
                             expected_version, owner)
@@ -541,9 +546,11 @@ class Editor:
             if self.retriever is None:
                 raise
             candidates = []
-        best = max(candidates, key=lambda c: c.score).image_id if candidates else None
-        block = ImageBlock(caption=caption, image_id=best, candidates=candidates,
-                           section=anchor.section, origin="search")
+        best = max(candidates, key=lambda c: c.score) if candidates else None
+        # A found image is captioned with its own caption; an empty slot keeps the query.
+        shown = self._shown_caption(best.image_id, best.caption) if best else caption
+        block = ImageBlock(caption=shown, image_id=best.image_id if best else None,
+                           candidates=candidates, section=anchor.section, origin="search")
         return self._commit(doc_id, [InsertBlock(position + 1, block)],
                             f"insert an image after {block_label(doc, after_block_id)}",
                             expected_version, owner)
@@ -652,7 +659,8 @@ class Editor:
             label = "作者的要求：" if doc.language == "zh" else "Author's instruction: "
             material = (material + "\n" if material else "") + label + instruction.strip()
         prompt = prompts.section_prompt(outline, section, previous_window(before), material,
-                                        paragraphs_for(plan_section.words), doc.language)
+                                        paragraphs_for(plan_section.words, doc.language),
+                                        doc.language)
         config = generation_config(doc)
         budget = config.replace(max_new_tokens=token_budget(
             plan_section.words, doc.language, config.max_new_tokens))
@@ -803,6 +811,28 @@ class Editor:
             log.exception("could not store the preference pair of section %s", proposal.section)
 
     # -- images -------------------------------------------------------------------------------
+
+    def set_caption(self, doc_id: str, block_id: int, caption: str, *, expected_version: int,
+                    owner: str | None = None) -> Document:
+        """Write an image's caption by hand; it stays until another picture is chosen."""
+        doc = self.documents.get(doc_id)
+        image_block(doc, block_id)
+        caption = check_caption(caption)
+        _check_version(doc, expected_version)
+        return self._commit(doc_id, [UpdateBlock(block_id, caption=caption)],
+                            f"caption {block_label(doc, block_id)}", expected_version, owner)
+
+    def _shown_caption(self, image_id: str, caption: str) -> str:
+        """The caption to show under a library image: its current library caption (the
+        candidate's copy when the library is not at hand), shortened (shown_caption)."""
+        store = self.images if self.images is not None else getattr(self.retriever, "store",
+                                                                      None)
+        if store is not None:
+            try:
+                caption = store.get(image_id).caption
+            except NotFoundError:
+                pass
+        return shown_caption(caption)
 
     def _search(self, doc: Document, caption: str, exclude: set[str],
                 owner: str | None) -> list[ImageCandidate]:

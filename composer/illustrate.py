@@ -5,7 +5,11 @@
    trimmed deterministically to the requested count.
 2. One caption per slot, given the article up to the slot and the captions already chosen.
 3. Candidates are retrieved with the caption as the query, excluding images already used.
-4. Selection: the best retrieval score, or the model picks a letter A-D (fallback A).
+4. Selection: the best retrieval score, or the model picks a letter A-D (fallback A), among
+   the candidates whose score reaches the placement threshold (COMPOSER_IMAGE_THRESHOLD);
+   none reaching it leaves the slot to a generated or web picture, or to no picture.
+5. The caption shown is the chosen image's own library caption (shown_caption), never the
+   query of step 2.
 """
 
 from __future__ import annotations
@@ -73,6 +77,41 @@ def fallback_caption(paragraph: str, language: str) -> str:
     if language == "zh":
         return first[:40]
     return " ".join(first.split()[:20])
+
+
+MAX_SHOWN_CAPTION_WORDS = 30  # a library caption longer than this is cut at a clause
+
+
+def shown_caption(library_caption: str) -> str:
+    """The caption shown under a placed image: the image's own library caption, cleaned
+    (one line, no surrounding quotes) and cut to its first sentence, then to the last
+    clause (comma, semicolon) that fits in MAX_SHOWN_CAPTION_WORDS words.
+
+    Never the search query or a sentence of the paragraph: those say what the slot wanted,
+    not what the picture shows.
+    """
+    text = " ".join(library_caption.split()).strip(" \"'“”‘’")
+    if not text:
+        return ""
+    first = re.split(r"(?<=[.!?。！？])\s+", text, maxsplit=1)[0]
+    words = first.split()
+    if len(words) <= MAX_SHOWN_CAPTION_WORDS:
+        return first
+    head = " ".join(words[:MAX_SHOWN_CAPTION_WORDS])
+    cut = max(head.rfind(", "), head.rfind("; "))
+    if cut >= len(head) // 2:
+        return head[:cut] + "."
+    return head.rstrip(",;:") + "…"
+
+
+def no_match_message(query: str, generator: bool, web: bool) -> str:
+    """What the status says when no library image reaches the threshold for a slot."""
+    message = f"No picture in your library matches '{query}': the slot is left without one"
+    if generator or web:
+        return message + "."
+    return (message + ". Add images with `python -m composer library add`, or set "
+            "COMPOSER_IMAGE_GENERATOR (generate pictures) or COMPOSER_WEB_IMAGES (search the "
+            "web).")
 
 
 _META_WORDS = re.compile(r"\b(paragraph|article|section|caption|sentence)\b|段落|文章|描述", re.I)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Iterator, TypeVar
 
-from composer.config import MAX_TARGET_WORDS
+from composer.config import DEFAULT_IMAGE_THRESHOLD, MAX_TARGET_WORDS
 from composer.generation import StageTimer, TimedLanguageModel
-from composer.illustrate import CANDIDATES, Illustrator
+from composer.illustrate import CANDIDATES, Illustrator, no_match_message, shown_caption
 from composer.planner import Planner
 from composer.types import (
     ComposeRequest,
@@ -47,10 +47,16 @@ class Composer:
     """Runs the composition pipeline with injected components (model, storage, retrieval)."""
 
     def __init__(self, lm: LanguageModel, documents: Any, retriever: Any | None = None,
-                 timer: StageTimer | None = None, web_search: Any | None = None):
-        """`web_search` (composer/web_images.py) is asked when the library has no good match."""
+                 timer: StageTimer | None = None, web_search: Any | None = None,
+                 generator: Any | None = None,
+                 image_threshold: float = DEFAULT_IMAGE_THRESHOLD):
+        """A library image is placed only when its score reaches `image_threshold`; below it
+        `generator` (models/image_generator.py) makes a picture, else `web_search`
+        (composer/web_images.py) imports some, else the slot gets none."""
         self.timer = timer or StageTimer()
         self.web_search = web_search
+        self.generator = generator
+        self.image_threshold = image_threshold
         self.lm = TimedLanguageModel(lm, self.timer)
         self.documents = documents
         self.retriever = retriever
@@ -181,27 +187,26 @@ class Composer:
                                                request.language, config, cancel)
             with self.timer.measure("retrieval"):
                 candidates = self._candidates(caption, used, owner, request)
-            if self._wants_web(candidates):
-                yield ProgressEvent("web", f"Image {number + 1} of {len(slots)}: searching the "
-                                    "web", fraction=share, document_id=doc.id)
-                with self.timer.measure("retrieval"):
-                    message = self._search_web(caption)
-                    candidates = self._candidates(caption, used, owner, request)
-                if message:
-                    yield ProgressEvent("warning", message, document_id=doc.id)
-            if not candidates:
-                yield ProgressEvent("warning", "The image library has no unused image for "
-                                    f"\"{caption}\": add images with `python -m composer library "
-                                    "add`", document_id=doc.id)
+            label = f"Image {number + 1} of {len(slots)}"
+            if not self._fitting(candidates):  # nothing in the library is good enough
+                found = yield from self._fallback(doc, request, caption, label, used, config,
+                                                  share, cancel)
+                candidates = found or candidates
+            fitting = self._fitting(candidates)
+            if not fitting:
+                yield ProgressEvent("warning", no_match_message(
+                    caption, self.generator is not None, self.web_search is not None),
+                    document_id=doc.id)
                 continue
-            yield ProgressEvent("select", f"Image {number + 1} of {len(slots)}: choosing among "
-                                f"{len(candidates)}", fraction=share, document_id=doc.id)
-            chosen = candidates[self.illustrator.select(candidates, context, request.selection,
-                                                        request.language, config, cancel)]
+            yield ProgressEvent("select", f"{label}: choosing among {len(fitting)}",
+                                fraction=share, document_id=doc.id)
+            chosen = fitting[self.illustrator.select(fitting, context, request.selection,
+                                                     request.language, config, cancel)]
             used.add(chosen.image_id)
             captions.append(caption)
-            block = ImageBlock(caption=caption, image_id=chosen.image_id, candidates=candidates,
-                               section=state.paragraphs[slot][1])
+            # The caption shown is the image's own, never the query that found it.
+            block = ImageBlock(caption=shown_caption(chosen.caption), image_id=chosen.image_id,
+                               candidates=candidates, section=state.paragraphs[slot][1])
             # Text blocks sit at 0..n-1; each image already placed above shifts the next by one.
             self._store(self.documents.insert_block, doc.id, slot + 1 + len(captions) - 1, block)
 
@@ -217,10 +222,50 @@ class Composer:
                                      license=request.image_license or None,
                                      source=request.image_source or None)
 
-    def _wants_web(self, candidates: list[Any]) -> bool:
-        """Whether to ask the web: it is configured and the library has no good match."""
-        return (self.web_search is not None and self.retriever is not None
-                and (not candidates or candidates[0].score < WEB_SEARCH_BELOW))
+    def _fitting(self, candidates: list[Any]) -> list[Any]:
+        """The candidates whose score reaches the placement threshold, best first."""
+        return [c for c in candidates if c.score >= self.image_threshold]
+
+    def _fallback(self, doc: Document, request: ComposeRequest, caption: str, label: str,
+                  used: set[str], config: GenerationConfig, share: float,
+                  cancel: threading.Event | None) -> Iterator[ProgressEvent]:
+        """No library image fits: generate a picture (COMPOSER_IMAGE_GENERATOR), else import
+        web images (COMPOSER_WEB_IMAGES); returns the new candidates ([] when neither is on
+        or both failed). A failure is a warning, never the end of the composition."""
+        if self.retriever is None:
+            return []
+        if self.generator is not None:
+            yield ProgressEvent("generate", f"{label}: generating a picture", fraction=share,
+                                document_id=doc.id)
+            message = self._generate(caption, doc.owner, config, cancel)
+            if message is None:
+                return self._candidates(caption, used, doc.owner, request)
+            yield ProgressEvent("warning", message, document_id=doc.id)
+        if self.web_search is not None:
+            yield ProgressEvent("web", f"{label}: searching the web", fraction=share,
+                                document_id=doc.id)
+            with self.timer.measure("retrieval"):
+                message = self._search_web(caption)
+                candidates = self._candidates(caption, used, doc.owner, request)
+            if message:
+                yield ProgressEvent("warning", message, document_id=doc.id)
+            return candidates
+        return []
+
+    def _generate(self, caption: str, owner: str | None, config: GenerationConfig,
+                  cancel: threading.Event | None) -> str | None:
+        """Generate a picture for the caption into the library; a message when that failed."""
+        from composer.generate_image import generate_into_library
+
+        try:
+            with self.timer.measure("generate image"):
+                generate_into_library(self.generator, self.retriever.store, caption,
+                                      owner=owner, seed=config.seed or 0, cancel=cancel)
+        except (ComposerError, ImportError, RuntimeError, OSError, ValueError) as error:
+            _check_cancel(cancel)
+            return f"Could not generate a picture for '{caption}': {error}"
+        self.retriever.index()
+        return None
 
     def _search_web(self, caption: str) -> str | None:
         """Import web images for a caption into the library; a message when that failed."""

@@ -217,7 +217,10 @@ class Services:
         """
         retriever = self.retriever if with_images else None
         web = self.web_search if with_images else None
-        return Composer(self.lm, self.documents, retriever, timer=timer, web_search=web)
+        generator = _LazyGenerator(self) if with_images and self.settings.image_generator \
+            else None
+        return Composer(self.lm, self.documents, retriever, timer=timer, web_search=web,
+                        generator=generator, image_threshold=self.settings.image_threshold)
 
 
 class _LazyGenerator:

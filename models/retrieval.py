@@ -8,7 +8,9 @@ A query is scored against every signal that is configured, then blended:
 - keyword match (BM25 over captions), so names and rare words ("Falcon 9") count;
 - minus the parrot penalty (REFERENCE section 4): weight x (share of the query's words the
   image shows as text) x (share of the image that text covers). A caption that merely spells
-  the image's visible text is not trusted: its caption and keyword scores do not count.
+  the image's visible text is not trusted: its caption and keyword scores do not count, and
+  nor are those of a picture of text (lettering on a plain ground, models/visual_text.py)
+  for a query that does not ask for text, whatever its caption says.
 
 Vectors live in the database (the source of truth) and, for searching, in a vector index per
 signal (models/vector_index.py): exact below `ann_threshold` images, FAISS HNSW above, saved
@@ -32,6 +34,7 @@ from models.embed import Embedder
 from models.keywords import KeywordIndex
 from models.ocr import TextSpotter, caption_spells_text, text_match_share
 from models.vector_index import DEFAULT_ANN_THRESHOLD, build_index, load_index, maybe_promote
+from models.visual_text import TextPictureCheck
 
 if TYPE_CHECKING:  # for type hints only: models do not import storage at run time
     from storage.images import ImageStore
@@ -73,6 +76,7 @@ class ScoredImage:
     keyword: float = 0.0
     penalty: float = 0.0
     spelled_caption: bool = False
+    text_picture: bool = False  # a picture of text, for a query that wants none
 
 
 class VectorSignal:
@@ -231,6 +235,7 @@ class Retriever:
                                                                        self.image_model),
                                      ann_threshold, vector_db) if clip is not None else None)
         self._texts: _Texts | None = None
+        self.text_pictures = TextPictureCheck()  # models/visual_text.py
         self._owners: tuple[int | None, dict[str, str]] | None = None
         self._lock = threading.Lock()
 
@@ -301,6 +306,7 @@ class Retriever:
             except (OSError, ValueError, RuntimeError):
                 words, area = [], 0.0
             self.store.put_text(image.id, words, area, self.spotter.name)
+            self.text_pictures.remember(image.id, words, area, self.store.images_dir / image.path)
 
     def invalidate(self) -> None:
         """Forget the in-memory state; the next search reloads it from the store."""
@@ -392,7 +398,8 @@ class Retriever:
         An image missing from one signal's shortlist gets that shortlist's lowest score (its
         true score is at most that), or 0 when the signal found nothing. A caption that merely
         spells the image's visible text is no evidence of what it depicts: its caption and
-        keyword scores are replaced by the shortlist's lowest and 0.
+        keyword scores are replaced by the shortlist's lowest and 0, and so are a picture
+        of text's when the query asks for no text.
         """
         ids = set(caption_hits) | set(image_hits) | set(keyword_hits)
         caption_floor = min(caption_hits.values(), default=0.0)
@@ -406,13 +413,14 @@ class Retriever:
             keyword = keyword_hits.get(image_id, 0.0)
             words, area = visible.get(image_id, ([], 0.0))
             spelled = caption_spells_text(texts.captions.get(image_id, ""), words)
-            if spelled and self.weights.distrust_spelled_captions:
+            picture = self.text_pictures.demote(query, image_id, words, area, self.store.path)
+            if (spelled and self.weights.distrust_spelled_captions) or picture:
                 caption, keyword = caption_floor, 0.0  # the caption is no evidence
             penalty = self.weights.text_penalty * text_match_share(query, words) * area
             score = ((1 - clip_share) * caption + clip_share * image
                      + self.weights.keyword * keyword - penalty)
             scored.append(ScoredImage(image_id, float(score), float(caption), float(image),
-                                      float(keyword), float(penalty), spelled))
+                                      float(keyword), float(penalty), spelled, picture))
         scored.sort(key=lambda item: (-item.score, item.image_id))
         return scored
 

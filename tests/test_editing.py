@@ -405,7 +405,8 @@ def test_search_again_choose_candidate_and_use_image(editor, repo, library, doc)
     saved = editor.search_again(doc.id, image.id, "a snowy mountain under the sky",
                                 expected_version=doc.version)
     block = next(b for b in saved.image_blocks if b.id == image.id)
-    assert block.caption == "a snowy mountain under the sky" and block.origin == "search"
+    # The caption shown is the found image's own, not the words searched for.
+    assert block.caption == "a snowy mountain under a blue sky" and block.origin == "search"
     assert block.image_id == block.candidates[0].image_id
     assert library.get(block.image_id).caption == "a snowy mountain under a blue sky"
 
@@ -413,6 +414,7 @@ def test_search_again_choose_candidate_and_use_image(editor, repo, library, doc)
     saved = editor.choose_candidate(doc.id, image.id, other, expected_version=saved.version)
     block = next(b for b in saved.image_blocks if b.id == image.id)
     assert (block.image_id, block.origin) == (other, "candidate")
+    assert block.caption == library.get(other).caption  # swapping swaps the caption
     with pytest.raises(InputError, match="not a candidate"):
         editor.choose_candidate(doc.id, image.id, "f" * 64, expected_version=saved.version)
 
@@ -421,7 +423,7 @@ def test_search_again_choose_candidate_and_use_image(editor, repo, library, doc)
     saved = editor.use_image(doc.id, image.id, uploaded.id, expected_version=saved.version,
                              owner="ann")
     block = next(b for b in saved.image_blocks if b.id == image.id)
-    assert (block.image_id, block.origin) == (uploaded.id, "upload")
+    assert (block.image_id, block.origin, block.caption) == (uploaded.id, "upload", "my photo")
     labels = [c.label for c in repo.history(doc.id)]
     assert labels == ["search image 1 again", "choose another picture for image 1",
                       "use an uploaded picture for image 1"]
