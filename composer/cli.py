@@ -26,6 +26,7 @@ from pathlib import Path
 
 from composer import export as exporting
 from composer.config import Settings
+from composer.languages import length_text
 from composer.progress import TerminalProgress
 from composer.services import Services
 from composer.types import ComposeRequest, ComposerError, GenerationConfig, InputError
@@ -227,7 +228,7 @@ def cmd_compose(services: Services, args: argparse.Namespace) -> int:
             print(reference_note(services.settings), file=sys.stderr)
     fmt = _format_for(args.out) if args.out else None
     composer_ = services.composer(with_images=not request.text_only)
-    show = TerminalProgress(stream_text=not args.quiet)
+    show = TerminalProgress(stream_text=not args.quiet, language=request.language)
     document_id = None
     events = composer_.compose(request)
     try:
@@ -244,7 +245,8 @@ def cmd_compose(services: Services, args: argparse.Namespace) -> int:
         print(doc.id)
     else:
         where = f", written to {args.out}" if args.out else ""
-        print(f"\nSaved document {doc.id} ({doc.status}, {doc.word_count} words, "
+        print(f"\nSaved document {doc.id} ({doc.status}, "
+              f"{length_text(doc.word_count, doc.language)}, "
               f"{len(doc.image_blocks)} images){where}.")
     return 0 if doc.status == "done" else EXIT_INTERRUPTED
 
@@ -276,7 +278,9 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
     if not rows:
         print("No documents yet. Try: python -m composer compose \"A title\"")
     for row in rows:
-        print(f"{row.id}  {row.updated_at[:16]}  {row.status:<11}  {row.words:>5}w  {row.title}")
+        unit = "字" if row.language == "zh" else "w"  # Chinese length is in characters
+        print(f"{row.id}  {row.updated_at[:16]}  {row.status:<11}  {row.words:>5}{unit}  "
+              f"{row.title}")
     return 0
 
 

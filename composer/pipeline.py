@@ -27,6 +27,7 @@ from composer.types import (
     TextBlock,
     count_words,
 )
+from composer.languages import length_text, length_unit
 from composer.validation import check_request
 from composer.writer import SectionWriter, drop_unfinished_sentence, split_paragraphs
 from models.lm import LanguageModel
@@ -78,7 +79,7 @@ class Composer:
         """Compose and save an article, yielding progress; the last event is "done"/"stopped"."""
         check_request(request)
         if outline is not None:
-            check_outline(outline)
+            check_outline(outline, request.language)
         config = _config(request)
         self.lm.reference_images = list(request.reference_images)
         # 1. Create the document first, so that nothing later can be lost.
@@ -108,7 +109,8 @@ class Composer:
                                 document_id=doc.id)
         except Cancelled:
             self._save_partial(doc.id, state, "interrupted")
-            yield ProgressEvent("stopped", f"Stopped: the {state.words} words written so far "
+            written = length_text(state.words, request.language)
+            yield ProgressEvent("stopped", f"Stopped: the {written} written so far "
                                 "are saved (marked interrupted)", words=state.words,
                                 document_id=doc.id)
         except (GeneratorExit, KeyboardInterrupt, SystemExit):
@@ -334,8 +336,10 @@ class _WriteState:
         return paragraphs
 
 
-def check_outline(outline: Outline) -> None:
-    """Raise InputError for an outline a person edited into something unusable."""
+def check_outline(outline: Outline, language: str = "en") -> None:
+    """Raise InputError for an outline a person edited into something unusable (budgets are
+    in words, or characters for Chinese)."""
+    unit = length_unit(language)
     if not outline.sections:
         raise InputError("the outline has no sections: add at least one")
     if len(outline.sections) > 30:
@@ -344,10 +348,10 @@ def check_outline(outline: Outline) -> None:
         if not section.title.strip():
             raise InputError(f"section {number} has no title")
         if not isinstance(section.words, int) or not 20 <= section.words <= 3000:
-            raise InputError(f"section {number} budget is {section.words!r} words; "
+            raise InputError(f"section {number} budget is {section.words!r} {unit}; "
                              "it must be between 20 and 3000")
     if outline.total_words > MAX_TARGET_WORDS:
-        raise InputError(f"the outline's budgets add up to {outline.total_words} words; "
+        raise InputError(f"the outline's budgets add up to {outline.total_words} {unit}; "
                          f"the limit is {MAX_TARGET_WORDS}")
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TextIO
 
+from composer.languages import length_text
 from composer.types import ProgressEvent
 
 BAR_WIDTH = 24
@@ -26,7 +27,9 @@ class TerminalProgress:
     """Prints events: stage lines with a bar on `err`, streamed text on `out`."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None,
-                 stream_text: bool = True):
+                 stream_text: bool = True, language: str = "en"):
+        """`language` names lengths: words, or characters (字) for Chinese."""
+        self.language = language
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.stream_text = stream_text
@@ -48,7 +51,7 @@ class TerminalProgress:
             self._line(f"warning: {event.message}")
             return
         elapsed = time.perf_counter() - self.started
-        detail = f" · {event.words} words" if event.words else ""
+        detail = f" · {length_text(event.words, self.language)}" if event.words else ""
         self._line(f"{bar(self.last_fraction)} {event.message}{detail} · {elapsed:.0f}s")
 
     def _line(self, text: str) -> None:

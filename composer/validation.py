@@ -17,6 +17,7 @@ from composer.config import (
     MAX_TARGET_WORDS,
     MIN_TARGET_WORDS,
 )
+from composer.languages import length_text, length_unit
 from composer.types import LANGUAGES, ComposeRequest, GenerationConfig, InputError
 
 WORDS_PER_IMAGE_MIN = 50
@@ -43,14 +44,17 @@ def check_request(request: ComposeRequest) -> None:
         )
     if request.language not in LANGUAGES:
         raise InputError(f"language {request.language!r} is not supported; use one of {LANGUAGES}")
-    _check_int("target words", request.target_words, MIN_TARGET_WORDS, MAX_TARGET_WORDS)
+    _check_int("target words" if request.language == "en" else
+               f"target length in {length_unit(request.language)}", request.target_words,
+               MIN_TARGET_WORDS, MAX_TARGET_WORDS)
     if request.images is not None and not request.text_only:
         _check_int("images", request.images, 1, MAX_IMAGES)
         most = max(1, request.target_words // WORDS_PER_IMAGE_MIN)
         if request.images > most:
             raise InputError(
-                f"{request.images} images is more than an article of {request.target_words} words "
-                f"has paragraphs for (at most {most}): ask for fewer images or more words"
+                f"{request.images} images is more than an article of "
+                f"{length_text(request.target_words, request.language)} has paragraphs for (at "
+                f"most {most}): ask for fewer images or a longer article"
             )
     if request.selection not in SELECTION_MODES:
         raise InputError(f"selection {request.selection!r} is not one of {SELECTION_MODES}")

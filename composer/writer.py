@@ -18,6 +18,7 @@ from models.lm import LanguageModel
 
 PREVIOUS_CHARS = 800
 WORDS_PER_PARAGRAPH = 90
+CHARACTERS_PER_PARAGRAPH = 150  # Chinese length is counted in characters (count_words)
 TOKENS_PER_WORD = {"en": 1.4, "zh": 1.6}
 
 _HEADING = re.compile(r"^\s*(#{1,6}\s+|\*\*[^*]+\*\*\s*$|section\s+\d+\b|第.{1,3}部分)", re.I)
@@ -26,9 +27,11 @@ _LABEL = re.compile(r"^\s*(?:\[[^\]]{1,20}\]\s*)*(?:[\"“]?(?:section title|tit
 _SENTENCE_END = re.compile(r"[.!?。！？…][\"'”’)\]]*")
 
 
-def paragraphs_for(words: int) -> int:
-    """How many paragraphs a section of this many words is asked for."""
-    return max(1, round(words / WORDS_PER_PARAGRAPH))
+def paragraphs_for(words: int, language: str = "en") -> int:
+    """How many paragraphs a section of this many words (characters for Chinese) is asked
+    for."""
+    per = CHARACTERS_PER_PARAGRAPH if language == "zh" else WORDS_PER_PARAGRAPH
+    return max(1, round(words / per))
 
 
 def token_budget(words: int, language: str, cap: int) -> int:
@@ -37,11 +40,15 @@ def token_budget(words: int, language: str, cap: int) -> int:
 
 
 def previous_window(text: str, limit: int = PREVIOUS_CHARS) -> str:
-    """The last `limit` characters of the article, cut at a word boundary."""
+    """The last `limit` characters of the article, starting after a sentence end (Chinese has
+    no spaces) or else at a word boundary, when one is near the cut."""
     text = text.strip()
     if len(text) <= limit:
         return text
     tail = text[-limit:]
+    sentence = _SENTENCE_END.search(tail[:60])
+    if sentence is not None:
+        return tail[sentence.end():].lstrip()
     space = tail.find(" ")
     return tail[space + 1:] if 0 <= space < 40 else tail
 
@@ -97,7 +104,7 @@ class SectionWriter:
         section = outline.sections[index]
         prompt = prompts.section_prompt(
             outline, index, previous_window(previous_text), material[:4000],
-            paragraphs_for(section.words), language,
+            paragraphs_for(section.words, language), language,
         )
         budget = config.replace(
             max_new_tokens=token_budget(section.words, language, config.max_new_tokens)

@@ -13,7 +13,7 @@ from composer.languages import (
     length_text,
     writer_languages,
 )
-from composer.types import ComposerError, InputError
+from composer.types import ComposeRequest, ComposerError, InputError
 from tests.fakes import ScriptedLM
 from tests.support_app import make_services, services  # noqa: F401
 from ui import handlers as h
@@ -108,3 +108,33 @@ def test_a_writer_that_declares_chinese_composes_a_chinese_article(services):  #
 def test_lengths_are_words_in_english_and_characters_in_chinese():
     assert length_text(1200, "en") == "1,200 words"
     assert length_text(118, "zh") == "118 characters (字)"
+
+
+def test_chinese_length_messages_say_characters():
+    import io
+
+    from composer.pipeline import check_outline
+    from composer.progress import TerminalProgress
+    from composer.types import Outline, ProgressEvent, SectionPlan
+    from composer.validation import check_request
+
+    with pytest.raises(InputError, match=r"target length in characters \(字\) is 10; it must"):
+        check_request(ComposeRequest("茶的历史", language="zh", target_words=10))
+    with pytest.raises(InputError, match=r"an article of 100 characters \(字\) has paragraphs"):
+        check_request(ComposeRequest("茶的历史", language="zh", target_words=100, images=5))
+    with pytest.raises(InputError, match=r"section 1 budget is 5 characters \(字\)"):
+        check_outline(Outline("茶", [SectionPlan("起源", [], 5)]), "zh")
+    err = io.StringIO()
+    TerminalProgress(out=io.StringIO(), err=err, language="zh")(
+        ProgressEvent("write", "写第1部分", words=118))
+    assert "· 118 characters (字)" in err.getvalue()
+
+
+def test_cli_names_a_chinese_articles_length_in_characters(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COMPOSER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    code = main(["--model", "tests.fakes:scripted_factory", "compose", "茶的历史", "--lang",
+                 "zh", "--words", "200", "--text-only"])
+    out = capsys.readouterr().out
+    assert code == 0 and "characters (字)" in out.rsplit("Saved document", 1)[1]
+    assert main(["list"]) == 0 and "字  茶的历史" in capsys.readouterr().out

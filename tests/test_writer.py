@@ -63,3 +63,20 @@ def test_section_prompt_holds_outline_previous_text_and_budget():
 def test_labels_and_lead_ins_that_small_models_add_are_removed():
     text = '[Article] Title: The Sea\n\nHere is the full article:\n\nSection Title: Waves roll in.'
     assert split_paragraphs(text) == ["The Sea", "Waves roll in."]
+
+
+def test_chinese_text_is_cut_at_chinese_sentence_ends():
+    assert drop_unfinished_sentence("唐代饮茶成风！宋代点茶盛行？明代散茶") == "唐代饮茶成风！宋代点茶盛行？"
+    assert drop_unfinished_sentence("他说：“茶是好东西。”然后") == "他说：“茶是好东西。”"
+    assert drop_unfinished_sentence("茶起源于中国。") == "茶起源于中国。"
+    assert split_paragraphs("茶起源于中国。\n\n\n唐代饮茶成风！") == ["茶起源于中国。", "唐代饮茶成风！"]
+
+
+def test_previous_window_starts_after_a_sentence_end_in_chinese():
+    text = "茶" * 500 + "。" + "唐代饮茶成风，" * 60
+    window = previous_window(text, 430)
+    assert len(window) <= 430 and window.startswith("唐代")
+
+
+def test_chinese_paragraphs_are_counted_in_characters():
+    assert paragraphs_for(300, "zh") == 2 and paragraphs_for(300, "en") == 3

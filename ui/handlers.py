@@ -152,7 +152,7 @@ def check_form(instruction: str, material: str, references: list[Any] | None, ti
         services.check_language(options.language)
     edited = outline_from_rows(title, rows)
     if edited.sections:
-        check_outline(edited)
+        check_outline(edited, options.language)
 
 
 def outline_rows(outline: Outline) -> list[list[Any]]:

@@ -15,7 +15,7 @@ LABELS: dict[str, dict[str, str]] = {
         "material": "Reference material (optional)",
         "material_hint": "Paste notes or source text the article should use",
         "language": "Article language",
-        "words": "Target length (words)",
+        "words": "Target length (words; characters for Chinese)",
         "images": "Images",
         "text_only": "Text only",
         "seed": "Random seed",
