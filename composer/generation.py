@@ -57,6 +57,7 @@ class TimedLanguageModel:
         self.name = lm.name
         self.context_length = lm.context_length
         self.sees_images = bool(getattr(lm, "sees_images", False))
+        self.supports_json_schema = bool(getattr(lm, "supports_json_schema", False))
         self.reference_images: list[str] = []  # shown to a writer that sees images
 
     def with_images(self, messages: list[ChatMessage]) -> list[Any]:

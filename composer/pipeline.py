@@ -61,17 +61,25 @@ class Composer:
         self.lm = TimedLanguageModel(lm, self.timer)
         self.documents = documents
         self.retriever = retriever
-        self.planner = Planner(self.lm)
+        # Key points are checked against the instruction with the retriever's text embedder.
+        self.planner = Planner(self.lm, embedder=getattr(retriever, "embedder", None))
         self.writer = SectionWriter(self.lm)
         self.illustrator = Illustrator(self.lm)
 
     def plan(self, request: ComposeRequest, cancel: threading.Event | None = None) -> Outline:
         """Title and outline only, for a person to edit before writing (check_request first)."""
+        outline = Outline(title="")
+        for outline in self.plan_stream(request, cancel):
+            pass
+        return outline
+
+    def plan_stream(self, request: ComposeRequest, cancel: threading.Event | None = None
+                    ) -> Iterator[Outline]:
+        """The outline as it is planned: the checked sections so far, then the whole outline
+        with word budgets (the last one yielded); check_request first."""
         check_request(request)
-        config = _config(request)
         self.lm.reference_images = list(request.reference_images)
-        title = self.planner.title(request, config, cancel)
-        return self.planner.outline(request, title, config, cancel)
+        yield from self.planner.stream(request, _config(request), cancel)
 
     def compose(self, request: ComposeRequest, outline: Outline | None = None,
                 cancel: threading.Event | None = None, owner: str | None = None,
@@ -91,7 +99,14 @@ class Composer:
             yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
             # 2. Plan: title and outline with word budgets.
             if outline is None:
-                outline = self.plan(request, cancel)
+                shown = 0
+                for outline in self.plan_stream(request, cancel):
+                    for number, section in enumerate(outline.sections[shown:], shown + 1):
+                        points = "; ".join(section.key_points)
+                        yield ProgressEvent("plan", f"Section {number}: {section.title}"
+                                            + (f" ({points})" if points else ""),
+                                            section=number - 1, document_id=doc.id)
+                    shown = len(outline.sections)
                 self._store(self.documents.update_meta, doc.id, title=outline.title,
                             outline=outline)
             _check_cancel(cancel)

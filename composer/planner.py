@@ -1,16 +1,23 @@
 """Instruction -> title and Outline: sections with key points and word budgets (plan, then write).
 
-The model proposes section titles and key points; the word budgets are computed here so that
-they always sum to the requested length, whatever the model wrote.
+The model proposes the title, section titles and key points, under a JSON schema when its
+backend enforces one at decode time (models/constrained.py), else as numbered lines. Every
+item is checked (composer/outline_check.py): invalid ones are resampled, and after
+RESAMPLE_TRIES tries a genre template (composer/genres.py) fills what is still missing. The
+word budgets are computed here so that they always sum to the requested length.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from typing import Any, Iterator
 
 from composer import prompts
-from composer.generation import collect
+from composer.genres import headline, reads_as_instruction, template_sections
+from composer.generation import collect, stream
+from composer.outline_check import clean_item, item_problem, normalise, off_topic
+from composer.outline_json import outline_schema, partial_outline
 from composer.types import ComposeRequest, GenerationConfig, Outline, SectionPlan
 from models.lm import LanguageModel
 
@@ -18,6 +25,9 @@ WORDS_PER_SECTION = 200
 MAX_SECTIONS = 12
 MAX_TITLE_CHARS = 120
 MAX_SECTION_TITLE_CHARS = 80
+MAX_POINT_CHARS = 100
+KEY_POINTS = 2
+RESAMPLE_TRIES = 3  # model outlines tried (the first as configured, then sampled)
 
 _FALLBACK_TITLES = {
     "en": ["Introduction", "Background", "Key ideas", "How it works", "Examples", "Challenges",
@@ -59,7 +69,7 @@ def distribute_words(total: int, count: int) -> list[int]:
 def title_from_instruction(instruction: str) -> str | None:
     """The instruction itself when it reads as a title (one short line), else None."""
     text = instruction.strip()
-    if "\n" in text or len(text) > MAX_TITLE_CHARS:
+    if "\n" in text or len(text) > MAX_TITLE_CHARS or reads_as_instruction(text):
         return None
     return text.rstrip(".。")
 
@@ -110,37 +120,181 @@ def complete_sections(parsed: list[SectionPlan], count: int, language: str) -> l
 
 
 class Planner:
-    """Writes the title and the outline for a request with the language model."""
+    """Writes the title and the outline for a request with the language model.
 
-    def __init__(self, lm: LanguageModel):
+    `embedder` (models/embed.py), when given, judges whether key points are on the subject;
+    `tries` is how many model outlines are read before a genre template fills the rest.
+    """
+
+    def __init__(self, lm: LanguageModel, embedder: Any | None = None,
+                 tries: int = RESAMPLE_TRIES):
         self.lm = lm
+        self.embedder = embedder
+        self.tries = tries
 
     def title(self, request: ComposeRequest, config: GenerationConfig,
               cancel: threading.Event | None = None) -> str:
-        """The article title: the instruction if it is one, else one the model proposes."""
+        """The article title: the instruction if it reads as one, else a checked model title,
+        else a headline made from the instruction's subject."""
         direct = title_from_instruction(request.instruction)
         if direct:
             return direct
         prompt = prompts.title_prompt(request.instruction, request.language)
         close = prompts.TITLE_CLOSE[request.language]
-        reply = collect(self.lm, prompt, config.replace(max_new_tokens=32, stop=(close, "\n")), cancel)
-        title = _shorten(_DECORATION.sub("", reply).strip(), MAX_TITLE_CHARS)
-        return title or _shorten(request.instruction.strip().splitlines()[0], MAX_TITLE_CHARS)
+        reply = collect(self.lm, prompt, config.replace(max_new_tokens=32, stop=(close, "\n"),
+                                                        json_schema=None), cancel)
+        return self._checked_title(reply, request)
 
     def outline(self, request: ComposeRequest, title: str, config: GenerationConfig,
                 cancel: threading.Event | None = None) -> Outline:
         """An outline with section_count(target) sections whose budgets sum to the target."""
+        outline = Outline(title=title)
+        for outline in self.stream(request, config, cancel, title=title):
+            pass
+        return outline
+
+    def stream(self, request: ComposeRequest, config: GenerationConfig,
+               cancel: threading.Event | None = None, title: str | None = None
+               ) -> Iterator[Outline]:
+        """Plan, yielding the outline as it grows: each yield holds the checked sections so
+        far (no budgets yet); the last one is complete, with budgets that sum to the target.
+
+        `title` fixes the article title; None lets the planner choose one.
+        """
         count = section_count(request.target_words)
-        prompt = prompts.outline_prompt(
-            title, request.instruction, request.material, count, request.language
-        )
-        budget = config.replace(max_new_tokens=min(40 * count + 40, config.max_new_tokens * 2))
-        reply = collect(self.lm, prompt, budget, cancel)
-        parsed = parse_outline(prompt.prefix + reply, request.language)
-        sections = complete_sections(parsed, count, request.language)
+        accepted: list[SectionPlan] = []
+        titles: list[str] = []
+        direct = title or title_from_instruction(request.instruction)
+        for attempt in range(self.tries):
+            if len(accepted) >= count or (cancel is not None and cancel.is_set()):
+                break
+            tried, done = self._try_config(config, attempt), 0
+            for model_title, raw in self._attempt(request, count, tried, cancel):
+                if model_title is not None and model_title not in titles:
+                    titles.append(model_title)
+                before = len(accepted)
+                for item in raw[done:]:
+                    section = self._checked_section(item, accepted, request)
+                    if section is not None and len(accepted) < count:
+                        accepted.append(section)
+                done = max(done, len(raw))
+                if len(accepted) > before:
+                    copies = [SectionPlan(s.title, list(s.key_points)) for s in accepted]
+                    yield Outline(title=direct or _first(titles) or "", sections=copies)
+        if direct is None:
+            direct = self._choose_title(titles, request, config, cancel)
+        sections = self._fill(accepted, request, count)
         for section, words in zip(sections, distribute_words(request.target_words, count)):
             section.words = words
-        return Outline(title=title, sections=sections)
+        yield Outline(title=direct, sections=sections)
+
+    # -- one model outline ---------------------------------------------------------------------
+
+    def _attempt(self, request: ComposeRequest, count: int, config: GenerationConfig,
+                 cancel: threading.Event | None) -> Iterator[tuple[str | None, list[Any]]]:
+        """(model title, raw sections so far) as the reply streams in; raw sections are
+        dicts (JSON) or SectionPlans (numbered lines)."""
+        budget = min(45 * count + 40, 4 * config.max_new_tokens)
+        if getattr(self.lm, "supports_json_schema", False):
+            prompt = prompts.outline_json_prompt(request.instruction, request.material, count,
+                                                 KEY_POINTS, request.language)
+            schema = outline_schema(count, KEY_POINTS, MAX_TITLE_CHARS, MAX_SECTION_TITLE_CHARS,
+                                    MAX_POINT_CHARS)
+            # Beams are not combined with a schema; n-gram bans could forbid every allowed token.
+            tried = config.replace(max_new_tokens=budget, json_schema=schema, num_beams=1,
+                                   no_repeat_ngram_size=0, stop=())
+            text, shown = "", -1
+            for piece in stream(self.lm, prompt, tried, cancel):
+                text += piece
+                if "}" in piece:
+                    model_title, raw = partial_outline(text)
+                    if len(raw) > shown:
+                        shown = len(raw)
+                        yield model_title, raw
+            yield partial_outline(text)
+            return
+        prompt = prompts.outline_prompt(request.instruction.strip()[:MAX_TITLE_CHARS],
+                                        request.instruction, request.material, count,
+                                        request.language)
+        reply = collect(self.lm, prompt, config.replace(max_new_tokens=budget), cancel)
+        yield None, parse_outline(prompt.prefix + reply, request.language)
+
+    @staticmethod
+    def _try_config(config: GenerationConfig, attempt: int) -> GenerationConfig:
+        """The first try as configured; later ones sampled, each with its own seed."""
+        if attempt == 0:
+            return config
+        seed = (config.seed or 0) + attempt
+        return config.replace(do_sample=True, seed=seed, temperature=max(config.temperature, 0.8),
+                              top_p=max(config.top_p, 0.9))
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _checked_section(self, item: Any, accepted: list[SectionPlan],
+                         request: ComposeRequest) -> SectionPlan | None:
+        """A clean SectionPlan from a raw section, or None when its title is unusable or a
+        duplicate. Key points that fail a check, repeat or stray off the subject are dropped."""
+        if isinstance(item, SectionPlan):
+            raw_title, raw_points = item.title, item.key_points
+        elif isinstance(item, dict):
+            raw_title = item.get("title", "")
+            points = item.get("key_points", [])
+            raw_points = [p for p in points if isinstance(p, str)] if isinstance(points, list) \
+                else []
+        else:
+            return None
+        if not isinstance(raw_title, str) or item_problem(raw_title, request.instruction):
+            return None
+        title = _shorten(clean_item(raw_title), MAX_SECTION_TITLE_CHARS)
+        seen = {normalise(section.title) for section in accepted}
+        if normalise(title) in seen:
+            return None
+        used = {normalise(p) for section in accepted for p in section.key_points} | seen
+        points: list[str] = []
+        for raw in raw_points[:5]:
+            point = _shorten(clean_item(raw), MAX_POINT_CHARS)
+            if item_problem(raw, request.instruction) or normalise(point) in used:
+                continue
+            used.add(normalise(point))
+            points.append(point)
+        away = off_topic(points, request.instruction, self.embedder, request.language)
+        return SectionPlan(title=title, key_points=[p for p, off in zip(points, away) if not off])
+
+    def _checked_title(self, candidate: str, request: ComposeRequest) -> str:
+        """`candidate` cleaned when it is a usable title, else the instruction's headline."""
+        title = _shorten(clean_item(_DECORATION.sub("", candidate or "")), MAX_TITLE_CHARS)
+        if title and not item_problem(candidate, request.instruction) and \
+                not reads_as_instruction(title):
+            return title
+        return _shorten(headline(request.instruction, request.language), MAX_TITLE_CHARS)
+
+    def _choose_title(self, titles: list[str], request: ComposeRequest,
+                      config: GenerationConfig, cancel: threading.Event | None) -> str:
+        """The first usable model title of the outline replies; else one asked for alone."""
+        for candidate in titles:
+            title = self._checked_title(candidate, request)
+            if normalise(title) == normalise(candidate):
+                return title
+        return self.title(request, config, cancel)
+
+    @staticmethod
+    def _fill(accepted: list[SectionPlan], request: ComposeRequest,
+              count: int) -> list[SectionPlan]:
+        """`count` sections: the checked ones in order, then template sections not yet
+        used, then generic ones (complete_sections)."""
+        sections = list(accepted[:count])
+        seen = {normalise(section.title) for section in sections}
+        for spare in template_sections(request.instruction, request.language, MAX_SECTIONS):
+            if len(sections) >= count:
+                break
+            if normalise(spare.title) not in seen:
+                seen.add(normalise(spare.title))
+                sections.append(spare)
+        return complete_sections(sections, count, request.language)
+
+
+def _first(items: list[str]) -> str | None:
+    return items[0] if items else None
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -47,6 +47,21 @@ _OUTLINE = {
         "用编号列表列出{sections}个部分的标题。每个标题后加冒号，再写两个要点，用分号隔开。"
     ),
 }
+_OUTLINE_JSON = {
+    "en": (
+        "Plan an article for this instruction:\n{instruction}\n"
+        "{material}"
+        "Give the article a specific title, and {sections} sections. Each section has a short "
+        "heading that names what it covers, and {points} key points: facts or ideas about the "
+        "subject. Reply in JSON."
+    ),
+    "zh": (
+        "请为以下要求的文章做规划：\n{instruction}\n"
+        "{material}"
+        "给文章一个具体的标题，并分为{sections}个部分。每部分有一个简短的小标题，说明写什么，"
+        "以及{points}个要点：关于主题的事实或观点。用JSON回答。"
+    ),
+}
 _MATERIAL = {
     "en": "Reference material (use it, do not contradict it):\n{material}\n",
     "zh": "参考资料（请使用，不要与之矛盾）：\n{material}\n",
@@ -152,6 +167,17 @@ def outline_prompt(
         sections=sections,
     )
     return Prompt([_system(language), ChatMessage("user", user)], "1.")
+
+
+def outline_json_prompt(instruction: str, material: str, sections: int, points: int,
+                        language: str) -> Prompt:
+    """Ask for {"title", "sections": [{"title", "key_points"}]} (decoded under a JSON schema,
+    so the reply is not pre-filled)."""
+    user = _OUTLINE_JSON[language].format(
+        instruction=instruction.strip(), material=_material_block(material, language),
+        sections=sections, points=points,
+    )
+    return Prompt([_system(language), ChatMessage("user", user)], "")
 
 
 def section_prompt(

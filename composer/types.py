@@ -43,6 +43,8 @@ class GenerationConfig:
 
     `seed` None means "do not reseed"; any integer makes sampling reproducible.
     `stop` holds extra strings that end generation (EOS always does).
+    `json_schema`, a JSON schema as a string (so the config stays plain and hashable), makes
+    a backend whose `supports_json_schema` is True decode only replies valid under it.
     """
 
     max_new_tokens: int = 512
@@ -55,6 +57,7 @@ class GenerationConfig:
     num_beams: int = 1
     seed: int | None = 0
     stop: tuple[str, ...] = ()
+    json_schema: str | None = None
 
     def replace(self, **changes: Any) -> "GenerationConfig":
         """A copy with some fields changed (dataclasses.replace, spelled for callers)."""

@@ -102,7 +102,8 @@ def forward_last(model: Any, input_ids: torch.Tensor, cache: DynamicCache,
 
 def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConfig,
                     eos_ids: Iterable[int], cancel: threading.Event | None = None,
-                    forward: Forward | None = None) -> Iterator[int]:
+                    forward: Forward | None = None, constraint: Any | None = None
+                    ) -> Iterator[int]:
     """Yield new token ids one at a time: greedy or sampled, with penalties applied.
 
     prompt_ids: [1, n] long tensor on the model's device. Stops after config.max_new_tokens,
@@ -110,6 +111,8 @@ def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConf
     Sampling draws from a generator seeded with config.seed (torch's global one when None).
     `forward(new_ids, cache, options)` replaces forward_last (same contract), e.g. to prefill
     from inputs_embeds (models/vision_writer.py); it gets prompt_ids first, then each token.
+    `constraint` (models/constrained.py JsonSchemaConstraint) masks the scores to the tokens
+    its grammar allows before each pick, and ends the reply once its value is complete.
     """
     forward = forward or (lambda ids, cache, options: forward_last(model, ids, cache, options))
     processors = build_processors(config)
@@ -133,16 +136,23 @@ def generate_tokens(model: Any, prompt_ids: torch.Tensor, config: GenerationConf
             # 1. forward the new tokens (the whole prompt the first time), keep last logits
             logits = forward(next_input, cache, options)
             # 2. penalties and warpers see the whole history, as in model.generate
+            # (the schema's mask first, so that top-k / top-p choose among allowed tokens)
+            if constraint is not None:
+                logits = constraint.mask(logits)
             scores = processors(history[:, :length], logits)
             # 3. choose, then stop at EOS or record the token and feed it back
             token = pick_token(scores, config.do_sample, generator)
         token_id = int(token.item())
+        if constraint is not None:
+            constraint.accept(token_id)
         if token_id in eos:
             return
         history[:, length] = token_id
         length += 1
         next_input = token.to(prompt_ids.device)
         yield token_id
+        if constraint is not None and constraint.done:
+            return
 
 
 def stream_text(tokenizer: Any, context_ids: list[int], stops: Iterable[str],

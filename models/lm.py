@@ -7,6 +7,7 @@ the protocol) stays cheap for the CLI and the UI.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from pathlib import Path
@@ -26,6 +27,8 @@ class LanguageModel(Protocol):
       Stops at EOS, at any of config.stop (not yielded), after config.max_new_tokens, or when
       `cancel` is set.
     count_tokens(): tokens of a text under this model's tokenizer.
+    A backend that enforces config.json_schema at decode time says so with a class attribute
+    `supports_json_schema = True` (absent means False: callers parse free text instead).
     """
 
     name: str
@@ -69,6 +72,18 @@ def check_generation_config(config: GenerationConfig) -> None:
         )
     if isinstance(config.stop, str) or not all(isinstance(s, str) for s in config.stop):
         raise ValueError(f"stop is {config.stop!r}; it must be a tuple of strings")
+    if config.json_schema is not None and not isinstance(config.json_schema, str):
+        raise ValueError(f"json_schema is {config.json_schema!r}; it must be a JSON schema "
+                         "in a string (json.dumps it)")
+    if config.json_schema is not None:
+        try:
+            schema = json.loads(config.json_schema)
+        except ValueError as error:
+            raise ValueError(f"json_schema is not valid JSON ({error}): give a JSON schema "
+                             "as a string") from None
+        if not isinstance(schema, dict):
+            raise ValueError(f"json_schema is {config.json_schema[:60]!r}; it must be a JSON "
+                             "object")
 
 
 def _is_number(value: object) -> bool:
@@ -132,10 +147,13 @@ class TransformersLM:
     context_length: overrides the model's own limit (prompt plus reply tokens).
 
     Greedy and sampled decoding run in the caller's thread, token by token (models.generate);
-    beam search (num_beams > 1) runs `model.generate` and yields the reply once.
+    beam search (num_beams > 1) runs `model.generate` and yields the reply once. A config with
+    a json_schema is decoded under it (models/constrained.py, xgrammar), greedy or sampled:
+    beams are not combined with a schema, such a reply is decoded with one beam.
     """
 
     supports_beams = True
+    supports_json_schema = True
 
     def __init__(self, source: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
                  device: str = "auto", quantize: str = "none", threads: int | None = None,
@@ -188,12 +206,19 @@ class TransformersLM:
         room = self.context_length - len(ids)
         if config.max_new_tokens > room:
             config = config.replace(max_new_tokens=room)
-        if config.num_beams > 1:
+        constraint = None
+        if config.json_schema is not None:
+            from models.constrained import JsonSchemaConstraint
+
+            vocab = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
+            constraint = JsonSchemaConstraint(self.tokenizer, vocab, config.json_schema)
+        elif config.num_beams > 1:
             text = self._beam_reply(input_ids, config, cancel)
             if text:
                 yield text
             return
-        tokens = generate_tokens(self.model, input_ids, config, self.eos_ids, cancel)
+        tokens = generate_tokens(self.model, input_ids, config, self.eos_ids, cancel,
+                                 constraint=constraint)
         yield from stream_text(self.tokenizer, ids, config.stop, tokens, cancel)
 
     def _beam_reply(self, input_ids: Any, config: GenerationConfig,

@@ -8,6 +8,7 @@ real model. It streams word by word and honours stop strings, max_new_tokens and
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -29,7 +30,11 @@ class ScriptedLM:
     languages = ("en", "zh")  # what it declares it writes (composer/languages.py)
 
     def __init__(self, replies: list[str] | None = None, delay: float = 0.0,
-                 responder: Callable[[list[ChatMessage], str], str] | None = None):
+                 responder: Callable[[list[ChatMessage], str], str] | None = None,
+                 json_schema: bool = False):
+        """json_schema=True declares `supports_json_schema` (the planner then asks for JSON;
+        queued replies are returned as they are, valid or not)."""
+        self.supports_json_schema = json_schema
         self.replies = list(replies or [])
         self.delay = delay
         self.responder = responder or default_reply
@@ -70,6 +75,12 @@ def default_reply(messages: list[ChatMessage], prefix: str) -> str:
         found = re.findall(r"about (\d+) words|约(\d+)字", user)
         words = int(next(g for g in found[-1] if g)) if found else 60
         return _edit_sentences(max(3, words), len(user))
+    if "Reply in JSON" in user or "用JSON回答" in user:
+        count = _number(r"and (\d+) sections|分为(\d+)个部分", user, 3)
+        sections = [{"title": f"Part {WORDS[n].title()}",
+                     "key_points": [f"the {WORDS[n]} idea", f"{WORDS[n + 1]} facts"]}
+                    for n in range(count)]
+        return json.dumps({"title": "A Scripted Title", "sections": sections})
     if prefix == "1.":
         count = _number(r"List (\d+) section headings|列出(\d+)个", user, 3)
         lines = [f" Part {WORDS[0].title()}: the {WORDS[0]} idea; why it matters"]

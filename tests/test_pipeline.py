@@ -265,3 +265,18 @@ def test_image_license_filter_keeps_only_images_with_that_license(documents, ima
                if event.stage == "warning")
     with pytest.raises(InputError, match="image license must be text of at most 300"):
         list(composer.compose(ComposeRequest("Harbors", image_license="x" * 301)))
+
+
+def test_compose_reports_each_planned_section_before_the_outline_is_complete(documents,
+                                                                               image_store):
+    lm = ScriptedLM(json_schema=True)
+    events = list(make(documents, image_store, lm).compose(
+        ComposeRequest("Write a guide to tea for beginners", target_words=600, text_only=True)))
+    plan = [e.message for e in events if e.stage == "plan"]
+    sections = [m for m in plan if m.startswith("Section ")]
+    assert sections == ["Section 1: Part Light (the light idea; river facts)",
+                        "Section 2: Part River (the river idea; stone facts)",
+                        "Section 3: Part Stone (the stone idea; garden facts)"]
+    assert plan.index(sections[-1]) < plan.index("Outline: 3 sections")
+    doc = documents.get(events[-1].document_id)
+    assert doc.title == "A Scripted Title" and doc.status == "done"

@@ -91,3 +91,130 @@ def test_the_prompts_format_example_is_not_taken_as_a_section():
     text = "1. Section title: first key point; second key point\n2. Real one: a; first key point"
     sections = parse_outline(text, "en")
     assert [s.title for s in sections] == ["Real one"] and sections[0].key_points == ["a"]
+
+
+# -- structured planning (JSON outline, checks, resampling, templates, streaming) ------------
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from composer.outline_check import item_problem  # noqa: E402
+from composer.planner import RESAMPLE_TRIES  # noqa: E402
+
+NEWS = "Write a news story about the new city library opening for local readers"
+
+
+def outline_json(title, sections):
+    return json.dumps({"title": title, "sections": [
+        {"title": t, "key_points": points} for t, points in sections]})
+
+
+JUNK = [
+    outline_json("Key Points", [("Introduction", ["Section Headings:", "List of Sections:"]),
+                                ("Key Points", ["List of Sections:"]),
+                                ("2018-03-04", ["2019-05-27"])]),
+    outline_json(NEWS, [("<img src=\"a.png\">", ["www.example.com"]),
+                        ("A title</p>", ["x"]), ("Section Headings", ["Key Points"])]),
+    "I cannot do that.",
+]
+
+
+def plan(lm, instruction=NEWS, words=600, **kwargs):
+    request = ComposeRequest(instruction, target_words=words)
+    return list(Planner(lm, **kwargs).stream(request, GenerationConfig()))
+
+
+def test_json_outline_is_asked_under_a_schema_and_read():
+    reply = outline_json("City Library Opens Its Doors", [
+        ("Opening day", ["the ribbon cutting", "first visitors"]),
+        ("Inside the building", ["reading rooms"]), ("What readers say", ["reactions"])])
+    lm = ScriptedLM([reply], json_schema=True)
+    outline = plan(lm)[-1]
+    assert outline.title == "City Library Opens Its Doors"
+    assert [s.title for s in outline.sections] == ["Opening day", "Inside the building",
+                                                   "What readers say"]
+    assert outline.total_words == 600
+    schema = json.loads(lm.calls[0][2].json_schema)
+    assert schema["properties"]["sections"]["minItems"] == 3
+    assert len(lm.calls) == 1
+
+
+def test_junk_outlines_are_resampled_then_a_genre_template_fills_in():
+    lm = ScriptedLM(list(JUNK), json_schema=True, responder=lambda m, p: "Key Points")
+    outline = plan(lm)[-1]
+    titles = [s.title for s in outline.sections]
+    # "Introduction" alone is a fine title; everything else came from the news template.
+    assert titles == ["Introduction", "What happened", "Who is involved"]
+    assert outline.sections[0].key_points == []  # its points were scaffolding
+    assert "the new city library opening" in outline.sections[1].key_points[0]
+    assert all(item_problem(t, NEWS) is None for t in titles)
+    prompts_sent = [call for call in lm.calls if call[2].json_schema]
+    assert len(prompts_sent) == RESAMPLE_TRIES
+    # later tries are sampled, each with its own seed
+    assert [c[2].do_sample for c in prompts_sent] == [False, True, True]
+    assert len({c[2].seed for c in prompts_sent}) == RESAMPLE_TRIES
+    assert outline.title == "The new city library opening"  # not the instruction copied
+
+
+def test_resampling_keeps_valid_sections_and_replaces_invalid_ones():
+    first = outline_json("Library Day", [("Opening day", ["ribbon"]), ("Key Points", ["x"]),
+                                         ("Opening day", ["again"])])
+    second = outline_json("Other", [("Opening day", ["dup"]), ("The new shelves", ["books"]),
+                                    ("Readers react", ["queues"])])
+    outline = plan(ScriptedLM([first, second], json_schema=True))[-1]
+    assert [s.title for s in outline.sections] == ["Opening day", "The new shelves",
+                                                   "Readers react"]
+    assert outline.title == "Library Day"
+
+
+def test_a_short_title_like_instruction_stays_the_title():
+    reply = outline_json("Something else", [("A", ["a"]), ("Bee keeping", ["b"]),
+                                            ("Hives", ["c"])])
+    outline = plan(ScriptedLM([reply], json_schema=True), instruction="The secret life of bees")[-1]
+    assert outline.title == "The secret life of bees"
+
+
+def test_a_copied_instruction_is_never_the_title_of_an_instruction():
+    reply = outline_json(NEWS, [("Opening day", ["a"]), ("Shelves", ["b"]), ("Readers", ["c"])])
+    lm = ScriptedLM([reply, 'Write a news story about the new city library"'], json_schema=True)
+    assert plan(lm)[-1].title == "The new city library opening"
+
+
+def test_outline_streams_sections_before_it_is_complete():
+    reply = outline_json("Library Day", [("Opening day", ["a"]), ("Shelves", ["b"]),
+                                         ("Readers", ["c"])])
+    outlines = plan(ScriptedLM([reply], json_schema=True))
+    assert [len(o.sections) for o in outlines] == [1, 2, 3, 3]
+    assert all(s.words == 0 for o in outlines[:-1] for s in o.sections)
+    assert outlines[-1].total_words == 600
+
+
+class WordEmbedder:
+    """A bag-of-words embedder: texts sharing words are similar (deterministic)."""
+
+    name = "words"
+    dim = 64
+
+    def encode(self, texts):
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                vectors[row, sum(map(ord, word.strip(".,"))) % self.dim] += 1
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
+def test_off_topic_key_points_are_dropped():
+    reply = outline_json("Library Day", [
+        ("Opening day", ["the library opening", "quarterly tax returns"]),
+        ("Shelves", ["new city library shelves"]), ("Readers", ["local readers"])])
+    outline = plan(ScriptedLM([reply], json_schema=True), embedder=WordEmbedder())[-1]
+    assert outline.sections[0].key_points == ["the library opening"]
+
+
+def test_models_without_a_schema_still_get_checked_line_outlines():
+    lm = ScriptedLM(["1. Key Points: Section Headings:; List of Sections:\n2. 2018-03-04: a\n"
+                     "3. Opening day: the ribbon"])
+    outline = plan(lm)[-1]
+    assert outline.sections[0].title == "Opening day"
+    assert all(lm_call[2].json_schema is None for lm_call in lm.calls)
