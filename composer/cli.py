@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from composer import export as exporting
+from composer.cli_eval import add_eval_parser, cmd_eval
 from composer.config import Settings
 from composer.languages import length_text
 from composer.progress import TerminalProgress
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                          help="where to train (auto: cuda when available)")
     _add_dpo_commands(commands)
+    add_eval_parser(commands)
     return parser
 
 
@@ -632,7 +634,7 @@ def cmd_loop(services: Services, args: argparse.Namespace) -> int:
 
 COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
             "library": cmd_library, "train-plora": cmd_train_plora, "pairs": cmd_pairs,
-            "train-dpo": cmd_train_dpo, "loop": cmd_loop}
+            "train-dpo": cmd_train_dpo, "loop": cmd_loop, "eval": cmd_eval}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
