@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--license", help="only images with exactly this license")
     listing.add_argument("--limit", type=int, default=None)
     actions.add_parser("seed", help="add the bundled default photos (done on first run)")
+    actions.add_parser("index", help="finish indexing (caption vectors, visible text) that "
+                       "an interrupted `library add` left")
     search = actions.add_parser("search", help="the library's best images for a description, "
                                 "ranked with scores, as the composer finds them")
     search.add_argument("query", help="what the picture should show")
@@ -287,9 +289,17 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_library(services: Services, args: argparse.Namespace) -> int:
-    """Add, list, search or seed library images."""
-    from composer.library import add_images, seed_default_library
+    """Add, list, search, index or seed library images; indexing shows a bar per stage."""
+    from composer.cli_library import (
+        StageBars,
+        cmd_library_add,
+        cmd_library_index,
+        cmd_library_search,
+    )
+    from composer.library import seed_default_library
 
+    bars = StageBars()  # a stage's bar ends at its total
+    services.index_progress = bars  # the retriever indexes what is missing when first used
     if args.action == "seed":
         added = seed_default_library(services.images, services.retriever)
         print(f"Default library: {added} new images ({services.images.count()} in all).")
@@ -298,10 +308,6 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
         return cmd_caption(services, args)
     if args.action == "generate":
         return cmd_generate(services, args)
-    if args.action == "search":
-        from composer.cli_library import cmd_library_search
-
-        return cmd_library_search(services, args)
     if args.action == "list":
         images = services.images.list(limit=args.limit, search=args.search, source=args.source,
                                       license=args.license)
@@ -311,23 +317,11 @@ def cmd_library(services: Services, args: argparse.Namespace) -> int:
         if not images:
             print("No images match.", file=sys.stderr)
         return 0
-    result = add_images(services.images, args.paths, caption=args.caption, source=args.source,
-                        license=args.license, attribution=args.attribution,
-                        allow_near_duplicates=args.keep_near_duplicates)
-    print("Reading visible text and indexing captions ...", file=sys.stderr)
-    services.retriever.index()
-    print(f"Added {len(result.added)}, already present {len(result.existing)}, "
-          f"near-duplicates skipped {len(result.near_duplicates)}, failed {len(result.failed)}.")
-    for path, existing, distance in result.near_duplicates:
-        print(f"  {path}: looks like {existing.id[:12]} ({existing.caption[:40]!r}, distance "
-              f"{distance}); add it with --keep-near-duplicates to keep both", file=sys.stderr)
-    for path, message in result.failed:
-        print(f"  {path}: {message}", file=sys.stderr)
-    if result.uncaptioned:
-        print(f"  {len(result.uncaptioned)} images have no caption, so articles cannot find "
-              "them yet: add photo.jpg.txt sidecar files or captions.csv and run `library add` "
-              "again, or run `library caption` with a captioning model.", file=sys.stderr)
-    return 0 if not result.failed else EXIT_INPUT
+    if args.action == "index":
+        return cmd_library_index(services, args, bars)
+    if args.action == "search":
+        return cmd_library_search(services, args)
+    return cmd_library_add(services, args, bars)
 
 
 def cmd_generate(services: Services, args: argparse.Namespace) -> int:
@@ -635,6 +629,12 @@ def cmd_loop(services: Services, args: argparse.Namespace) -> int:
 COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
             "library": cmd_library, "train-plora": cmd_train_plora, "pairs": cmd_pairs,
             "train-dpo": cmd_train_dpo, "loop": cmd_loop, "eval": cmd_eval}
+# What Ctrl-C or SIGTERM kept, per command (commands that know more catch it themselves).
+INTERRUPTED = {
+    "compose": "\nInterrupted: the text written so far is saved (status: interrupted).",
+    "library": ("\nInterrupted: the images added and indexed so far are saved; run "
+                "`python -m composer library index` to finish indexing."),
+}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -661,6 +661,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {os_error_text(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nInterrupted: the text written so far is saved (status: interrupted).",
-              file=sys.stderr)
+        print(INTERRUPTED.get(args.command, "\nInterrupted."), file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,4 +1,9 @@
-"""Library commands of the command line that need more than a few lines: `library search`.
+"""`library add`, `library index` and `library search` on the command line.
+
+Adding many images has two long phases: storing the files (one row each), then indexing
+(caption vectors, visible text). Each stage gets its own progress bar on stderr, every file
+and every batch is saved as soon as it is done, and an interruption (Ctrl-C, SIGTERM) says
+how far the stage got and which command finishes the work.
 
 `library search` ranks the library's images for a description with the composer's own
 retriever and prints them with their scores: a table for people, JSON for scripts.
@@ -10,8 +15,104 @@ import argparse
 import sys
 from typing import Any
 
+from composer.cli import EXIT_INPUT, EXIT_INTERRUPTED, INTERRUPTED
+from composer.library import ADDING_STAGE
 from composer.services import Services
 from composer.types import InputError
+
+INDEX_COMMAND = "python -m composer library index"
+
+
+class StageBars:
+    """progress(done, total, stage) rendered as one tqdm bar per stage on stderr.
+
+    A stage's bar ends when it reaches its total. The last report is remembered, so that an
+    interruption can say how far the stage got: every report comes after its work was saved.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.stage = ""
+        self.done = 0
+        self.total = 0
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None or stage != self.stage:
+            self.close()
+            self._bar = tqdm(total=total, desc=stage, unit="image", file=self.stream,
+                             dynamic_ncols=True, mininterval=0.2)
+        self.stage, self.done, self.total = stage, done, total
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """End the current bar (its last state stays on the terminal)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def interrupted(self) -> str:
+        """What an interruption kept, and the command that finishes the work."""
+        if self.stage == ADDING_STAGE and self.done < self.total:
+            return (f"\nInterrupted: {self.done:,} of {self.total:,} files are done and saved; "
+                    "run the same `library add` again for the rest (files already in the "
+                    "library are skipped quickly) and to index them.")
+        if self.stage and self.stage != ADDING_STAGE:
+            return (f"\nInterrupted while {self.stage}: {self.done:,} of {self.total:,} images "
+                    f"are done and saved; run `{INDEX_COMMAND}` to finish indexing (`library "
+                    "add` and compose finish it too).")
+        return INTERRUPTED["library"]
+
+
+def cmd_library_add(services: Services, args: argparse.Namespace, bars: StageBars) -> int:
+    """Add files and folders, then index what is new, with a bar per stage on stderr."""
+    from composer.library import add_images
+
+    try:
+        try:
+            result = add_images(services.images, args.paths, caption=args.caption,
+                                source=args.source, license=args.license,
+                                attribution=args.attribution,
+                                allow_near_duplicates=args.keep_near_duplicates,
+                                progress=bars)
+            services.retriever.index(progress=bars)
+        finally:
+            bars.close()
+    except KeyboardInterrupt:
+        print(bars.interrupted(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"Added {len(result.added)}, already present {len(result.existing)}, "
+          f"near-duplicates skipped {len(result.near_duplicates)}, failed {len(result.failed)}.")
+    for path, existing, distance in result.near_duplicates:
+        print(f"  {path}: looks like {existing.id[:12]} ({existing.caption[:40]!r}, distance "
+              f"{distance}); add it with --keep-near-duplicates to keep both", file=sys.stderr)
+    for path, message in result.failed:
+        print(f"  {path}: {message}", file=sys.stderr)
+    if result.uncaptioned:
+        print(f"  {len(result.uncaptioned)} images have no caption, so articles cannot find "
+              "them yet: add photo.jpg.txt sidecar files or captions.csv and run `library add` "
+              "again, or run `library caption` with a captioning model.", file=sys.stderr)
+    return 0 if not result.failed else EXIT_INPUT
+
+
+def cmd_library_index(services: Services, args: argparse.Namespace, bars: StageBars) -> int:
+    """Index what an interrupted import left: caption vectors, pixel vectors, visible text."""
+    try:
+        try:
+            services.retriever.index(progress=bars)
+        finally:
+            bars.close()
+    except KeyboardInterrupt:
+        print(bars.interrupted(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"The library is indexed ({services.images.count():,} images).")
+    return 0
+
 
 MAX_SEARCH_RESULTS = 100
 

@@ -63,14 +63,24 @@ def check_writer_language(language: str, settings: Settings, lm: Any | None = No
     if language not in LANGUAGES or language in languages:
         return  # an unknown code is check_request's to name
     model = EMBEDDED_NAME if settings.model.strip() == "embedded" else settings.model.strip()
+    raise InputError(_refusal(language, model, languages))
+
+
+def check_declared_language(language: str, lm: Any) -> None:
+    """InputError when the writer `lm` declares its `languages` and `language` is not one of
+    them (the composer's own check, for callers that did not ask the settings first)."""
+    declared = getattr(lm, "languages", None)
+    if declared and language in LANGUAGES and language not in declared:
+        raise InputError(_refusal(language, str(getattr(lm, "name", "in use")), tuple(declared)))
+
+
+def _refusal(language: str, model: str, languages: tuple[str, ...]) -> str:
     wanted = LANGUAGE_NAMES[language]
     writes = " and ".join(LANGUAGE_NAMES.get(code, code) for code in languages)
     examples = ", ".join(CAPABLE_MODELS[language])
-    raise InputError(
-        f"the writer model {model} writes {writes} only, so a {wanted} ({language}) article "
-        f"would be gibberish: set COMPOSER_MODEL (or --model) to a model that writes {wanted}, "
-        f"e.g. {examples}; if yours does, set COMPOSER_MODEL_LANGUAGES=en,{language}"
-    )
+    return (f"the writer model {model} writes {writes} only, so a {wanted} ({language}) "
+            f"article would be gibberish: set COMPOSER_MODEL (or --model) to a model that writes "
+            f"{wanted}, e.g. {examples}; if yours does, set COMPOSER_MODEL_LANGUAGES=en,{language}")
 
 
 def length_unit(language: str) -> str:

@@ -18,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from composer.types import InputError, LibraryImage
 
@@ -34,6 +34,7 @@ CAPTIONS_CSV = "captions.csv"
 PUBLIC_DOMAIN = "Public domain"
 CC0 = "CC0 1.0"
 CC_BY_2 = "CC BY 2.0"
+ADDING_STAGE = "adding files"
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,8 @@ class AddResult:
 
 def add_images(store: ImageStore, paths: Iterable[str | Path], caption: str | None = None, *,
                source: str = "", license: str = "", attribution: str = "",
-               allow_near_duplicates: bool = False, owner: str | None = None) -> AddResult:
+               allow_near_duplicates: bool = False, owner: str | None = None,
+               progress: Callable[[int, int, str], None] | None = None) -> AddResult:
     """Add image files, and the image files of folders (recursively), to the library.
 
     Each file's caption is `caption` when given (caption source "user"), else its sidecar
@@ -230,6 +232,8 @@ def add_images(store: ImageStore, paths: Iterable[str | Path], caption: str | No
     in `failed`, one that looks like a library image in `near_duplicates` (kept anyway with
     `allow_near_duplicates`), and the others still go in. `owner` None adds to the shared
     library; else the images are that person's own (uploads in the browser).
+    `progress(done, total, "adding files")` is called after each file; each file is stored
+    on its own, so an interruption keeps the files done and adding them again is quick.
     """
     from storage.images import NearDuplicateError
 
@@ -237,7 +241,8 @@ def add_images(store: ImageStore, paths: Iterable[str | Path], caption: str | No
         paths = [paths]
     result = AddResult()
     captions = _FolderCaptions()
-    for path in _expand(paths, result):
+    files = _expand(paths, result)
+    for done, path in enumerate(files, start=1):
         if caption and caption.strip():
             text, caption_source = caption.strip(), "user"
         else:
@@ -251,13 +256,14 @@ def add_images(store: ImageStore, paths: Iterable[str | Path], caption: str | No
                                             owner=owner)
         except NearDuplicateError as error:
             result.near_duplicates.append((str(path), error.existing, error.distance))
-            continue
         except (InputError, OSError) as error:
             result.failed.append((str(path), str(error)))
-            continue
-        (result.added if created else result.existing).append(image)
-        if not image.caption.strip():
-            result.uncaptioned.append(image)
+        else:
+            (result.added if created else result.existing).append(image)
+            if not image.caption.strip():
+                result.uncaptioned.append(image)
+        if progress is not None:
+            progress(done, len(files), ADDING_STAGE)
     return result
 
 

@@ -9,6 +9,7 @@ far stays in the database and the document is marked interrupted or failed.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any, Callable, Iterator, TypeVar
 
 from composer.config import DEFAULT_IMAGE_THRESHOLD, MAX_TARGET_WORDS
@@ -27,7 +28,7 @@ from composer.types import (
     TextBlock,
     count_words,
 )
-from composer.languages import length_text, length_unit
+from composer.languages import check_declared_language, length_text, length_unit
 from composer.validation import check_request
 from composer.writer import SectionWriter, drop_unfinished_sentence, split_paragraphs
 from models.lm import LanguageModel
@@ -50,7 +51,8 @@ class Composer:
     def __init__(self, lm: LanguageModel, documents: Any, retriever: Any | None = None,
                  timer: StageTimer | None = None, web_search: Any | None = None,
                  generator: Any | None = None,
-                 image_threshold: float = DEFAULT_IMAGE_THRESHOLD):
+                 image_threshold: float = DEFAULT_IMAGE_THRESHOLD,
+                 check_language: Callable[[str], None] | None = None):
         """A library image is placed only when its score reaches `image_threshold`; below it
         `generator` (models/image_generator.py) makes a picture, else `web_search`
         (composer/web_images.py) imports some, else the slot gets none."""
@@ -58,6 +60,8 @@ class Composer:
         self.web_search = web_search
         self.generator = generator
         self.image_threshold = image_threshold
+        # InputError for a language the writer does not write (Services asks the settings too).
+        self.check_language = check_language or partial(check_declared_language, lm=lm)
         self.lm = TimedLanguageModel(lm, self.timer)
         self.documents = documents
         self.retriever = retriever
@@ -86,6 +90,7 @@ class Composer:
                 ) -> Iterator[ProgressEvent]:
         """Compose and save an article, yielding progress; the last event is "done"/"stopped"."""
         check_request(request)
+        self.check_language(request.language)  # before the document exists
         if outline is not None:
             check_outline(outline, request.language)
         config = _config(request)

@@ -220,7 +220,8 @@ class Services:
         generator = _LazyGenerator(self) if with_images and self.settings.image_generator \
             else None
         return Composer(self.lm, self.documents, retriever, timer=timer, web_search=web,
-                        generator=generator, image_threshold=self.settings.image_threshold)
+                        generator=generator, image_threshold=self.settings.image_threshold,
+                        check_language=self.check_language)
 
 
 class _LazyGenerator:

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 MAX_SIDE = 1024  # images are scaled down to this before OCR (speed; text stays readable)
+# RapidOCR's own default enlarges every image until its short side is 736 pixels, a 64x64
+# icon 11.5 times (130 times the pixels). Small images are enlarged towards that side by at
+# most MAX_UPSCALE instead: small text then reads as well, at a fraction of the cost.
+DETECT_SIDE = 736
+MAX_UPSCALE = 2.0
 MIN_CONFIDENCE = 0.5
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -62,7 +67,9 @@ class RapidTextSpotter:
             if self._engine is None:
                 from rapidocr_onnxruntime import RapidOCR
 
-                self._engine = RapidOCR()
+                # The detector sees the image as read() prepares it (never enlarged again).
+                self._engine = RapidOCR(det_limit_type="max",
+                                        det_limit_side_len=round(MAX_SIDE * MAX_UPSCALE))
             return self._engine
 
     def read(self, path: Path) -> VisibleText:
@@ -73,6 +80,7 @@ class RapidTextSpotter:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
         image.thumbnail((MAX_SIDE, MAX_SIDE))
+        image = _enlarge_small(image)
         result, _ = self._ocr()(np.asarray(image))
         words: list[str] = []
         covered = 0.0
@@ -83,6 +91,17 @@ class RapidTextSpotter:
             covered += _polygon_area([list(map(float, point)) for point in box])
         area = min(1.0, covered / float(image.width * image.height))
         return VisibleText(words=words, area=round(area, 4), engine=self.name)
+
+
+def _enlarge_small(image: Any) -> Any:
+    """The image enlarged so its short side nears DETECT_SIDE, by at most MAX_UPSCALE."""
+    from PIL import Image
+
+    scale = min(MAX_UPSCALE, DETECT_SIDE / max(1, min(image.size)))
+    if scale <= 1.0:
+        return image
+    size = (round(image.width * scale), round(image.height * scale))
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def load_text_spotter() -> TextSpotter | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,7 +42,12 @@ if TYPE_CHECKING:  # for type hints only: models do not import storage at run ti
 
 log = logging.getLogger(__name__)
 
-INDEX_BATCH = 64
+INDEX_BATCH = 256  # captions embedded per model call and written per transaction
+PIXEL_BATCH = 64  # images per CLIP call and transaction
+IndexProgress = Callable[[int, int, str], None]  # index()'s progress(done, total, stage)
+CAPTIONS_STAGE = "indexing captions"
+PIXELS_STAGE = "embedding pixels"
+TEXT_STAGE = "reading visible text"
 # Defaults measured on the labelled set of bench/retrieval_set.py (bench/bench_retrieval_quality.py).
 DEFAULT_TEXT_PENALTY = 3.0
 DEFAULT_KEYWORD_WEIGHT = 0.15
@@ -255,58 +261,81 @@ class Retriever:
 
     # -- indexing ------------------------------------------------------------------------------
 
-    def index(self) -> int:
+    def index(self, progress: IndexProgress | None = None,
+              stop: threading.Event | None = None) -> int:
         """Embed what is not embedded yet, read images' text, and save the vector indexes.
 
         Returns how many captions were embedded (0 when everything is indexed, so it is cheap
         to call at start-up and after every import). Images without a caption get no caption
         vector: only the image signal (CLIP), when configured, can find them.
+
+        Each batch is written to the store before `progress(done, total, stage)` reports it,
+        so an interruption (`stop` set, or KeyboardInterrupt raised from `progress`) keeps
+        every finished batch, and the next call does only what is still missing.
         """
+        report = progress or (lambda done, total, stage: None)
+        embedded = self._embed_captions(report, stop)
+        self._embed_pixels(report, stop)  # each stage does nothing once `stop` is set
+        self._read_text(report, stop)
+        with self._lock:
+            self._sync(promote=not _stopped(stop))
+            self._captions.save()
+            if self._images is not None:
+                self._images.save()
+        return embedded
+
+    def _embed_captions(self, progress: IndexProgress, stop: threading.Event | None) -> int:
+        """Caption vectors for captioned images that have none, INDEX_BATCH at a time."""
         missing = [image for image in self.store.missing_embeddings(self.model)
                    if image.caption.strip()]
+        done = 0
         for start in range(0, len(missing), INDEX_BATCH):
+            if _stopped(stop):
+                break
             batch = missing[start:start + INDEX_BATCH]
             vectors = self.embedder.encode([image.caption for image in batch])
             self.store.put_embeddings(self.model, list(zip([image.id for image in batch],
                                                            vectors)))
-        self._embed_pixels()
-        self._read_text()
-        with self._lock:
-            self._sync(promote=True)
-            self._captions.save()
-            if self._images is not None:
-                self._images.save()
-        return len(missing)
+            done += len(batch)
+            progress(done, len(missing), CAPTIONS_STAGE)
+        return done
 
-    def _embed_pixels(self) -> None:
+    def _embed_pixels(self, progress: IndexProgress, stop: threading.Event | None) -> None:
         """CLIP image vectors for images that have none yet; unreadable files are skipped."""
         if self.clip is None:
             return
         missing = self.store.missing_embeddings(self.image_model)
-        for start in range(0, len(missing), INDEX_BATCH):
-            batch = missing[start:start + INDEX_BATCH]
+        for start in range(0, len(missing), PIXEL_BATCH):
+            if _stopped(stop):
+                return
+            batch = missing[start:start + PIXEL_BATCH]
             try:
                 vectors = self.clip.encode_images([self.store.path(image.id) for image in batch])
             except (OSError, ValueError) as error:
                 log.warning("could not embed %d images with %s: %s", len(batch),
                             self.clip.name, error)
-                continue
-            self.store.put_embeddings(self.image_model,
-                                      list(zip([image.id for image in batch], vectors)),
-                                      kind="image")
+            else:
+                self.store.put_embeddings(self.image_model,
+                                          list(zip([image.id for image in batch], vectors)),
+                                          kind="image")
+            progress(start + len(batch), len(missing), PIXELS_STAGE)
 
-    def _read_text(self) -> None:
-        """OCR the images not read yet; an unreadable one is stored as showing no text."""
+    def _read_text(self, progress: IndexProgress, stop: threading.Event | None) -> None:
+        """OCR the images not read yet, each saved at once (unreadable: no text)."""
         if self.spotter is None:
             return
-        for image in self.store.missing_text():
+        missing = self.store.missing_text()
+        for done, image in enumerate(missing, start=1):
+            if _stopped(stop):
+                return
             try:
-                visible = self.spotter.read(self.store.path(image.id))
+                visible = self.spotter.read(self.store.images_dir / image.path)
                 words, area = visible.words, visible.area
             except (OSError, ValueError, RuntimeError):
                 words, area = [], 0.0
             self.store.put_text(image.id, words, area, self.spotter.name)
             self.text_pictures.remember(image.id, words, area, self.store.images_dir / image.path)
+            progress(done, len(missing), TEXT_STAGE)
 
     def invalidate(self) -> None:
         """Forget the in-memory state; the next search reloads it from the store."""
@@ -441,6 +470,10 @@ class Retriever:
         if source is None and license is None:
             return None
         return set(self.store.ids(source=source, license=license))
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
 
 
 def _top(scores: dict[str, float], n: int, exclude: frozenset[str],

@@ -151,6 +151,74 @@ def test_sigterm_mid_composition_keeps_the_text_and_marks_interrupted(tmp_path):
     assert saved >= blocks
 
 
+# -- big imports: interrupted library add ------------------------------------------------------
+
+
+def captioned_folder(folder: Path, count: int) -> Path:
+    """`count` small one-colour PNGs (no perceptual hash) with sidecar captions."""
+    from tests.support_library import png_bytes as flat_png
+
+    folder.mkdir(parents=True)
+    for index in range(count):
+        (folder / f"square{index}.png").write_bytes(flat_png((index * 20, 90, 200)))
+        (folder / f"square{index}.png.txt").write_text(f"a blue square number {index}")
+    return folder
+
+
+def caption_vectors(home: Path) -> int:
+    with sqlite3.connect(home / "composer.db") as connection:
+        return connection.execute("select count(*) from image_embeddings where "
+                                  "kind = 'caption'").fetchone()[0]
+
+
+@pytest.mark.parametrize("stage, expected", [
+    ("adding files", "Interrupted: 2 of 5 files are done and saved; run the same "
+                     "`library add` again"),
+    ("indexing captions", "Interrupted while indexing captions: 2 of 5 images are done and "
+                          "saved; run `python -m composer library index` to finish indexing"),
+])
+def test_an_interrupted_library_add_says_what_is_kept_and_library_index_finishes(
+        home, tmp_path, capsys, monkeypatch, stage, expected):
+    from composer.cli_library import StageBars
+    from models import retrieval
+
+    monkeypatch.setattr(retrieval, "INDEX_BATCH", 2)
+    show = StageBars.__call__
+
+    def interrupt_at_two(self, done, total, reported):
+        show(self, done, total, reported)
+        if reported == stage and done == 2:
+            raise KeyboardInterrupt  # what Ctrl-C or the CLI's SIGTERM handler raises
+
+    monkeypatch.setattr(StageBars, "__call__", interrupt_at_two)
+    folder = captioned_folder(tmp_path / "squares", 5)
+    code, _, stderr = run(capsys, "library", "add", str(folder))
+    assert code == 130 and expected in stderr, stderr
+    assert "text written so far" not in stderr
+    monkeypatch.setattr(StageBars, "__call__", show)
+    if stage == "adding files":
+        code, stdout, stderr = run(capsys, "library", "add", str(folder))
+        assert code == 0 and "Added 3, already present 2" in stdout, stderr
+    else:
+        assert caption_vectors(home) == 2
+        code, stdout, stderr = run(capsys, "library", "index")
+        assert code == 0 and "The library is indexed (5 images)" in stdout
+        assert "indexing captions" in stderr and "3/3" in stderr  # the bar of what was left
+    assert caption_vectors(home) == 5
+
+
+def test_an_interrupted_library_command_gets_the_library_message(home, capsys, monkeypatch):
+    from storage.images import ImageStore
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ImageStore, "list", interrupted)
+    code, _, stderr = run(capsys, "library", "list")
+    assert code == 130
+    assert "library index" in stderr and "text written so far" not in stderr
+
+
 # -- library caption --------------------------------------------------------------------------
 
 FAKE_CAPTIONER = "tests.fake_captioner:colour_captioner"

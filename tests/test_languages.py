@@ -138,3 +138,23 @@ def test_cli_names_a_chinese_articles_length_in_characters(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert code == 0 and "characters (字)" in out.rsplit("Saved document", 1)[1]
     assert main(["list"]) == 0 and "字  茶的历史" in capsys.readouterr().out
+
+
+def test_the_composer_refuses_a_language_its_writer_does_not_declare(tmp_path):
+    from composer.pipeline import Composer
+
+    english = ScriptedLM()
+    english.languages = ("en",)
+    services = make_services(tmp_path / "home", lm=english)
+    try:
+        composer = Composer(english, services.documents)
+        with pytest.raises(InputError, match=r"the writer model scripted writes English only"):
+            next(composer.compose(ComposeRequest("茶的历史", language="zh", text_only=True)))
+        with pytest.raises(InputError, match="embedded|English only"):  # through Services
+            next(services.composer(with_images=False).compose(
+                ComposeRequest("茶的历史", language="zh", text_only=True)))
+        assert english.calls == [] and services.documents.list() == []
+        doc = composer.compose_document(ComposeRequest("Tea", target_words=100, text_only=True))
+        assert doc.status == "done"
+    finally:
+        services.db.dispose()

@@ -210,3 +210,132 @@ def test_near_duplicates_are_reported_and_can_be_kept(store, tmp_path):
     kept = add_images(store, [small], allow_near_duplicates=True)
     assert [Path(i.source).name for i in kept.added] == ["chelsea-small.jpg"]
     assert kept.near_duplicates == [] and store.count() == 3
+
+
+# -- big imports: progress, batches, interruption ---------------------------------------------
+
+
+class CountingEmbedder:
+    """The real embedder, counting how many texts each encode() call got."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, []
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        return self.inner.encode(texts)
+
+
+class CountingSpotter:
+    """A text spotter that reads no text and counts the images it read."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.read_paths: list[Path] = []
+
+    def read(self, path):
+        from models.ocr import VisibleText
+
+        self.read_paths.append(path)
+        return VisibleText(engine=self.name)
+
+
+def _captioned(store, count: int) -> list[str]:
+    return [store.add(png_bytes((index, 40, 200)), caption=f"a blue square number {index}")[0].id
+            for index in range(count)]
+
+
+def test_index_embeds_in_batches_writing_each_before_reporting_it(store, embedder, monkeypatch):
+    from models import retrieval
+
+    monkeypatch.setattr(retrieval, "INDEX_BATCH", 4)
+    _captioned(store, 10)
+    counting = CountingEmbedder(embedder)
+    retriever = Retriever(store, counting)
+    reports = []
+
+    def progress(done, total, stage):
+        stored = len(store.embedding_ids(counting.name)) if stage == retrieval.CAPTIONS_STAGE \
+            else None
+        reports.append((done, total, stage, stored))
+
+    assert retriever.index(progress=progress) == 10
+    assert counting.calls == [4, 4, 2]
+    assert reports == [(4, 10, retrieval.CAPTIONS_STAGE, 4), (8, 10, retrieval.CAPTIONS_STAGE, 8),
+                       (10, 10, retrieval.CAPTIONS_STAGE, 10)]
+    assert retriever.index(progress=progress) == 0 and counting.calls == [4, 4, 2]
+
+
+def test_an_interrupted_index_keeps_its_batches_and_the_next_run_embeds_the_rest(
+        store, embedder, monkeypatch):
+    from models import retrieval
+
+    monkeypatch.setattr(retrieval, "INDEX_BATCH", 4)
+    _captioned(store, 10)
+    counting = CountingEmbedder(embedder)
+    retriever = Retriever(store, counting)
+
+    def interrupt(done, total, stage):
+        if done == 8:
+            raise KeyboardInterrupt  # what Ctrl-C or the CLI's SIGTERM handler raises
+
+    with pytest.raises(KeyboardInterrupt):
+        retriever.index(progress=interrupt)
+    assert len(store.embedding_ids(counting.name)) == 8
+    assert retriever.index() == 2 and counting.calls == [4, 4, 2]
+    assert len(store.embedding_ids(counting.name)) == 10
+    assert retriever.search("a blue square number 7", k=1)[0].caption.endswith("7")
+
+
+def test_a_stop_event_ends_indexing_after_the_current_batch(store, embedder, monkeypatch):
+    import threading
+
+    from models import retrieval
+
+    monkeypatch.setattr(retrieval, "INDEX_BATCH", 4)
+    _captioned(store, 10)
+    spotter = CountingSpotter()
+    retriever = Retriever(store, CountingEmbedder(embedder), spotter)
+    stop = threading.Event()
+    assert retriever.index(progress=lambda done, total, stage: stop.set(), stop=stop) == 4
+    assert spotter.read_paths == []  # later stages do not start once stopped
+    assert retriever.index() == 6 and len(spotter.read_paths) == 10
+
+
+def test_text_reading_reports_each_image_and_resumes_where_it_stopped(store, embedder):
+    from models import retrieval
+
+    ids = _captioned(store, 5)
+    spotter = CountingSpotter()
+    retriever = Retriever(store, CountingEmbedder(embedder), spotter)
+    reports = []
+
+    def progress(done, total, stage):
+        if stage == retrieval.TEXT_STAGE:
+            reports.append((done, total))
+            if done == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        retriever.index(progress=progress)
+    assert reports == [(1, 5), (2, 5), (3, 5)]
+    assert len(store.missing_text()) == 2
+    retriever.index(progress=lambda done, total, stage: reports.append((done, total)))
+    assert reports[3:] == [(1, 2), (2, 2)] and len(spotter.read_paths) == 5
+    assert store.missing_text() == [] and set(store.texts(ids)) == set(ids)
+
+
+def test_add_images_reports_every_file_it_handled(store, tmp_path):
+    for index in range(3):
+        _write(tmp_path / "in" / f"{index}.png", png_bytes((index, 90, 90)))
+    _write(tmp_path / "in" / "broken.png", "not an image")
+    reports = []
+    result = add_images(store, [tmp_path / "in"],
+                        progress=lambda done, total, stage: reports.append((done, total, stage)))
+    assert len(result.added) == 3 and len(result.failed) == 1
+    assert reports == [(done, 4, library.ADDING_STAGE) for done in range(1, 5)]

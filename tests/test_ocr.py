@@ -96,3 +96,25 @@ def test_stored_text_is_validated_and_goes_with_its_image(store):
     assert store.texts([image.id]) == {image.id: (["coast"], 0.2)}
     store.delete(image.id)
     assert store.texts([image.id]) == {}
+
+
+def test_small_images_are_enlarged_at_most_twice_and_their_text_is_read(spotter, tmp_path,
+                                                                        monkeypatch):
+    small = tmp_path / "small.png"
+    image = Image.new("RGB", (96, 64), "white")
+    ImageDraw.Draw(image).text((4, 24), "STOP", fill="black", font=_font(12))
+    image.save(small)
+    assert "stop" in spotter.read(small).words
+    seen = []
+
+    def engine(array):
+        seen.append(array.shape[:2])
+        return None, None
+
+    monkeypatch.setattr(spotter, "_ocr", lambda: engine)
+    for size in ((64, 64), (480, 160), (1024, 768)):
+        path = tmp_path / f"{size[0]}.png"
+        Image.new("RGB", size, "white").save(path)
+        assert spotter.read(path).words == []
+    # RapidOCR alone would detect on 736x736 for the 64x64 icon (130 times the pixels).
+    assert seen == [(128, 128), (320, 960), (768, 1024)]
