@@ -93,7 +93,7 @@ def shown_caption(library_caption: str) -> str:
     text = " ".join(library_caption.split()).strip(" \"'“”‘’")
     if not text:
         return ""
-    first = re.split(r"(?<=[.!?。！？])\s+", text, maxsplit=1)[0]
+    first = re.split(r"(?<=[.!?])[\"”’]?\s+|(?<=[。！？])", text, maxsplit=1)[0].strip(" \"“”")
     words = first.split()
     if len(words) <= MAX_SHOWN_CAPTION_WORDS:
         return first
