@@ -28,6 +28,9 @@ class Services:
         self._made: dict[str, Any] = {"lm": lm}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        # Shown while the retriever's first index() embeds and reads what is new (the CLI's
+        # bars): progress(done, total, stage).
+        self.index_progress: Callable[[int, int, str], None] | None = None
 
     def provide(self, name: str, component: Any) -> None:
         """Use a ready-made component (e.g. a test's retriever) instead of building one."""
@@ -118,7 +121,7 @@ class Services:
                                   vector_db=self.db if pgvector_available(self.db) else None)
             if self.images.count() == 0:
                 seed_default_library(self.images, retriever)
-            retriever.index()
+            retriever.index(progress=self.index_progress)
             self.embedder.dim  # load the embedder now, not in the middle of a composition
             return retriever
         return self._once("retriever", make)
