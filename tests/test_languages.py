@@ -158,3 +158,22 @@ def test_the_composer_refuses_a_language_its_writer_does_not_declare(tmp_path):
         assert doc.status == "done"
     finally:
         services.db.dispose()
+
+
+def test_an_english_only_writer_does_not_edit_a_chinese_article(tmp_path):
+    from composer.types import TextBlock
+    from ui import editing as ed
+
+    english = ScriptedLM()
+    english.languages = ("en",)
+    services = make_services(tmp_path / "home", lm=english)
+    try:
+        doc = services.documents.create("茶", "茶的历史", "zh", {}, None, owner="key:x")
+        services.documents.append_blocks(doc.id, [TextBlock("茶起源于中国。")])
+        block = services.documents.get(doc.id).blocks[0]
+        with pytest.raises(InputError, match="writes English only"):
+            next(ed.preview(services, doc.id, "key:x", "rewrite", block.id, "",
+                            threading.Event()))
+        assert english.calls == []
+    finally:
+        services.db.dispose()

@@ -153,6 +153,7 @@ def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, inst
     if op not in PARAGRAPH_OPS:
         raise InputError(f"operation {op!r} is not one of {list(PARAGRAPH_OPS)}")
     doc = owned_document(services, doc_id, owner)
+    services.check_language(doc.language)  # an English-only writer cannot edit Chinese
     block = find_block(doc, block_id, TextBlock)
     editor = services.editor(with_images=False)
     options: dict[str, Any] = {"block_id": block.id, "instruction": instruction or ""}
@@ -344,6 +345,7 @@ def apply_outline(services: Any, doc_id: str, owner: str, title: str, rows: Any,
 def write_new_sections(services: Any, doc: Document, owner: str, sections: list[int],
                        cancel: threading.Event) -> Iterator[tuple[str, str, float, Document]]:
     """Write only the new sections, streaming: (html, status, fraction, document)."""
+    services.check_language(doc.language)
     editor = services.editor(with_images=False)
     current, pending, status = doc, "", ""
     total = max(1, len(sections))
