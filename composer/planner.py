@@ -145,10 +145,11 @@ class Planner:
                                                         json_schema=None), cancel)
         return self._checked_title(reply, request)
 
-    def outline(self, request: ComposeRequest, title: str, config: GenerationConfig,
+    def outline(self, request: ComposeRequest, title: str | None, config: GenerationConfig,
                 cancel: threading.Event | None = None) -> Outline:
-        """An outline with section_count(target) sections whose budgets sum to the target."""
-        outline = Outline(title=title)
+        """An outline with section_count(target) sections whose budgets sum to the target;
+        `title` None lets the planner choose the article's title."""
+        outline = Outline(title=title or "")
         for outline in self.stream(request, config, cancel, title=title):
             pass
         return outline

@@ -98,8 +98,10 @@ def test_the_prompts_format_example_is_not_taken_as_a_section():
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from composer.outline_check import item_problem  # noqa: E402
+from composer.genres import reads_as_instruction  # noqa: E402
+from composer.outline_check import item_problem, normalise  # noqa: E402
 from composer.planner import RESAMPLE_TRIES  # noqa: E402
 
 NEWS = "Write a news story about the new city library opening for local readers"
@@ -218,3 +220,20 @@ def test_models_without_a_schema_still_get_checked_line_outlines():
     outline = plan(lm)[-1]
     assert outline.sections[0].title == "Opening day"
     assert all(lm_call[2].json_schema is None for lm_call in lm.calls)
+
+
+@pytest.mark.slow
+def test_embedded_model_plans_outlines_whose_every_title_is_valid(embedded_lm):
+    briefs = [("Write a 500-word guide to birdwatching in city parks for beginners.", 400),
+              (NEWS, 400), ("The history and science of lighthouses", 600)]
+    for instruction, words in briefs:
+        request = ComposeRequest(instruction, target_words=words)
+        outline = Planner(embedded_lm).outline(request, None, GenerationConfig())
+        assert len(outline.sections) == section_count(words)
+        assert outline.total_words == words
+        assert item_problem(outline.title, "") is None
+        assert not reads_as_instruction(outline.title)
+        titles = [section.title for section in outline.sections]
+        assert len({normalise(title) for title in titles}) == len(titles)
+        for title in titles:
+            assert item_problem(title, instruction) is None, (instruction, title)

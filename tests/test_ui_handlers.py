@@ -148,3 +148,11 @@ def test_login_names_from_auth_or_a_hugging_face_session():
     session["oauth_info"]["expires_at"] = time.time() - 1
     assert h.login_name(None, session) is None
     assert h.login_name(None, None) is None
+
+
+def test_plan_streams_rows_before_their_budgets(services):
+    steps = list(h.plan_outline_stream(services, "Lighthouses", "", h.ComposeOptions(words=800)))
+    assert len(steps) >= 2
+    assert steps[0][1] and all(row[2] == 0 for row in steps[0][1])  # planned, not yet budgeted
+    title, rows = steps[-1]
+    assert title == "Lighthouses" and sum(row[2] for row in rows) == 800

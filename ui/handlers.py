@@ -31,6 +31,7 @@ RENDER_INTERVAL = 0.25  # seconds between article re-renders while text streams
 OUTLINE_HEADERS = ["Section title", "Key points (separated by ;)", "Words"]
 WAITING = "Waiting for the model (other work runs first)…"
 STOPPED_BEFORE_START = "Stopped before it started: nothing was written"
+PLANNING = "Planning the outline…"
 STOPPED_PLAN = "Stopped: the outline is what was planned before the stop"
 
 
@@ -199,10 +200,23 @@ def plan_outline(services: Any, instruction: str, material: str, options: Compos
                  reference_images: list[str] | None = None,
                  cancel: threading.Event | None = None) -> tuple[str, list[list[Any]]]:
     """Generate a title and outline for editing before writing (`cancel` stops the model)."""
+    title, rows = "", []
+    for title, rows in plan_outline_stream(services, instruction, material, options,
+                                           reference_images, cancel):
+        pass
+    return title, rows
+
+
+def plan_outline_stream(services: Any, instruction: str, material: str,
+                        options: ComposeOptions, reference_images: list[str] | None = None,
+                        cancel: threading.Event | None = None
+                        ) -> Iterator[tuple[str, list[list[Any]]]]:
+    """(title, rows) as the outline is planned: the sections checked so far (budgets 0),
+    then the whole outline with its budgets (the last one yielded)."""
     request = build_request(instruction, material, options, reference_images)
     services.check_language(request.language)
-    outline = services.composer(with_images=False).plan(request, cancel)
-    return outline.title, outline_rows(outline)
+    for outline in services.composer(with_images=False).plan_stream(request, cancel):
+        yield outline.title, outline_rows(outline)
 
 
 def owned_document(services: Any, doc_id: str | None, owner: str) -> Document:

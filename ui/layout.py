@@ -246,14 +246,19 @@ def _wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: O
              title: str, outline_rows: Any, *values: Any):
         with el.stop_flag(flags, request) as flag:
             if flag.is_set():
-                return gr.skip(), gr.skip(), h.STOPPED_BEFORE_START
+                yield gr.skip(), gr.skip(), h.STOPPED_BEFORE_START
+                return
             try:
                 material, images = h.reference_material(services, material, references)
-                title, rows = h.plan_outline(services, instruction, material,
-                                             _options(list(values)), images, cancel=flag)
+                rows = outline_rows
+                # the rows appear as the model plans them, then with their word budgets
+                for title, rows in h.plan_outline_stream(services, instruction, material,
+                                                         _options(list(values)), images,
+                                                         cancel=flag):
+                    yield title, rows, h.PLANNING
             except ComposerError as error:
                 raise _fail(error)
-        return title, rows, h.STOPPED_PLAN if flag.is_set() else ""
+        yield title, rows, h.STOPPED_PLAN if flag.is_set() else ""
 
     c["plan"].click(check, form, c["status"], **checked).success(
         plan, form, [c["title"], c["outline"], c["status"]], concurrency_id="model",
