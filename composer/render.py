@@ -59,6 +59,15 @@ def section_headings(doc: Document) -> dict[int, str]:
     return headings
 
 
+def _new_section_heading(doc: Document, section: int | None) -> str:
+    """The title of `section` when none of its blocks shows yet (text streaming into it)."""
+    if section is None or any(b.section == section and _shows(b) for b in doc.blocks):
+        return ""
+    probe = Document(id="", slug="", title=doc.title, instruction="", outline=doc.outline,
+                     blocks=[TextBlock(text="x", section=section)])
+    return section_headings(probe).get(0, "")
+
+
 def _shows(block: TextBlock | ImageBlock) -> bool:
     """Whether a block renders anything (a heading never stands over nothing)."""
     return bool(block.text.strip()) if isinstance(block, TextBlock) else bool(block.image_id)
@@ -76,8 +85,9 @@ def figure_html(block: ImageBlock, image_url: ImageUrl, image_info: ImageInfo) -
 
 
 def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
-                 streaming_tail: str = "") -> str:
-    """The article as escaped HTML; `streaming_tail` is text still being written."""
+                 streaming_tail: str = "", streaming_section: int | None = None) -> str:
+    """The article as escaped HTML; `streaming_tail` is text still being written, in section
+    `streaming_section` (its heading shows before the tail when it has no saved block yet)."""
     parts = [f'<article class="xc-article"><h1>{html.escape(doc.title)}</h1>']
     headings = section_headings(doc)
     for position, block in enumerate(doc.blocks):
@@ -88,6 +98,9 @@ def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
         elif isinstance(block, ImageBlock):
             parts.append(figure_html(block, image_url, image_info))
     if streaming_tail.strip():
+        heading = _new_section_heading(doc, streaming_section)
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(f'<p class="streaming">{html.escape(streaming_tail.strip())}▍</p>')
     parts.append("</article>")
     return "".join(parts)

@@ -188,3 +188,15 @@ def test_hostile_section_titles_are_escaped_in_markdown_and_html(documents, imag
     assert "&lt;" not in markdown
     html_page = to_html(doc, image_store)
     assert "<script>" not in html_page and "<h2>&lt;script&gt;" in html_page
+
+
+def test_text_streaming_into_a_new_section_shows_under_its_heading(documents, image_store):
+    from composer.render import article_html
+
+    doc = outlined_document(documents, image_store, [0, 0])
+    info = image_store.get
+    page = article_html(doc, lambda image_id: "/media/x", info, "The boats come in", 1)
+    assert page.index("Paragraph 1") < page.index("<h2>Boats</h2>") < page.index("boats come")
+    again = article_html(doc, lambda image_id: "/media/x", info, "More about tides", 0)
+    assert again.count("<h2>") == 1  # section 0 has its heading already
+    assert article_html(doc, lambda image_id: "/media/x", info, "", 1).count("<h2>") == 1

@@ -347,13 +347,14 @@ def write_new_sections(services: Any, doc: Document, owner: str, sections: list[
     """Write only the new sections, streaming: (html, status, fraction, document)."""
     services.check_language(doc.language)
     editor = services.editor(with_images=False)
-    current, pending, status = doc, "", ""
+    current, pending, status, section = doc, "", "", None
     total = max(1, len(sections))
     done = 0
     for event in editor.write_sections(doc.id, sections, expected_version=doc.version,
                                        owner=owner, cancel=cancel):
         if event.stage == "write":
             pending = event.pending
+            section = event.section if event.section is not None else section
         elif event.stage == "save":
             done += 1
             pending = ""
@@ -361,7 +362,7 @@ def write_new_sections(services: Any, doc: Document, owner: str, sections: list[
             status = f"⚠ {event.message}" if event.stage == "warning" else event.message
         if event.stage in ("save", "done", "stopped") or event.message:
             current = services.documents.get(doc.id)
-        yield (render_document(services, current, pending), status,
+        yield (render_document(services, current, pending, section), status,
                min(1.0, done / total), current)
     current = services.documents.get(doc.id)
     yield render_document(services, current), status or "Done", 1.0, current

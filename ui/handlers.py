@@ -229,14 +229,17 @@ def owned_document(services: Any, doc_id: str | None, owner: str) -> Document:
     return doc
 
 
-def render_document(services: Any, doc: Document, streaming_tail: str = "") -> str:
-    """The editor's view of a document (images served from /media/)."""
+def render_document(services: Any, doc: Document, streaming_tail: str = "",
+                    section: int | None = None) -> str:
+    """The editor's view of a document (images served from /media/); `streaming_tail` is
+    text still being written into outline section `section`."""
     def info(image_id: str):
         try:
             return services.images.get(image_id)
         except NotFoundError:
             return None
-    return article_html(doc, lambda image_id: f"/media/{image_id}", info, streaming_tail)
+    return article_html(doc, lambda image_id: f"/media/{image_id}", info, streaming_tail,
+                        section)
 
 
 def write_article(services: Any, request: ComposeRequest, outline: Outline | None, owner: str,
@@ -246,20 +249,21 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
     services.check_language(request.language)
     composer = services.composer(with_images=not request.text_only)
     doc_id: str | None = None
-    pending, status, fraction, last = "", "", 0.0, 0.0
+    pending, status, fraction, last, section = "", "", 0.0, 0.0, None
     for event in composer.compose(request, outline=outline, cancel=cancel, owner=owner):
         doc_id = event.document_id or doc_id
         fraction = max(fraction, event.fraction)
         if event.stage == "write":
             pending = event.pending
+            section = event.section if event.section is not None else section
         if event.message:
             status = f"⚠ {event.message}" if event.stage == "warning" else event.message
         now = time.monotonic()
         if event.message or now - last >= interval:
             last = now
             doc = services.documents.get(doc_id)
-            yield WriteUpdate(render_document(services, doc, pending), status, fraction, doc_id,
-                              doc)
+            yield WriteUpdate(render_document(services, doc, pending, section), status,
+                              fraction, doc_id, doc)
     doc = services.documents.get(doc_id)
     yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, doc, finished=True)
 
