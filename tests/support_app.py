@@ -12,7 +12,10 @@ from tests.support_pipeline import LIBRARY, png_bytes
 
 def make_services(home, lm=None) -> Services:
     """Services on a fresh data dir with a small real image library and the scripted model."""
-    services = Services(Settings.from_env({}, home=home), lm=lm or ScriptedLM())
+    # The word-overlap retriever's scores are not calibrated: the best image is placed at any
+    # score (tests/test_image_fit.py tests the threshold).
+    services = Services(Settings.from_env({}, home=home, image_threshold=0.0),
+                        lm=lm or ScriptedLM())
     for caption, color in LIBRARY:
         services.images.add(png_bytes(color), caption=caption, source="test", license="CC0",
                             allow_near_duplicate=True,  # one drawing in several colours

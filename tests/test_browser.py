@@ -226,13 +226,14 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
                            ".length > 3", timeout=30_000)
     assert figures.count() >= 1
 
-    # a new caption, searched again: the first figure shows it
-    page.fill("#xc-image-caption textarea", "a stone bridge over a river")
+    # a new description, searched again: the first figure shows the image found, captioned
+    # with that image's own caption
+    page.fill("#xc-image-caption textarea", "a lighthouse on the cliffs")
     page.click("#xc-search-again")
     page.wait_for_function("document.querySelector('#xc-status')?.innerText"
                            ".includes('Searched again')", timeout=40_000)
     assert figures.first.locator("figcaption").inner_text().startswith(
-        "a stone bridge over a river")
+        "a red lighthouse on a rocky cliff")
 
     # one's own picture replaces it
     picture = tmp_path / "own.png"
@@ -256,8 +257,9 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
     page.wait_for_function(
         f"document.querySelectorAll('#xc-article figure').length === {count + 1}",
         timeout=30_000)
+    harbor = "a quiet harbor at sunrise with fishing boats"  # the found image's caption
     page.wait_for_function("document.querySelector('#xc-image-caption textarea')?.value"
-                           " === 'boats in a harbor' && document.querySelector('#xc-slot input')"
-                           "?.value.includes('boats in a harbor')", timeout=30_000)
+                           f" === '{harbor}' && document.querySelector('#xc-slot input')"
+                           f"?.value.includes('{harbor}')", timeout=30_000)
     page.locator("#xc-image-caption").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "edit_images.png"), full_page=True)

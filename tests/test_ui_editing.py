@@ -119,7 +119,8 @@ def test_image_tools_search_upload_insert_and_delete(services, tmp_path):
     doc = _doc(services)
     image = doc.image_blocks[0]
     searched = ed.search_again(services, doc.id, OWNER, image.id, "mountain field", doc.version)
-    assert searched.image_blocks[0].caption == "mountain field"
+    # The caption shown is the found image's own, not the words searched for.
+    assert searched.image_blocks[0].caption == "a snowy mountain under a blue sky"
     assert searched.image_blocks[0].origin == "search"
     picture = tmp_path / "mine.png"
     picture.write_bytes(png_bytes((10, 200, 30)))
@@ -138,7 +139,8 @@ def test_image_tools_search_upload_insert_and_delete(services, tmp_path):
                                uploaded.version)
     index = [b.id for b in inserted.blocks].index(last.id)
     new = inserted.blocks[index + 1]
-    assert isinstance(new, ImageBlock) and new.caption == "boats at sunrise"
+    assert isinstance(new, ImageBlock)
+    assert new.caption == "a quiet harbor at sunrise with fishing boats"  # the image's own
     assert ed.image_after(inserted, last.id) == new.id
     assert ed.image_after(inserted, inserted.blocks[0].id) is None  # a paragraph follows
     with pytest.raises(InputError, match="write a caption"):
