@@ -27,6 +27,9 @@ MAX_TITLE_CHARS = 120
 MAX_SECTION_TITLE_CHARS = 80
 MAX_POINT_CHARS = 100
 KEY_POINTS = 2
+# Longest title, heading and key point the schema lets the model decode: a small model fills
+# whatever room it has, and each character is time.
+SCHEMA_CHARS = (80, 60, 80)
 RESAMPLE_TRIES = 3  # model outlines tried (the first as configured, then sampled)
 
 _FALLBACK_TITLES = {
@@ -199,8 +202,7 @@ class Planner:
         if getattr(self.lm, "supports_json_schema", False):
             prompt = prompts.outline_json_prompt(request.instruction, request.material, count,
                                                  KEY_POINTS, request.language)
-            schema = outline_schema(count, KEY_POINTS, MAX_TITLE_CHARS, MAX_SECTION_TITLE_CHARS,
-                                    MAX_POINT_CHARS)
+            schema = outline_schema(count, KEY_POINTS, *SCHEMA_CHARS)
             # Beams are not combined with a schema; n-gram bans could forbid every allowed token.
             tried = config.replace(max_new_tokens=budget, json_schema=schema, num_beams=1,
                                    no_repeat_ngram_size=0, stop=())
