@@ -2,6 +2,7 @@
 before any work (CLI exit 2, the web form's check), naming models that can; lengths are named
 in characters for Chinese."""
 
+import re
 import threading
 
 import pytest
@@ -18,6 +19,12 @@ from tests.fakes import ScriptedLM
 from tests.support_app import make_services, services  # noqa: F401
 from ui import handlers as h
 
+# Phrases of the English prompt templates (composer/prompts.py, edit_prompts.py, the planner's);
+# the model's own text (here the scripted outline, in English) may appear in a prompt.
+ENGLISH_TEMPLATE = re.compile(
+    r"You are (?:writing|editing|a skilled)|Write (?:about|an outline|a new)|Now write section|"
+    r"Reply with|Give a short|Describe, in one|Answer with|Here is an article|Which image|"
+    r"Outline:|Instruction:|Reference material|The article so far|The paragraph")
 CAPABLE = ("Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
            "internlm/internlm2_5-7b-chat")
 
@@ -177,3 +184,24 @@ def test_an_english_only_writer_does_not_edit_a_chinese_article(tmp_path):
         assert english.calls == []
     finally:
         services.db.dispose()
+
+
+def test_every_prompt_of_a_chinese_article_is_chinese(services):  # noqa: F811
+    from composer.prompts import SYSTEM
+    from ui import editing as ed
+
+    lm = services.lm
+    options = h.ComposeOptions(language="zh", words=400, images="1")
+    request = h.build_request("茶的历史", "", options)
+    doc = list(h.write_article(services, request, None, "key:x", threading.Event()))[-1].document
+    block = doc.text_blocks[0]
+    for _ in ed.preview(services, doc.id, "key:x", "rewrite", block.id, "", threading.Event()):
+        pass
+    assert len(lm.calls) >= 4
+    for messages, prefix, _ in lm.calls:
+        system = [m.content for m in messages if m.role == "system"]
+        user = " ".join(m.content for m in messages if m.role == "user")
+        assert system == [SYSTEM["zh"]], user[:80]
+        assert not ENGLISH_TEMPLATE.search(user), user[:200]
+        # "Title:", "Photo:" ... pre-fill English answers (the <Seg tags are the protocol's)
+        assert not re.search(r"[A-Za-z]", prefix.replace("<Seg", "")), prefix
