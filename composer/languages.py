@@ -78,9 +78,10 @@ def _refusal(language: str, model: str, languages: tuple[str, ...]) -> str:
     wanted = LANGUAGE_NAMES[language]
     writes = " and ".join(LANGUAGE_NAMES.get(code, code) for code in languages)
     examples = ", ".join(CAPABLE_MODELS[language])
+    declare = ",".join(dict.fromkeys((*languages, language)))
     return (f"the writer model {model} writes {writes} only, so a {wanted} ({language}) "
             f"article would be gibberish: set COMPOSER_MODEL (or --model) to a model that writes "
-            f"{wanted}, e.g. {examples}; if yours does, set COMPOSER_MODEL_LANGUAGES=en,{language}")
+            f"{wanted}, e.g. {examples}; if yours does, set COMPOSER_MODEL_LANGUAGES={declare}")
 
 
 def length_unit(language: str) -> str:

@@ -64,6 +64,8 @@ def test_the_refusal_names_the_model_models_that_can_and_how_to_set_one(tmp_path
     assert "COMPOSER_MODEL" in message and "--model" in message
     assert "COMPOSER_MODEL_LANGUAGES=en,zh" in message
     check_writer_language("en", settings(tmp_path))  # English is fine
+    with pytest.raises(InputError, match="writes Chinese only.*COMPOSER_MODEL_LANGUAGES=zh,en$"):
+        check_writer_language("en", settings(tmp_path, COMPOSER_MODEL_LANGUAGES="zh"))
     check_writer_language("zh", settings(tmp_path, COMPOSER_MODEL="Qwen/Qwen2.5-7B-Instruct"))
 
 
