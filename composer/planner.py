@@ -184,7 +184,8 @@ class Planner:
                 done = max(done, len(raw))
                 if len(accepted) > before:
                     copies = [SectionPlan(s.title, list(s.key_points)) for s in accepted]
-                    yield Outline(title=direct or _first(titles) or "", sections=copies)
+                    shown = direct or (self._checked_title(titles[0], request) if titles else "")
+                    yield Outline(title=shown, sections=copies)
         if direct is None:
             direct = self._choose_title(titles, request, config, cancel)
         sections = self._fill(accepted, request, count)
@@ -198,7 +199,7 @@ class Planner:
                  cancel: threading.Event | None) -> Iterator[tuple[str | None, list[Any]]]:
         """(model title, raw sections so far) as the reply streams in; raw sections are
         dicts (JSON) or SectionPlans (numbered lines)."""
-        budget = min(45 * count + 40, 4 * config.max_new_tokens)
+        budget = min(60 * count + 40, 4 * config.max_new_tokens)
         if getattr(self.lm, "supports_json_schema", False):
             prompt = prompts.outline_json_prompt(request.instruction, request.material, count,
                                                  KEY_POINTS, request.language)
@@ -294,10 +295,6 @@ class Planner:
                 seen.add(normalise(spare.title))
                 sections.append(spare)
         return complete_sections(sections, count, request.language)
-
-
-def _first(items: list[str]) -> str | None:
-    return items[0] if items else None
 
 
 def _shorten(text: str, limit: int) -> str:
