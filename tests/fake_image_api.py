@@ -141,6 +141,7 @@ class FakeImageAPI:
     search_mode: str = "ok"
     image_modes: dict[str, str] = field(default_factory=dict)
     requests: list[SeenRequest] = field(default_factory=list)
+    trickled: int = 0  # body bytes the "trickle" mode has sent so far
 
     def __post_init__(self) -> None:
         self.files = {photo.name: (photo.encode(), photo.content_type) for photo in PHOTOS}
@@ -363,6 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(bytes([byte]))
             self.wfile.flush()
+            self.api.trickled += 1
 
     def _redirect(self, location: str) -> None:
         self.send_response(302)

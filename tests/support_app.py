@@ -46,8 +46,10 @@ class LiveServer:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # An open event stream (a gradio_client's) would hold a graceful exit until the
+        # join below gives up (10 s, the server left running): close connections after 2 s.
         config = uvicorn.Config(create_app(services), host="127.0.0.1", port=self.port,
-                                log_level="warning")
+                                log_level="warning", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

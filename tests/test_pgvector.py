@@ -119,17 +119,36 @@ def vector_db(pgvector_url: str) -> Iterator[Database]:
         db.dispose()
 
 
+def fill(db: Database, model: str) -> tuple[PgVectorIndex, list[str], np.ndarray]:
+    """An index of 3000 clustered vectors under `model` (replacing any left over)."""
+    drop_vectors(db, model)
+    index = PgVectorIndex(db, model, DIM)
+    ids, vectors = names(3000), clustered(3000)
+    index.upsert(ids, vectors)
+    return index, ids, vectors
+
+
 @pytest.fixture
 def filled(vector_db: Database, request: pytest.FixtureRequest
            ) -> Iterator[tuple[PgVectorIndex, list[str], np.ndarray]]:
-    """An index of 3000 clustered vectors under a model name unique to the test."""
+    """An index of 3000 clustered vectors under a model name unique to the test (to change)."""
     model = f"test/{request.node.name}"
+    yield fill(vector_db, model)
     drop_vectors(vector_db, model)
-    index = PgVectorIndex(vector_db, model, DIM)
-    ids, vectors = names(3000), clustered(3000)
-    index.upsert(ids, vectors)
-    yield index, ids, vectors
-    drop_vectors(vector_db, model)
+
+
+@pytest.fixture(scope="module")
+def filled_once(pgvector_url: str) -> Iterator[tuple[PgVectorIndex, list[str], np.ndarray]]:
+    """The same 3000 vectors, filled once for the tests that only read them (a fill takes
+    seconds on a busy machine)."""
+    db = Database(pgvector_url)
+    try:
+        if not pgvector_available(db):
+            pytest.skip(f"{pgvector_url}: the server has no pgvector extension")
+        yield fill(db, "test/read-only")
+        drop_vectors(db, "test/read-only")
+    finally:
+        db.dispose()
 
 
 def test_available_and_creates_the_table_with_an_hnsw_index(vector_db: Database) -> None:
@@ -144,8 +163,8 @@ def test_available_and_creates_the_table_with_an_hnsw_index(vector_db: Database)
     drop_vectors(vector_db, "test/created")
 
 
-def test_search_matches_brute_force(filled) -> None:
-    index, ids, vectors = filled
+def test_search_matches_brute_force(filled_once) -> None:
+    index, ids, vectors = filled_once
     hits, queries = 0, clustered(30, seed=1)
     for query in queries:
         results = index.search(query, 8)
@@ -158,8 +177,8 @@ def test_search_matches_brute_force(filled) -> None:
     assert hits / (8 * len(queries)) >= 0.95
 
 
-def test_exclude_still_returns_k_when_the_best_are_excluded(filled) -> None:
-    index, ids, vectors = filled
+def test_exclude_still_returns_k_when_the_best_are_excluded(filled_once) -> None:
+    index, ids, vectors = filled_once
     query = clustered(1, seed=5)[0]
     exclude = set(brute_force(ids, vectors, query, 200))
     results = found(index.search(query, 8, exclude=exclude))
@@ -167,8 +186,8 @@ def test_exclude_still_returns_k_when_the_best_are_excluded(filled) -> None:
     assert len(set(results) & set(brute_force(ids, vectors, query, 8, exclude=exclude))) >= 7
 
 
-def test_allowed_small_is_exact_and_large_is_filtered(filled) -> None:
-    index, ids, vectors = filled
+def test_allowed_small_is_exact_and_large_is_filtered(filled_once) -> None:
+    index, ids, vectors = filled_once
     rng = np.random.default_rng(11)
     small = set(rng.choice(ids, 300, replace=False).tolist()) | {"not-in-index"}
     exclude = set(sorted(small)[:5])
@@ -193,16 +212,16 @@ def test_upsert_replaces_and_remove_deletes(filled) -> None:
     assert index.ids() == set(ids[2:])
 
 
-def test_reopening_keeps_vectors_and_checks_the_dim(filled, vector_db: Database) -> None:
-    index, ids, _ = filled
-    again = PgVectorIndex(vector_db, index.model, DIM)
+def test_reopening_keeps_vectors_and_checks_the_dim(filled_once, vector_db: Database) -> None:
+    index, ids, _ = filled_once
+    again = PgVectorIndex(vector_db, index.model, DIM)  # another connection pool
     assert len(again) == 3000 and ids[5] in again
     with pytest.raises(ValueError, match="dim 32, not 64"):
         PgVectorIndex(vector_db, index.model, 64)
 
 
-def test_bad_input_is_rejected_before_the_database(filled) -> None:
-    index, _, _ = filled
+def test_bad_input_is_rejected_before_the_database(filled_once) -> None:
+    index, _, _ = filled_once
     with pytest.raises(ValueError, match=r"expected \(1, 32\)"):
         index.upsert(["x"], np.ones((1, 8), dtype=np.float32))
     with pytest.raises(ValueError, match="dim 32"):

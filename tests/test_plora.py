@@ -119,9 +119,17 @@ def test_image_positions_change_and_text_before_them_does_not(adapted):
     ids = token_ids()
     expected = logits(base, ids)
     got = logits(model, ids, image_positions())
-    assert torch.equal(got[:, :IMAGE.start], expected[:, :IMAGE.start])  # causal: unaffected
+    # Causal: the text before the images is unaffected, up to float32 rounding. The merged
+    # path multiplies the text rows by W0 in a differently blocked product (grouped and
+    # batched with the image rows, torch.bmm) than the base model's one F.linear over all
+    # rows; how a GEMM is blocked (and so how its sums are rounded) depends on the CPU's
+    # kernels (AVX2, AVX-512, AMX), so only a tolerance holds on every machine. Logits here
+    # are ~6 at most: 1e-5 is a few float32 ulps accumulated over 2 layers.
+    torch.testing.assert_close(got[:, :IMAGE.start], expected[:, :IMAGE.start],
+                               rtol=1e-5, atol=1e-5)
     changed = (got - expected).abs().amax(dim=-1)[0]
-    assert (changed[IMAGE.start:] > 1e-3).all()  # image positions and the text after them
+    # image positions and the text after them: a change 1000x the tolerance above (~0.7-1.4)
+    assert (changed[IMAGE.start:] > 1e-2).all()
 
 
 def test_layer_adds_the_scaled_update_only_at_masked_rows():
