@@ -210,6 +210,7 @@ def run_brief(services: Any, brief: Brief, text_only: bool = False, seed: int = 
     started = time.perf_counter()
     document_id = None
     try:
+        services.check_language(request.language)  # as `compose` does, before any model loads
         composer = services.composer(with_images=not text_only)
         events = composer.compose(request)
         try:

@@ -83,7 +83,8 @@ def misbehaving_reply(messages, prefix):
 
 @pytest.fixture
 def services(tmp_path):
-    settings = Settings.from_env({}, home=tmp_path / "home")
+    settings = Settings.from_env({}, home=tmp_path / "home",
+                                 model="tests.fakes:scripted_factory")
     made = Services(settings, lm=ScriptedLM(responder=misbehaving_reply))
     made.provide("embedder", shared_embedder())
     return made
@@ -177,6 +178,14 @@ def test_a_refused_brief_records_what_the_app_says(services, tmp_path):
     result = evaluation.run_brief(services, evaluation.load_briefs(path)[0], text_only=True)
     assert result.outcome.startswith("refused: target words is 99999")
     assert result.words == 0 and "refused" in evaluation.format_table([result])
+
+
+def test_chinese_with_the_english_only_embedded_writer_records_the_refusal(tmp_path):
+    embedded = Services(Settings.from_env({}, home=tmp_path / "home"))  # loads no model
+    brief = evaluation.load_briefs(BRIEFS, ids=["zh-water-notice"])[0]
+    result = evaluation.run_brief(embedded, brief)
+    assert result.outcome.startswith("refused: the writer model") and "zh" in result.outcome
+    assert "lm" not in {name for name, made in embedded._made.items() if made is not None}
 
 
 @pytest.fixture
