@@ -67,6 +67,7 @@ def cmd_eval(services: Any, args: argparse.Namespace) -> int:
     print(evaluation.format_table(results))
     if args.out:
         settings = {"briefs": str(args.briefs), "model": services.settings.model,
+                    "commit": _commit(),
                     "text_only": args.text_only, "seed": args.seed,
                     "limit": args.limit, "ids": ids, "interrupted": interrupted}
         data = evaluation.to_json(results, settings)
@@ -75,3 +76,15 @@ def cmd_eval(services: Any, args: argparse.Namespace) -> int:
                             encoding="utf-8")
         print(f"Wrote {args.out}", file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _commit() -> str:
+    """The git commit of the code that ran (for the JSON), or "" outside a git checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""

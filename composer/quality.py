@@ -73,7 +73,7 @@ _META_EN = [
     rf"write|'ll write|tried to write)\b[^.!?]{{0,30}}\b(?:section|paragraph|introduction|"
     rf"conclusion|outline|title|{_WRITING})",
     r"\b(?:you|the user) (?:mentioned|asked for|requested|provided|gave me|have given)\b",
-    r"^\s*(?:here (?:is|are|'s)|below (?:is|are)) (?:the|a|an|my|your|some)\b",
+    r"^[\s\"'“]*(?:here(?: is| are|'s|’s)|below (?:is|are)) (?:the|a|an|my|your|some)\b",
     r"\bthis concludes\b|\bthat concludes\b|\bin this (?:article|post|essay|guide|section)"
     r",? (?:we|i|you) (?:will|'ll|are going to|shall)\b",
     # Chat filler and sign-offs
@@ -83,7 +83,8 @@ _META_EN = [
     r"^\s*happy [a-z]+(?: [a-z]+)?\s*!+\s*$",
     r"^\s*p\.\s?s\.",
     r"\bthanks? (?:you )?for reading\b|\bstay tuned\b|\blet'?s dive in\b|\bhappy reading\b",
-    r"^\s*(?:sure|certainly|of course|absolutely)\s*[!,.]",
+    r"^[\s\"'“]*(?:sure|certainly|of course|absolutely)\s*[!,.]|\bi'?d be (?:happy|glad) to "
+    r"help\b",
     # The model about itself, and apologies
     r"\bas an? (?:ai|artificial intelligence|language model|assistant)\b",
     r"\bi(?:'m| am) (?:sorry|an ai|a language model|unable to|not able to)\b",

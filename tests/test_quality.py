@@ -48,6 +48,11 @@ META_QUOTES = [
     "As an AI language model, I cannot visit the park.",
     "In this article, we will explore the history of tea.",
     "Feel free to share your own tips in the comments.",
+    # Written by the embedded model in bench/results/eval_embedded.json:
+    "\"Sure, I'd be happy to help you craft an engaging description of the product.",
+    "Here's a sample text that describes the product in detail:",
+    "The first part of this article focuses on the basics of birdwatching in city parks.",
+    "I made several changes to enhance clarity and style throughout the article.",
 ]
 META_QUOTES_ZH = ["希望对你有帮助。", "本文将介绍茶的历史。", "以上就是茶文化的全部内容。",
                   "如果你有任何问题，请在评论区留言。", "感谢阅读！"]
@@ -77,7 +82,7 @@ def test_clean_prose_about_the_subject_is_not_meta_or_leaked():
     assert meta_sentences(CLEAN, "en") == []
     assert leaked_prompt(CLEAN) == []
     assert meta_sentences(CLEAN_ZH, "zh") == [] and leaked_prompt(CLEAN_ZH) == []
-    for text in ("I hope the weather holds for the festival.", "Happy birthdays were rare "
+    for text in ("Sure enough, the tide came in.", "I hope the weather holds for the festival.", "Happy birthdays were rare "
                  "in the workhouse.", "Let the dough rest for an hour.", "The post office "
                  "opened in 1890.", "Section 3 of the bridge was rebuilt in 1921."):
         assert meta_sentences(text, "en") == [], text
