@@ -23,14 +23,20 @@ def test_compose_a_short_illustrated_article_with_the_embedded_model(tmp_path, e
     assert doc.status == "done" and doc.title == "How bees make honey"
     assert len(doc.outline.sections) == 2 and doc.outline.total_words == 300
     assert 150 <= doc.word_count <= 450, doc.word_count
-    assert len(doc.image_blocks) == 2
+    # Two slots were asked for; the 16 default photos rarely fit an article, and an image
+    # is placed only at the calibrated threshold: each slot has an image or says why not.
     seeded = {image.id: image for image in services.images.list()}
     assert len(seeded) == 16  # the default library was seeded on first use
+    misses = [event for event in events if event.stage == "warning"
+              and "No picture in your library matches" in event.message]
+    assert len(doc.image_blocks) + len(misses) == 2
+    threshold = services.settings.image_threshold
     for block in doc.image_blocks:
         assert block.caption and block.image_id in seeded
         assert seeded[block.image_id].license and seeded[block.image_id].attribution
-        assert 1 <= len(block.candidates) <= 4
-    assert doc.image_blocks[0].image_id != doc.image_blocks[1].image_id
+        chosen = next(c for c in block.candidates if c.image_id == block.image_id)
+        assert chosen.score >= threshold
+    assert len({block.image_id for block in doc.image_blocks}) == len(doc.image_blocks)
     page = to_html(doc, services.images)
-    assert page.count("<img") == 2 and "<script" not in page
+    assert page.count("<img") == len(doc.image_blocks) and "<script" not in page
     services.db.dispose()
