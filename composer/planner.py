@@ -122,6 +122,11 @@ def complete_sections(parsed: list[SectionPlan], count: int, language: str) -> l
     return sections
 
 
+_STRUCTURE_POINTS = {normalise(word) for word in (
+    "Introduction", "Conclusion", "Overview", "Background", "Summary", "Body", "Main body",
+    "Description", "Details", "Examples", "引言", "结语", "结论", "概述", "背景", "总结", "正文")}
+
+
 class Planner:
     """Writes the title and the outline for a request with the language model.
 
@@ -253,7 +258,9 @@ class Planner:
         seen = {normalise(section.title) for section in accepted}
         if normalise(title) in seen:
             return None
-        used = {normalise(p) for section in accepted for p in section.key_points} | seen
+        # a point repeating a title, or naming a part of an article, says nothing
+        used = {normalise(p) for section in accepted for p in section.key_points} | seen | {
+            normalise(title)} | _STRUCTURE_POINTS
         points: list[str] = []
         for raw in raw_points[:5]:
             point = _shorten(clean_item(raw), MAX_POINT_CHARS)

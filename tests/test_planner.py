@@ -237,3 +237,14 @@ def test_embedded_model_plans_outlines_whose_every_title_is_valid(embedded_lm):
         assert len({normalise(title) for title in titles}) == len(titles)
         for title in titles:
             assert item_problem(title, instruction) is None, (instruction, title)
+
+
+def test_key_points_that_repeat_their_title_or_name_a_part_are_dropped():
+    reply = outline_json("Rooftop Tomatoes", [
+        ("Use a drip irrigation system", ["use a drip irrigation system.", "timers save water"]),
+        ("Overview", ["Introduction", "Conclusion", "why tomatoes like the sun"]),
+        ("Staking", ["stakes and cages"])])
+    outline = plan(ScriptedLM([reply], json_schema=True),
+                   instruction="Tips for growing tomatoes on a rooftop garden")[-1]
+    assert outline.sections[0].key_points == ["timers save water"]
+    assert outline.sections[1].key_points == ["why tomatoes like the sun"]
