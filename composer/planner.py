@@ -183,7 +183,8 @@ class Planner:
                     titles.append(model_title)
                 before = len(accepted)
                 for item in raw[done:]:
-                    section = self._checked_section(item, accepted, request)
+                    section = self._checked_section(item, accepted, request,
+                                                    [direct or "", *titles])
                     if section is not None and len(accepted) < count:
                         accepted.append(section)
                 done = max(done, len(raw))
@@ -240,9 +241,11 @@ class Planner:
     # -- checks --------------------------------------------------------------------------------
 
     def _checked_section(self, item: Any, accepted: list[SectionPlan],
-                         request: ComposeRequest) -> SectionPlan | None:
-        """A clean SectionPlan from a raw section, or None when its title is unusable or a
-        duplicate. Key points that fail a check, repeat or stray off the subject are dropped."""
+                         request: ComposeRequest, article_titles: list[str]
+                         ) -> SectionPlan | None:
+        """A clean SectionPlan from a raw section, or None when its title is unusable, a
+        duplicate or the article's title. Key points that fail a check, repeat or stray off
+        the subject are dropped."""
         if isinstance(item, SectionPlan):
             raw_title, raw_points = item.title, item.key_points
         elif isinstance(item, dict):
@@ -255,8 +258,10 @@ class Planner:
         if not isinstance(raw_title, str) or item_problem(raw_title, request.instruction):
             return None
         title = _shorten(clean_item(raw_title), MAX_SECTION_TITLE_CHARS)
+        if title.isupper() and len(title) > 3:  # "BEST BOOKS IN TOWN" -> "Best Books In Town"
+            title = title.title()
         seen = {normalise(section.title) for section in accepted}
-        if normalise(title) in seen:
+        if normalise(title) in seen | {normalise(t) for t in article_titles}:
             return None
         # a point repeating a title, or naming a part of an article, says nothing
         used = {normalise(p) for section in accepted for p in section.key_points} | seen | {

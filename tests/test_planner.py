@@ -248,3 +248,12 @@ def test_key_points_that_repeat_their_title_or_name_a_part_are_dropped():
                    instruction="Tips for growing tomatoes on a rooftop garden")[-1]
     assert outline.sections[0].key_points == ["timers save water"]
     assert outline.sections[1].key_points == ["why tomatoes like the sun"]
+
+
+def test_a_section_is_not_the_article_title_and_does_not_shout():
+    reply = outline_json("Library Day", [("Library Day", ["opening"]), ("BEST BOOKS ON SHELF",
+                                                                        ["new shelves"]),
+                                         ("Readers", ["queues"]), ("Opening hours", ["times"])])
+    outline = plan(ScriptedLM([reply], json_schema=True))[-1]
+    assert [s.title for s in outline.sections] == ["Best Books On Shelf", "Readers",
+                                                   "Opening hours"]
