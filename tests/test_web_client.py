@@ -8,30 +8,46 @@ from gradio_client import Client
 
 from tests.support_app import live_app  # noqa: F401
 
-KEY = "client-owner-key-0123456789abcdef"
+NO_OUTLINE = {"headers": ["a", "b", "c"], "data": []}
+# The compose form after instruction, material, references, outline title and rows:
+# language, words, images, text only, seed, sampling, temperature, top-p, repetition
+# penalty, beams, max tokens, image choice, license and source filters.
+OPTIONS = ("en", 400, "2", False, 0, False, 0.7, 0.8, 1.1, 1, 1024, "score", "(any)", "(any)")
+
+
+def owner_cookie(url: str) -> str:
+    """The signed owner cookie the app sets on a browser's first page load."""
+    response = urllib.request.urlopen(url + "/")
+    cookie = next(value for name, value in response.headers.items()
+                  if name.lower() == "set-cookie" and value.startswith("xc_owner="))
+    return cookie.split(";")[0]
 
 
 @pytest.fixture(scope="module")
 def client(live_app):
-    return Client(live_app.url + "/", verbose=False)
+    """An API client that owns what it makes through the signed cookie the app issued it
+    (gradio_client would also keep the one set on its first request; forged and missing
+    cookies are refused in tests/test_app_security.py)."""
+    return Client(live_app.url + "/", verbose=False,
+                  headers={"Cookie": owner_cookie(live_app.url)})
 
 
-def test_compose_through_the_api_saves_for_the_key_and_shares(live_app, client):
+def test_compose_through_the_api_saves_for_the_cookie_and_shares(live_app, client):
     html, status, slots = client.predict(
-        "Harbors of the north", "", None, "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
-        1.1, 1, 1024, "score", api_name="/write")
+        "Harbors of the north", "", None, "", NO_OUTLINE, *OPTIONS, api_name="/write")
     assert status == "Done"
     assert html.count("<figure>") == 2 and "Harbors of the north" in html
-    rows = client.predict(KEY, api_name="/documents")["data"]
+    rows = client.predict(api_name="/documents")["data"]
     assert len(rows) == 1 and rows[0][0] == "Harbors of the north" and rows[0][2] == "done"
     doc_id = rows[0][4]
-    assert client.predict("another-owner-key-0123456789abcdefgh",
-                          api_name="/documents")["data"] == []
-    link = client.predict(KEY, {"id": doc_id, "version": 0}, api_name="/share")
+    stranger = Client(live_app.url + "/", verbose=False,
+                      headers={"Cookie": owner_cookie(live_app.url)})
+    assert stranger.predict(api_name="/documents")["data"] == []
+    link = client.predict({"id": doc_id, "version": 0}, api_name="/share")
     assert link.startswith(live_app.url + "/a/")
     page = urllib.request.urlopen(link).read().decode()
     assert "<h1>Harbors of the north</h1>" in page and page.count("<img") == 2
-    client.predict(KEY, {"id": doc_id, "version": 0}, api_name="/revoke")
+    client.predict({"id": doc_id, "version": 0}, api_name="/revoke")
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(link)
     assert error.value.code == 404
@@ -39,13 +55,12 @@ def test_compose_through_the_api_saves_for_the_key_and_shares(live_app, client):
 
 def test_bad_input_is_an_error_message_not_a_crash(client):
     with pytest.raises(Exception, match="instruction is empty"):
-        client.predict("   ", "", None, "", {"headers": ["a", "b", "c"], "data": []}, KEY, "en", 400, "2", False, 0, False, 0.7, 0.8,
-                       1.1, 1, 1024, "score", api_name="/write")
+        client.predict("   ", "", None, "", NO_OUTLINE, *OPTIONS, api_name="/write")
 
 
 def test_plan_returns_an_editable_outline(client):
-    title, table = client.predict("Lighthouses", "", None, "en", 800, "auto", False, 0, False, 0.7,
-                                  0.8, 1.1, 1, 1024, "score", api_name="/plan")
+    title, table, status = client.predict("Lighthouses", "", None, "", NO_OUTLINE,
+                                          *OPTIONS[:1], 800, *OPTIONS[2:], api_name="/plan")
     assert title == "Lighthouses"
     assert [row[2] for row in table["data"]] and sum(row[2] for row in table["data"]) == 800
 
