@@ -140,6 +140,21 @@ def embedded_app(tmp_path_factory, embedded_lm):
     services.db.dispose()
 
 
+def _write_new(page, services: Services, ready, timeout: float = 300.0):
+    """Press Write, then wait until the new document's summary satisfies `ready`."""
+    import time
+
+    before = {row.id for row in services.documents.list(limit=1000)}
+    page.click("#xc-write")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [row for row in services.documents.list(limit=1000) if row.id not in before]
+        if new and ready(new[0]):
+            return new[0]
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no new document became ready in {timeout} s")
+
+
 @pytest.mark.slow
 def test_three_compositions_in_a_row_with_the_embedded_model_then_a_stop(embedded_app,
                                                                           browser):
@@ -155,18 +170,17 @@ def test_three_compositions_in_a_row_with_the_embedded_model_then_a_stop(embedde
         box = page.locator("#xc-text-only input, label:has-text('Text only') input").first
         if box.is_checked() != text_only:
             page.click("label:has-text('Text only')")
-        page.click("#xc-write")
-        _wait_status(page, "Done", timeout=300_000)
+        doc = _write_new(page, embedded_app.services, lambda doc: doc.status != "composing")
+        _wait_status(page, "Done", timeout=60_000)
         assert page.locator(ERROR_TOAST).count() == 0, page.locator(ERROR_TOAST).all_inner_texts()
-        doc = _latest(embedded_app.services)
         assert doc.status == "done" and doc.words > 0, (number, doc)
         page.screenshot(path=str(SHOTS / f"embedded_compose_{number}.png"), full_page=True)
 
     page.fill("#xc-instruction textarea", "The history of lighthouses")
     page.fill("#xc-words input", "600")
-    page.click("#xc-write")
-    page.wait_for_function("document.querySelector('#xc-article p')?.innerText.length > 20",
-                           timeout=300_000)
+    # Stop once the new document has a saved paragraph (the page still shows the last
+    # article until the new one streams in, so the page alone cannot tell).
+    _write_new(page, embedded_app.services, lambda doc: doc.words > 0)
     page.click("#xc-stop")
     _wait_status(page, "Stopped", timeout=30_000)
     doc = embedded_app.services.documents.get(_latest(embedded_app.services).id)
