@@ -65,7 +65,7 @@ _META_EN = [
     r"\b(?:this|next|following|previous|final|last|first|above|below) (?:section|paragraph|"
     r"outline)s? (?:titled|called|named|is about|will|of (?:the|this) (?:article|post|essay))",
     r"^\s*(?:in )?(?:this|the next|the following|the previous) (?:section|paragraph|outline)\b",
-    r"\b(?:the|this|my|our) (?:story|article|post|essay|piece|text|section|guide) (?:is|was|"
+    r"\b(?:the|this|my|our) (?:story|article|post|essay|piece|text|section|guide|topic) (?:is|was|"
     r"has been|have been) (?:written|edited|structured|organi[sz]ed|divided|formatted)\b",
     r"\b(?:written|edited) (?:in a (?:clear|concise|simple|engaging)|to make it)\b",
     r"\bsets? the tone for the rest of\b",
@@ -77,7 +77,9 @@ _META_EN = [
     r"\bthis concludes\b|\bthat concludes\b|\bin this (?:article|post|essay|guide|section)"
     r",? (?:we|i|you) (?:will|'ll|are going to|shall)\b",
     # Chat filler and sign-offs
-    r"\bi hope (?:this|that|you (?:found|enjoy|enjoyed|find))\b|\bhope this helps\b",
+    r"\bi hope (?:this|that|you (?:found|enjoy|enjoyed|find))\b|\bhope (?:this|it|that) "
+    r"(?:helps|was helpful)\b",
+    r"\b(?:this|the above|the following|the previous|your) sentences?\b",
     r"\blet me know\b|\bfeel free to\b|\b(?:do not|don't|dont) hesitate\b",
     r"\bif you have any (?:other |further |more )?(?:questions|comments|feedback|suggestions)",
     r"^\s*happy [a-z]+(?: [a-z]+)?\s*!+\s*$",

@@ -53,6 +53,8 @@ META_QUOTES = [
     "Here's a sample text that describes the product in detail:",
     "The first part of this article focuses on the basics of birdwatching in city parks.",
     "I made several changes to enhance clarity and style throughout the article.",
+    "This topic was written in a friendly tone so I hope it helps.",
+    "You could revise this sentence to improve clarity and grammar.",
 ]
 META_QUOTES_ZH = ["希望对你有帮助。", "本文将介绍茶的历史。", "以上就是茶文化的全部内容。",
                   "如果你有任何问题，请在评论区留言。", "感谢阅读！"]
