@@ -107,8 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--license", help="only images with exactly this license")
     listing.add_argument("--limit", type=int, default=None)
     actions.add_parser("seed", help="add the bundled default photos (done on first run)")
-    actions.add_parser("index", help="finish indexing (caption vectors, visible text) that "
-                       "an interrupted `library add` left")
     search = actions.add_parser("search", help="the library's best images for a description, "
                                 "ranked with scores, as the composer finds them")
     search.add_argument("query", help="what the picture should show")
@@ -116,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--source", help="only images with exactly this source")
     search.add_argument("--license", help="only images with exactly this license")
     search.add_argument("--json", action="store_true", help="print a JSON list (for scripts)")
+    actions.add_parser("index", help="finish indexing (caption vectors, visible text) that "
+                       "an interrupted `library add` left")
     generate = actions.add_parser("generate", help="generate a picture for a caption with "
                                   "$COMPOSER_IMAGE_GENERATOR and add it to the library")
     generate.add_argument("caption", help="what the picture shows (also its caption)")

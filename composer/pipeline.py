@@ -36,7 +36,6 @@ from models.lm import LanguageModel
 T = TypeVar("T")
 
 PLAN_SHARE = 0.05
-WEB_SEARCH_BELOW = 0.3  # a best library score under this asks the web image search, if on
 SECTION_OVERRUN = 1.1  # a section may run this much over its word budget, then it is cut
 WRITE_SHARE = 0.80
 
