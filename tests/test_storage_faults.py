@@ -22,24 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from composer.cli import main
 from tests.support_pipeline import png_bytes
 
-FAKE = "tests.fakes:scripted_factory"
+from tests.test_cli import FAKE, home, run  # noqa: F401  (the CLI tests' data dir and runner)
+
 WRITABLE_HOME = "give a writable --home or COMPOSER_HOME"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPOSER_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    return tmp_path / "home"
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line(stderr: str) -> str:
