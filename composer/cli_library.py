@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from composer.cli import EXIT_INPUT, EXIT_INTERRUPTED, INTERRUPTED
 from composer.library import ADDING_STAGE
@@ -69,22 +69,33 @@ class StageBars:
         return INTERRUPTED["library"]
 
 
-def cmd_library_add(services: Services, args: argparse.Namespace, bars: StageBars) -> int:
-    """Add files and folders, then index what is new, with a bar per stage on stderr."""
-    from composer.library import add_images
-
+def _with_bars(bars: StageBars, work: Callable[[], Any]) -> tuple[bool, Any]:
+    """(True, work()) with the stage bars closed after; (False, None) after Ctrl-C or
+    SIGTERM, once the message saying how far each stage got is printed."""
     try:
         try:
-            result = add_images(services.images, args.paths, caption=args.caption,
-                                source=args.source, license=args.license,
-                                attribution=args.attribution,
-                                allow_near_duplicates=args.keep_near_duplicates,
-                                progress=bars)
-            services.retriever.index(progress=bars)
+            return True, work()
         finally:
             bars.close()
     except KeyboardInterrupt:
         print(bars.interrupted(), file=sys.stderr)
+        return False, None
+
+
+def cmd_library_add(services: Services, args: argparse.Namespace, bars: StageBars) -> int:
+    """Add files and folders, then index what is new, with a bar per stage on stderr."""
+    from composer.library import add_images
+
+    def add_and_index() -> Any:
+        added = add_images(services.images, args.paths, caption=args.caption,
+                           source=args.source, license=args.license,
+                           attribution=args.attribution,
+                           allow_near_duplicates=args.keep_near_duplicates, progress=bars)
+        services.retriever.index(progress=bars)
+        return added
+
+    finished, result = _with_bars(bars, add_and_index)
+    if not finished:
         return EXIT_INTERRUPTED
     print(f"Added {len(result.added)}, already present {len(result.existing)}, "
           f"near-duplicates skipped {len(result.near_duplicates)}, failed {len(result.failed)}.")
@@ -102,13 +113,8 @@ def cmd_library_add(services: Services, args: argparse.Namespace, bars: StageBar
 
 def cmd_library_index(services: Services, args: argparse.Namespace, bars: StageBars) -> int:
     """Index what an interrupted import left: caption vectors, pixel vectors, visible text."""
-    try:
-        try:
-            services.retriever.index(progress=bars)
-        finally:
-            bars.close()
-    except KeyboardInterrupt:
-        print(bars.interrupted(), file=sys.stderr)
+    finished, _ = _with_bars(bars, lambda: services.retriever.index(progress=bars))
+    if not finished:
         return EXIT_INTERRUPTED
     print(f"The library is indexed ({services.images.count():,} images).")
     return 0
