@@ -45,6 +45,11 @@ class GenerationConfig:
     `stop` holds extra strings that end generation (EOS always does).
     `json_schema`, a JSON schema as a string (so the config stays plain and hashable), makes
     a backend whose `supports_json_schema` is True decode only replies valid under it.
+    `candidates` is how many drafts of each paragraph the section writer decodes (together,
+    in one batch, on a backend that batches) before it checks them and keeps the best; 1 keeps
+    the first draft that passes or is repaired (composer/checked.py).
+    `decoding` "opera" decodes with OPERA (models/opera.py) on a local transformers writer;
+    "default" is greedy / sampled / beam search as the other fields say.
     """
 
     max_new_tokens: int = 512
@@ -58,6 +63,8 @@ class GenerationConfig:
     seed: int | None = 0
     stop: tuple[str, ...] = ()
     json_schema: str | None = None
+    candidates: int = 3
+    decoding: str = "default"
 
     def replace(self, **changes: Any) -> "GenerationConfig":
         """A copy with some fields changed (dataclasses.replace, spelled for callers)."""

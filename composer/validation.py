@@ -8,7 +8,9 @@ from __future__ import annotations
 import unicodedata
 
 from composer.config import (
+    DECODINGS,
     MAX_BEAMS,
+    MAX_CANDIDATES,
     MAX_IMAGES,
     MAX_INSTRUCTION_CHARS,
     MAX_MATERIAL_CHARS,
@@ -83,6 +85,9 @@ def check_generation(config: GenerationConfig) -> None:
     """Raise InputError for decoding settings outside their ranges."""
     _check_int("max tokens", config.max_new_tokens, 16, MAX_NEW_TOKENS)
     _check_int("beams", config.num_beams, 1, MAX_BEAMS)
+    _check_int("candidates", config.candidates, 1, MAX_CANDIDATES)
+    if config.decoding not in DECODINGS:
+        raise InputError(f"decoding {config.decoding!r} is not one of {DECODINGS}")
     _check_int("no-repeat n-gram size", config.no_repeat_ngram_size, 0, 10)
     _check_int("top-k", config.top_k, 0, 1000)
     _check_float("temperature", config.temperature, 0.01, 5.0)

@@ -52,6 +52,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE_MODES = ("none", "int8", "int4")  # models.quantize.QUANTIZE_MODES, without torch
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_BEAMS_LIMIT = 6
+MAX_CANDIDATES_LIMIT = 8
+DECODINGS = ("default", "opera")
 DEFAULT_CONTEXT_LENGTH = 2048
 
 
@@ -59,6 +61,9 @@ def check_generation_config(config: GenerationConfig) -> None:
     """Raise ValueError naming the first decoding setting outside what the backend supports."""
     _check_whole("max_new_tokens", config.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
     _check_whole("num_beams", config.num_beams, 1, MAX_BEAMS_LIMIT)
+    _check_whole("candidates", config.candidates, 1, MAX_CANDIDATES_LIMIT)
+    if config.decoding not in DECODINGS:
+        raise ValueError(f"decoding {config.decoding!r} is not one of {DECODINGS}")
     _check_whole("top_k", config.top_k, 0, None)
     _check_whole("no_repeat_ngram_size", config.no_repeat_ngram_size, 0, None)
     if config.seed is not None:
