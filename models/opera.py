@@ -24,7 +24,9 @@ image; here the outline, captions or pasted material) fades. Per step and per be
 
 Settings (`OperaSettings`): scale_factor 50, threshold 15, num_attn_candidates 5,
 penalty_weights 1, window 512 as in the authors' code; `OperaSettings.efficient()` is their
-cheaper preset (threshold 25, 1 candidate). `beams` is the beam count used when the
+cheaper preset (threshold 25, 1 candidate); with one candidate the log-softmax over it is
+always 0, so the penalty cannot reorder anything and the search keeps a single beam: it is
+greedy decoding plus retrospection. `beams` is the beam count used when the
 GenerationConfig asks for fewer: OPERA is a beam search, so `max(config.num_beams, beams)`
 beams run (default 3; the paper used 5).
 
