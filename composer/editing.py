@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from composer import edit_prompts, prompts
 from composer.config import MAX_CAPTION_CHARS
 from composer.edit_prompts import LENGTH_FACTORS, PARAGRAPH_OPS, ParagraphContext
-from composer.generation import stream
+from composer.checked import CheckContext, KeptParagraphs, WriteStep
 from composer.illustrate import CANDIDATES, shown_caption
 from composer.pairs_capture import capture, make_pair, section_outline, wants_pair
 from composer.types import (
@@ -50,8 +50,8 @@ from composer.types import (
     TextBlock,
     count_words,
 )
+from composer.sections import SectionWriter
 from composer.writer import (
-    drop_unfinished_sentence,
     paragraphs_for,
     previous_window,
     split_paragraphs,
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 MAX_EDIT_INSTRUCTION_CHARS = 2_000
 MAX_PARAGRAPH_CHARS = 20_000
 MATERIAL_CHARS = 4_000
-SECTION_OVERRUN = 1.1  # as the composer: a section may run 10% over its budget, then stops
 MIN_WORDS = {"rewrite": 10, "expand": 30, "abbreviate": 8, "insert": 30}
 PREVIEW_OPS = PARAGRAPH_OPS + ("regenerate",)
 # The origin an accepted model operation gives the paragraphs it wrote.
@@ -107,6 +106,8 @@ class Proposal:
     text: str = ""
     cancelled: bool = False
     instruction: str = ""
+    # Per paragraph: the checks it passed (composer/checked.py KeptParagraphs.summary).
+    checks: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def proposed_text(self) -> str:
@@ -131,6 +132,7 @@ class EditPreview:
     section: int | None = None
     proposal: Proposal | None = None
     cancelled: bool = False
+    note: str = ""  # what the checks decided (a draft failed, a rewrite was kept, ...)
 
 
 
@@ -149,6 +151,12 @@ class _Plan:
     rejected: str
     section_title: str
     instruction: str = ""
+    # What kept text is checked against: the article without the text being replaced
+    # (before / after it), and what it should be about.
+    before: str = ""
+    after: str = ""
+    focus: str = ""
+    material: str = ""
 
 
 # -- checks and small helpers ----------------------------------------------------------------
@@ -275,6 +283,13 @@ def is_meta_comment(paragraph: str) -> bool:
     return bool(_META_START.match(text)) or text.endswith((":", "："))
 
 
+def reply_paragraphs(text: str, section_title: str) -> list[str]:
+    """A model's reply to an edit as clean paragraphs: its remarks about the answer ("Here's
+    the rewritten paragraph:", "This version ...") and wrapping quotes dropped."""
+    paragraphs = [_unquote(p) for p in split_paragraphs(text, section_title)]
+    return [p for p in paragraphs if p and not is_meta_comment(p)]
+
+
 def human_paragraphs(text: str) -> list[str]:
     """A person's text as paragraphs: split at blank lines, stripped, nothing else removed
     (split_paragraphs also drops headings and lead-ins, which only a model's reply needs)."""
@@ -317,8 +332,12 @@ class Editor:
 
     def __init__(self, lm: Any, documents: Any, retriever: Any | None = None,
                  pairs: Any | None = None, generator: Any | None = None,
-                 images: Any | None = None) -> None:
+                 images: Any | None = None, embedder: Any | None = None) -> None:
+        """`embedder` (a text embedder; default: the retriever's) lets the checks judge
+        whether new text is on the subject; without one that check is skipped."""
         self.lm = lm
+        embedder = embedder if embedder is not None else getattr(retriever, "embedder", None)
+        self.sections = SectionWriter(lm, embedder)
         self.documents = documents
         self.retriever = retriever
         self.pairs = pairs
@@ -371,12 +390,13 @@ class Editor:
         doc = self.documents.get(proposal.doc_id)
         _check_version(doc, expected_version)
         paragraphs, origin = self._final_paragraphs(proposal, edited_text)
+        checks = proposal.checks if origin != "manual" else []
         if proposal.op == "regenerate":
-            ops, label = self._regenerate_ops(doc, proposal.section, paragraphs, origin)
+            ops, label = self._regenerate_ops(doc, proposal.section, paragraphs, origin, checks)
         elif proposal.op in REPLACING_OPS:
-            ops, label = self._replace_ops(doc, proposal, paragraphs, origin)
+            ops, label = self._replace_ops(doc, proposal, paragraphs, origin, checks)
         else:
-            ops, label = self._insert_ops(doc, proposal, paragraphs, origin)
+            ops, label = self._insert_ops(doc, proposal, paragraphs, origin, checks)
         saved = self._commit(doc.id, ops, label, expected_version, owner)
         pair_op = "manual" if origin == "manual" else proposal.op
         self._capture_replacement(doc, proposal, "\n\n".join(paragraphs), pair_op, owner)
@@ -628,8 +648,13 @@ class Editor:
         budget = config.replace(max_new_tokens=token_budget(words, doc.language,
                                                             config.max_new_tokens))
         rejected = block.text if op in REPLACING_OPS else ""
+        others = [other.text for other in texts if other.id != block.id or op not in
+                  REPLACING_OPS]
+        plan_section = outline.sections[index]
+        focus = "; ".join(plan_section.key_points) or plan_section.title
         return _Plan(doc, op, block.id, block.section, prompt, budget, words, rejected,
-                     outline.sections[index].title, instruction)
+                     plan_section.title, instruction, before="\n\n".join(others),
+                     focus=f"{plan_section.title}: {focus}")
 
     @staticmethod
     def _op_words(op: str, paragraph: str, section: SectionPlan) -> int:
@@ -665,45 +690,53 @@ class Editor:
         budget = config.replace(max_new_tokens=token_budget(
             plan_section.words, doc.language, config.max_new_tokens))
         old = [b for b in _section_blocks(doc, section) if isinstance(b, TextBlock)]
+        after = "\n\n".join(b.text for b in doc.blocks[start:]
+                             if isinstance(b, TextBlock) and b.section != section)
         return _Plan(doc, "regenerate", old[0].id if old else None, section, prompt, budget,
                      plan_section.words, "\n\n".join(b.text for b in old), plan_section.title,
-                     instruction)
+                     instruction, before=before, after=after, material=material)
 
     def _stream(self, plan: _Plan, cancel: threading.Event | None) -> Iterator[EditPreview]:
-        """Stream the plan's reply as previews; the last one carries the Proposal."""
-        text = ""
-        pieces = stream(self.lm, plan.prompt, plan.config, cancel)
-        try:
-            for delta in pieces:
-                text += delta
-                written = count_words(text)
-                yield EditPreview(plan.op, plan.block_id, text, fraction=min(0.99, written / (
-                    plan.words or 1)), delta=delta, section=plan.section)
-                if plan.op == "regenerate" and written > plan.words * SECTION_OVERRUN:
-                    break  # the section has its words: stop the model, as the composer does
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()  # also when the caller stops reading: the model stops at once
+        """Stream the plan's text as previews (kept paragraphs, then the draft being
+        written); the last one carries the Proposal with the checked paragraphs."""
+        kept: list[str] = []
+        checks: list[dict[str, Any] | None] = []
+        draft = ""
+        for step in self._steps(plan, cancel):
+            if step.restart:
+                draft = ""
+            draft += step.delta
+            if step.kept is not None:
+                draft = ""
+                kept += step.kept.paragraphs
+                checks += [step.kept.summary()] * len(step.kept.paragraphs)
+            text = "\n\n".join(kept + ([draft] if draft else []))
+            yield EditPreview(plan.op, plan.block_id, text, fraction=min(
+                0.99, count_words(text) / (plan.words or 1)), delta=step.delta,
+                section=plan.section, note=step.note or (
+                    check_note(step.kept) if step.kept is not None else ""))
         cancelled = cancel is not None and cancel.is_set()
-        paragraphs = self._paragraphs(text, plan.section_title, final=not cancelled)
+        text = "\n\n".join(kept)
         proposal = Proposal(plan.doc.id, plan.op, plan.doc.version, plan.block_id, plan.section,
-                            paragraphs, plan.rejected, _messages(plan.prompt), text, cancelled,
-                            plan.instruction)
+                            kept, plan.rejected, _messages(plan.prompt), text, cancelled,
+                            plan.instruction, checks)
         yield EditPreview(plan.op, plan.block_id, text, done=True, fraction=1.0,
                           section=plan.section, proposal=proposal, cancelled=cancelled)
 
-    @staticmethod
-    def _paragraphs(text: str, section_title: str, final: bool) -> list[str]:
-        """The reply as clean paragraphs: the model's remarks about its answer ("Here's the
-        rewritten paragraph:", "This version ...") dropped; a finished reply loses a
-        dangling last fragment."""
-        paragraphs = [_unquote(p) for p in split_paragraphs(text, section_title)]
-        paragraphs = [p for p in paragraphs if p and not is_meta_comment(p)]
-        if final and paragraphs:
-            last = drop_unfinished_sentence(paragraphs[-1])
-            paragraphs[-1:] = [last] if last else []
-        return paragraphs
+    def _steps(self, plan: _Plan, cancel: threading.Event | None) -> Iterator[WriteStep]:
+        """The writer's steps for a plan: a section written paragraph by paragraph, or one
+        paragraph operation, each through the checks (composer/checked.py)."""
+        doc = plan.doc
+        if plan.op == "regenerate":
+            steps = self.sections.write_section(
+                section_outline(doc), plan.section, plan.before, plan.material, doc.language,
+                plan.config, doc.instruction, cancel, after=plan.after)
+            yield from (step for _, step in steps)
+            return
+        context = CheckContext(plan.before, doc.language, doc.instruction, plan.focus,
+                               plan.section_title, split=reply_paragraphs)
+        yield from self.sections.checked.write(plan.prompt, plan.config, context, plan.words,
+                                               cancel)
 
     # -- turning an accepted proposal into block operations ----------------------------------
 
@@ -724,40 +757,47 @@ class Editor:
 
     @staticmethod
     def _replace_ops(doc: Document, proposal: Proposal, paragraphs: list[str],
-                     origin: str) -> tuple[list[EditOp], str]:
+                     origin: str, checks: list[dict[str, Any] | None]
+                     ) -> tuple[list[EditOp], str]:
         position, block = text_block(doc, proposal.block_id)
-        ops: list[EditOp] = [UpdateBlock(block.id, text=paragraphs[0], origin=origin)]
-        ops += [InsertBlock(position + offset,
-                            TextBlock(text=paragraph, section=block.section, origin=origin))
+        ops: list[EditOp] = [UpdateBlock(block.id, text=paragraphs[0], origin=origin,
+                                         checks=_nth(checks, 0))]
+        ops += [InsertBlock(position + offset, TextBlock(
+            text=paragraph, section=block.section, origin=origin, checks=_nth(checks, offset)))
                 for offset, paragraph in enumerate(paragraphs[1:], start=1)]
         return ops, f"{proposal.op} {block_label(doc, block.id)}"
 
     @staticmethod
     def _insert_ops(doc: Document, proposal: Proposal, paragraphs: list[str],
-                    origin: str) -> tuple[list[EditOp], str]:
+                    origin: str, checks: list[dict[str, Any] | None]
+                    ) -> tuple[list[EditOp], str]:
         position, block = text_block(doc, proposal.block_id)
         where = "before" if proposal.op == "insert_before" else "after"
         start = position if where == "before" else position + 1
         ops: list[EditOp] = [InsertBlock(start + offset, TextBlock(
-            text=paragraph, section=block.section, origin=origin))
+            text=paragraph, section=block.section, origin=origin, checks=_nth(checks, offset)))
             for offset, paragraph in enumerate(paragraphs)]
         return ops, f"insert a paragraph {where} {block_label(doc, block.id)}"
 
     @staticmethod
     def _regenerate_ops(doc: Document, section: int, paragraphs: list[str],
-                        origin: str) -> tuple[list[EditOp], str]:
+                        origin: str, checks: list[dict[str, Any] | None] | None = None,
+                        ) -> tuple[list[EditOp], str]:
         """Replace the section's paragraphs in place: the first ones are updated (so images
         stay after the same-numbered paragraph), extra ones inserted after the last, surplus
         old ones deleted. A section without text gets its paragraphs where it begins."""
         old = [(p, b) for p, b in enumerate(doc.blocks)
                if b.section == section and isinstance(b, TextBlock)]
-        ops: list[EditOp] = [UpdateBlock(block.id, text=text, origin=origin)
-                             for (_, block), text in zip(old, paragraphs)]
+        checks = checks or []
+        ops: list[EditOp] = [UpdateBlock(block.id, text=text, origin=origin,
+                                         checks=_nth(checks, number))
+                             for number, ((_, block), text) in enumerate(zip(old, paragraphs))]
         ops += [DeleteBlock(block.id) for _, block in old[len(paragraphs):]]
         if len(paragraphs) > len(old):
             start = old[-1][0] + 1 if old else _section_insert_position(doc, section)
-            ops += [InsertBlock(start + offset, TextBlock(text=text, section=section,
-                                                          origin=origin))
+            ops += [InsertBlock(start + offset, TextBlock(
+                text=text, section=section, origin=origin,
+                checks=_nth(checks, len(old) + offset)))
                     for offset, text in enumerate(paragraphs[len(old):])]
         return ops, f"regenerate section {section + 1}"
 
@@ -900,7 +940,8 @@ class Editor:
                                         pending=preview.text)
             assert last is not None and last.proposal is not None
             if last.proposal.paragraphs:
-                ops, _ = self._regenerate_ops(doc, index, last.proposal.paragraphs, "compose")
+                ops, _ = self._regenerate_ops(doc, index, last.proposal.paragraphs, "compose",
+                                              last.proposal.checks)
                 doc = self._commit(doc.id, ops, f"write section {index + 1}", version, owner)
                 version = doc.version
                 yield ProgressEvent("save", f"Saved section {index + 1}", section=index,
@@ -924,6 +965,22 @@ class Editor:
         """Apply `ops` in order as ONE change labelled `label` (one undo); ConflictError if
         the document is no longer at `expected_version`. Returns the document after it."""
         return apply_ops(self.documents, doc_id, ops, label, expected_version, owner)
+
+
+def _nth(checks: list[dict[str, Any] | None], number: int) -> dict[str, Any] | None:
+    return checks[number] if number < len(checks) else None
+
+
+def check_note(kept: KeptParagraphs) -> str:
+    """What the checks decided for kept text, for the preview's status line."""
+    passed = ", ".join(name.replace("_", " ") for name in kept.check.passed) or "none"
+    if not kept.paragraphs:
+        return f"Nothing clean was written ({kept.drafts} drafts read)"
+    how = {"kept": "the first draft" if kept.drafts == 1 else f"the best of {kept.drafts} drafts",
+           "rewritten": "a corrective rewrite",
+           "trimmed": "the clean sentences of the best draft",
+           "stopped": "what was written before Stop"}[kept.how]
+    return f"Kept {how}; passed {passed}"
 
 
 def match_sections(old: Outline, new: Outline,

@@ -59,6 +59,10 @@ class TimedLanguageModel:
         self.sees_images = bool(getattr(lm, "sees_images", False))
         self.supports_json_schema = bool(getattr(lm, "supports_json_schema", False))
         self.reference_images: list[str] = []  # shown to a writer that sees images
+        # Drafts decoded together (composer/checked.py), offered when the backend batches
+        # them; a writer that sees images draws its drafts one at a time with the images.
+        if callable(getattr(lm, "stream_candidates", None)) and not self.sees_images:
+            self.stream_candidates = self._stream_candidates
 
     def with_images(self, messages: list[ChatMessage]) -> list[Any]:
         """The messages with the reference images placed before the first user message's
@@ -87,6 +91,19 @@ class TimedLanguageModel:
                 return
             self.timer.pieces += 1
             yield piece
+
+    def _stream_candidates(self, messages: list[ChatMessage], config: GenerationConfig,
+                           count: int, *, prefix: str = "",
+                           cancel: threading.Event | None = None) -> Iterator[list[str]]:
+        steps = iter(self.lm.stream_candidates(messages, config, count, prefix=prefix,
+                                               cancel=cancel))
+        while True:
+            with self.timer.measure("generation"):
+                pieces = next(steps, None)
+            if pieces is None:
+                return
+            self.timer.pieces += 1
+            yield pieces
 
     def count_tokens(self, text: str) -> int:
         return self.lm.count_tokens(text)

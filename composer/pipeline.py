@@ -30,13 +30,14 @@ from composer.types import (
 )
 from composer.languages import check_declared_language, length_text, length_unit
 from composer.validation import check_request
-from composer.writer import SectionWriter, drop_unfinished_sentence, split_paragraphs
+from composer.checked import KeptParagraphs, clean_sentences
+from composer.sections import SectionWriter
+from composer.writer import drop_unfinished_sentence, split_paragraphs
 from models.lm import LanguageModel
 
 T = TypeVar("T")
 
 PLAN_SHARE = 0.05
-SECTION_OVERRUN = 1.1  # a section may run this much over its word budget, then it is cut
 WRITE_SHARE = 0.80
 
 
@@ -51,10 +52,13 @@ class Composer:
                  timer: StageTimer | None = None, web_search: Any | None = None,
                  generator: Any | None = None,
                  image_threshold: float = DEFAULT_IMAGE_THRESHOLD,
-                 check_language: Callable[[str], None] | None = None):
+                 check_language: Callable[[str], None] | None = None,
+                 embedder: Any | None = None):
         """A library image is placed only when its score reaches `image_threshold`; below it
         `generator` (models/image_generator.py) makes a picture, else `web_search`
-        (composer/web_images.py) imports some, else the slot gets none."""
+        (composer/web_images.py) imports some, else the slot gets none. `embedder` (a text
+        embedder, models/embed.py; default: the retriever's) checks that key points and
+        paragraphs are on the subject; without one that check is skipped."""
         self.timer = timer or StageTimer()
         self.web_search = web_search
         self.generator = generator
@@ -64,9 +68,9 @@ class Composer:
         self.lm = TimedLanguageModel(lm, self.timer)
         self.documents = documents
         self.retriever = retriever
-        # Key points are checked against the instruction with the retriever's text embedder.
-        self.planner = Planner(self.lm, embedder=getattr(retriever, "embedder", None))
-        self.writer = SectionWriter(self.lm)
+        embedder = embedder if embedder is not None else getattr(retriever, "embedder", None)
+        self.planner = Planner(self.lm, embedder=embedder)
+        self.writer = SectionWriter(self.lm, embedder)
         self.illustrator = Illustrator(self.lm)
 
     def plan(self, request: ComposeRequest, cancel: threading.Event | None = None) -> Outline:
@@ -98,7 +102,7 @@ class Composer:
         title = outline.title if outline else request.instruction.strip()[:120]
         doc = self._store(self.documents.create, title, request.instruction, request.language,
                           request.options(), outline, owner)
-        state = _WriteState()
+        state = _WriteState(request.language)
         try:
             yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
             # 2. Plan: title and outline with word budgets.
@@ -151,6 +155,8 @@ class Composer:
     def _write(self, doc: Document, request: ComposeRequest, outline: Outline,
                config: GenerationConfig, state: "_WriteState",
                cancel: threading.Event | None) -> Iterator[ProgressEvent]:
+        """Write each section paragraph by paragraph: the lead draft streams as "draft"
+        events; each kept paragraph is saved with its checks and sent as a "write" event."""
         sections = len(outline.sections)
         for index, section in enumerate(outline.sections):
             yield ProgressEvent("write", f"Writing section {index + 1} of {sections}: "
@@ -158,27 +164,35 @@ class Composer:
                                 words=state.words, fraction=self._fraction(state, request),
                                 document_id=doc.id)
             state.start_section(index, section.title)
-            words_before = state.words
-            stream = self.writer.stream_section(outline, index, state.text(), request.material,
-                                                request.language, config, cancel)
-            for delta in stream:
-                if state.words + count_words(state.pending) - words_before > (
-                        section.words * SECTION_OVERRUN):
-                    stream.close()  # the section has its words: stop the model (LongWriter-style)
-                    break
-                state.pending += delta
-                state.tokens += 1
-                for paragraph in state.take_finished_paragraphs():
-                    self._append_paragraph(doc.id, state, paragraph)
-                yield ProgressEvent("write", delta=delta, section=index, sections=sections,
-                                    tokens=state.tokens, words=state.words + count_words(
-                                        state.pending), fraction=self._fraction(state, request),
-                                    document_id=doc.id, pending=state.pending)
-            for paragraph in state.take_rest(final=True):
-                self._append_paragraph(doc.id, state, paragraph)
-            yield ProgressEvent("write", delta="\n\n", section=index, sections=sections,
-                                tokens=state.tokens, words=state.words, document_id=doc.id,
-                                fraction=self._fraction(state, request))
+            steps = self.writer.write_section(outline, index, state.text(), request.material,
+                                              request.language, config, request.instruction,
+                                              cancel)
+            for part, step in steps:
+                if step.restart:
+                    state.pending = ""
+                if step.note:
+                    yield ProgressEvent("check", step.note, section=index, sections=sections,
+                                        document_id=doc.id, words=state.words)
+                if step.delta:
+                    state.pending += step.delta
+                    state.tokens += 1
+                    yield ProgressEvent("draft", delta=step.delta, section=index,
+                                        sections=sections, tokens=state.tokens,
+                                        words=state.words + count_words(state.pending),
+                                        fraction=self._fraction(state, request),
+                                        document_id=doc.id, pending=state.pending)
+                if step.kept is not None:
+                    state.pending = ""
+                    for paragraph in step.kept.paragraphs:
+                        self._append_paragraph(doc.id, state, paragraph, step.kept.summary())
+                        yield ProgressEvent("write", delta=paragraph + "\n\n", section=index,
+                                            sections=sections, tokens=state.tokens,
+                                            words=state.words, document_id=doc.id,
+                                            fraction=self._fraction(state, request))
+                    yield ProgressEvent("check", check_message(index, part, step.kept),
+                                        section=index, sections=sections, words=state.words,
+                                        document_id=doc.id,
+                                        fraction=self._fraction(state, request))
             _check_cancel(cancel)
         if not state.paragraphs:
             raise ComposerError("the model wrote no text: try again with another seed or model")
@@ -298,15 +312,18 @@ class Composer:
             self.retriever.index()
         return message
 
-    def _append_paragraph(self, doc_id: str, state: "_WriteState", paragraph: str) -> None:
-        block = TextBlock(text=paragraph, section=state.section)
+    def _append_paragraph(self, doc_id: str, state: "_WriteState", paragraph: str,
+                          checks: dict[str, Any] | None = None) -> None:
+        block = TextBlock(text=paragraph, section=state.section, checks=checks)
         self._store(self.documents.append_blocks, doc_id, [block])
         state.paragraphs.append((paragraph, state.section))
         state.words += count_words(paragraph)
 
     def _save_partial(self, doc_id: str, state: "_WriteState", status: str) -> None:
-        """Keep the paragraph being written when the work stops, then set the final status."""
-        for paragraph in state.take_rest(final=False):
+        """Keep the clean sentences of the draft being written when the work stops, then set
+        the final status."""
+        for paragraph in clean_sentences(state.take_rest(final=False), state.text(),
+                                         state.language, finished=False):
             self._append_paragraph(doc_id, state, paragraph)
         self._store(self.documents.update_meta, doc_id, status=status)
 
@@ -323,8 +340,9 @@ class Composer:
 class _WriteState:
     """What has been written so far: saved paragraphs and the text still streaming in."""
 
-    def __init__(self) -> None:
+    def __init__(self, language: str = "en") -> None:
         self.paragraphs: list[tuple[str, int]] = []
+        self.language = language
         self.pending = ""
         self.section = 0
         self.section_title = ""
@@ -372,6 +390,22 @@ def check_outline(outline: Outline, language: str = "en") -> None:
     if outline.total_words > MAX_TARGET_WORDS:
         raise InputError(f"the outline's budgets add up to {outline.total_words} {unit}; "
                          f"the limit is {MAX_TARGET_WORDS}")
+
+
+def check_message(section: int, part: int, kept: KeptParagraphs) -> str:
+    """One status line about a kept paragraph: how it was obtained and what it passed."""
+    where = f"Section {section + 1}, paragraph {part + 1}"
+    passed = ", ".join(name.replace("_", " ") for name in kept.check.passed) or "none"
+    how = {"kept": "kept the first draft" if kept.drafts == 1 else
+           f"kept the best of {kept.drafts} drafts",
+           "rewritten": f"no draft passed; kept a rewrite ({kept.drafts} drafts read)",
+           "trimmed": f"no draft passed; kept the clean sentences of the best ({kept.drafts} "
+                      "drafts read)",
+           "stopped": "stopped; kept the clean sentences written so far"}[kept.how]
+    if not kept.paragraphs:
+        return f"{where}: nothing clean was written, so nothing was kept ({kept.drafts} drafts)"
+    failed = f"; still failing: {', '.join(kept.check.failed)}" if kept.check.failed else ""
+    return f"{where}: {how}; passed {passed}{failed}"
 
 
 def _config(request: ComposeRequest) -> GenerationConfig:

@@ -1,11 +1,13 @@
 """Renders ProgressEvents in a terminal: a progress bar line per stage, text streamed as written.
 
-The article text goes to stdout as the model writes it; bars, stages and warnings go to
-stderr, so `compose ... > article.txt` captures only the article.
+Each paragraph goes to stdout once it is checked and kept; bars, stages, warnings and (on a
+terminal) the last words of the draft being written go to stderr, so `compose ... >
+article.txt` captures only the article.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -36,10 +38,18 @@ class TerminalProgress:
         self.started = time.perf_counter()
         self.at_line_start = True
         self.last_fraction = 0.0
+        self.draft_shown = False
 
     def __call__(self, event: ProgressEvent) -> None:
         self.last_fraction = max(self.last_fraction, event.fraction)
+        if event.stage == "draft":
+            self._draft(event.pending)
+            return
         if event.delta:
+            if self.draft_shown:
+                self.err.write("\r\x1b[2K")
+                self.err.flush()
+                self.draft_shown = False
             if self.stream_text:
                 self.out.write(event.delta)
                 self.out.flush()
@@ -54,7 +64,21 @@ class TerminalProgress:
         detail = f" · {length_text(event.words, self.language)}" if event.words else ""
         self._line(f"{bar(self.last_fraction)} {event.message}{detail} · {elapsed:.0f}s")
 
+    def _draft(self, pending: str) -> None:
+        """On a terminal, the draft's last words on one line that keeps being rewritten
+        (the kept paragraph then goes to stdout)."""
+        if not (self.stream_text and self.err.isatty()):
+            return
+        width = shutil.get_terminal_size((100, 20)).columns - 4
+        tail = " ".join(pending.split())[-width:]
+        self.err.write(f"\r\x1b[2K\x1b[2m… {tail}\x1b[0m")
+        self.err.flush()
+        self.draft_shown = True
+
     def _line(self, text: str) -> None:
+        if self.draft_shown:
+            self.err.write("\r\x1b[2K")
+            self.draft_shown = False
         if not self.at_line_start:
             self.out.flush()
             self.err.write("\n")

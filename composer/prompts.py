@@ -86,6 +86,65 @@ _SECTION = {
         "写约{words}字，分{paragraphs}段，段落之间空一行。不要重复部分标题，不要加小标题或列表。"
     ),
 }
+_PARAGRAPH = {
+    "en": (
+        "You are writing the article \"{title}\".\n"
+        "Outline:\n{outline}\n"
+        "{material}"
+        "{previous}"
+        "Now write paragraph {part} of {parts} of section {number}, \"{section}\". "
+        "This paragraph covers: {focus}.\n"
+        "Write about {words} words in 1 paragraph of plain prose about the subject itself. "
+        "Do not repeat the section title or earlier sentences, do not add headings or lists."
+    ),
+    "zh": (
+        "你正在写文章《{title}》。\n"
+        "提纲：\n{outline}\n"
+        "{material}"
+        "{previous}"
+        "现在请写第{number}部分“{section}”的第{part}段（共{parts}段），这一段写：{focus}。\n"
+        "写约{words}字，分1段，只写关于主题本身的内容。不要重复部分标题或前文，不要加小标题或列表。"
+    ),
+}
+_REPAIR = {
+    "en": (
+        "Article section \"{section}\", about {focus}.\n"
+        "{previous}"
+        "Draft paragraph:\n\"{draft}\"\n"
+        "Problems: {problems}.\n"
+        "Write the paragraph again in about {words} words of plain prose about {focus}: facts "
+        "about the subject only, never about the article, the reader or yourself; nothing the "
+        "article already says; end with a complete sentence. Reply with the new paragraph only."
+    ),
+    "zh": (
+        "文章的部分“{section}”，内容：{focus}。\n"
+        "{previous}"
+        "草稿段落：\n“{draft}”\n"
+        "问题：{problems}。\n"
+        "请重写这一段，约{words}字，只写关于主题的事实，不要谈论文章、读者或自己，不要重复前文，"
+        "以完整的句子结尾。只回复新段落。"
+    ),
+}
+_PROBLEMS = {
+    "en": {
+        "clean": "it talks about the article, the reader or the writer instead of the subject",
+        "no_leak": "it contains instructions, tags or markup",
+        "new": "it repeats what the article already says",
+        "complete": "it stops in the middle of a sentence",
+        "language": "it is not written in English",
+        "no_gibberish": "it contains upper-case nonsense words",
+        "on_topic": "it strays from the subject",
+    },
+    "zh": {
+        "clean": "它在谈论文章、读者或作者，而不是主题",
+        "no_leak": "它含有指令、标签或标记",
+        "new": "它重复了前文",
+        "complete": "它在句子中间中断",
+        "language": "它不是用中文写的",
+        "no_gibberish": "它含有无意义的大写词",
+        "on_topic": "它偏离了主题",
+    },
+}
 _PREVIOUS = {
     "en": "The article so far ends with:\n\"...{text}\"\n",
     "zh": "文章前文的结尾是：\n“……{text}”\n",
@@ -203,6 +262,35 @@ def section_prompt(
         words=section.words,
         paragraphs=paragraphs,
     )
+    return Prompt([_system(language), ChatMessage("user", user)], "")
+
+
+def paragraph_prompt(outline: Outline, index: int, part: int, parts: int, focus: str,
+                     previous_text: str, material: str, words: int, language: str) -> Prompt:
+    """Ask for paragraph `part` (1-based) of `parts` of section `index`, about `focus`,
+    grounded on the outline and the end of what came before (VIGC: one piece at a time,
+    each re-grounded on the plan)."""
+    section: SectionPlan = outline.sections[index]
+    previous = _PREVIOUS[language].format(text=previous_text) if previous_text.strip() else ""
+    user = _PARAGRAPH[language].format(
+        title=outline.title, outline=outline_text(outline, language),
+        material=_material_block(material, language), previous=previous, number=index + 1,
+        section=section.title, part=part, parts=parts, focus=focus, words=words,
+    )
+    return Prompt([_system(language), ChatMessage("user", user)], "")
+
+
+def repair_prompt(draft: str, failed: list[str], focus: str, section: str, words: int,
+                  language: str, previous_text: str = "") -> Prompt:
+    """Ask for a paragraph again, naming what was wrong with the draft (the corrective step
+    of generate-then-correct), after the end of the article so far."""
+    problems = _PROBLEMS[language]
+    separator = "；" if language == "zh" else "; "
+    named = separator.join(problems[name] for name in failed if name in problems)
+    previous = _PREVIOUS[language].format(text=previous_text) if previous_text.strip() else ""
+    user = _REPAIR[language].format(section=section, focus=focus or section, draft=draft[:1500],
+                                    problems=named or problems["clean"], words=words,
+                                    previous=previous)
     return Prompt([_system(language), ChatMessage("user", user)], "")
 
 

@@ -20,6 +20,7 @@ import numpy as np
 NEAR_DUPLICATE = 0.8  # character 5-gram Jaccard from which two sentences count as repeated
 NEAR_DUPLICATE_PARAGRAPH = 0.6  # the same for whole paragraphs ("almost word for word")
 MIN_REPEAT_CHARS = 20  # shorter sentences ("Yes.", "P.S.") are not counted as repeats
+MIN_REPEAT_CHARS_ZH = 8  # the same for Chinese, where a character carries a word's meaning
 MIN_PURITY = 0.9  # share of words in the requested language a paragraph must reach
 MIN_DISTINCT_2 = 0.5  # distinct-2 a paragraph must reach (looping text falls far below)
 # Cosine similarity (all-MiniLM-L6-v2) from which a paragraph counts as on the subject:
@@ -184,19 +185,26 @@ def jaccard(a: str, b: str) -> float:
     return len(first & second) / len(first | second) if first | second else 0.0
 
 
+def _long_enough(normalised: str) -> bool:
+    """Whether a sentence is long enough that repeating it is noticed (en: 20 characters,
+    zh: 8 characters)."""
+    limit = MIN_REPEAT_CHARS_ZH if _CJK.search(normalised) else MIN_REPEAT_CHARS
+    return len(normalised) >= limit
+
+
 def repeated_sentences(paragraphs: list[str], earlier: Iterable[str] = ()) -> list[str]:
     """Sentences of `paragraphs` that repeat one before them (in them or in `earlier`):
     identical after normalisation, or character 5-gram Jaccard >= NEAR_DUPLICATE."""
     seen: list[tuple[str, set[str]]] = []
     for paragraph in earlier:
         for sentence in split_sentences(paragraph):
-            if len(_normalise(sentence)) >= MIN_REPEAT_CHARS:
+            if _long_enough(_normalise(sentence)):
                 seen.append((_normalise(sentence), _shingles(sentence)))
     repeats = []
     for paragraph in paragraphs:
         for sentence in split_sentences(paragraph):
             norm = _normalise(sentence)
-            if len(norm) < MIN_REPEAT_CHARS:
+            if not _long_enough(norm):
                 continue
             grams = _shingles(sentence)
             if any(norm == other or len(grams & shingles) / len(grams | shingles)
@@ -382,12 +390,14 @@ def _quoted(items: list[str], limit: int = 2) -> str:
 
 def check_paragraph(text: str, article_so_far: str, language: str, *, instruction: str = "",
                     key_point: str = "", embedder: Any = None,
-                    min_relevance: float = MIN_RELEVANCE) -> ParagraphCheck:
+                    min_relevance: float = MIN_RELEVANCE,
+                    similarity: float | None = None) -> ParagraphCheck:
     """Run every paragraph check before a section writer keeps `text`: clean (no
     meta-commentary), no_leak (no prompt or markup), new (no sentence of `article_so_far`
     repeated, not a near-copy of one of its paragraphs, distinct-2 high enough), complete
     (ends at a sentence end), language (purity), no_gibberish and, when an embedder is
-    given, on_topic (similarity to the instruction or key point)."""
+    given, on_topic (similarity to the instruction or key point; `similarity` when the caller
+    already embedded the text, so k drafts cost one embedding call)."""
     check = ParagraphCheck()
     meta = meta_sentences(text, language)
     check.record("clean", f"talks about itself or the reader: {_quoted(meta)}" if meta else None)
@@ -413,9 +423,10 @@ def check_paragraph(text: str, article_so_far: str, language: str, *, instructio
                  f"{MIN_PURITY:.0%}" if purity < MIN_PURITY else None)
     check.record("no_gibberish", "mostly upper-case run-on tokens" if caps_gibberish(text)
                  else None)
-    if embedder is not None and (instruction or key_point):
+    if similarity is not None or (embedder is not None and (instruction or key_point)):
         references = [ref for ref in (instruction, key_point) if ref]
-        score = max(relevance([text], ref, embedder)[0] for ref in references)
+        score = similarity if similarity is not None else max(
+            relevance([text], ref, embedder)[0] for ref in references)
         check.record("on_topic", f"similarity to the subject is {score:.2f}, below "
                      f"{min_relevance}" if score < min_relevance else None)
     return check

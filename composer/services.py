@@ -188,14 +188,16 @@ class Services:
     def editor(self, with_images: bool = True):
         """An Editor (composer/editing.py) over the shared components: cheap, one per action.
 
-        with_images=False skips loading the library and embedder (paragraph operations).
+        with_images=False skips loading the library (paragraph operations); the text
+        embedder is loaded either way, for the checks of new paragraphs.
         """
         from composer.editing import Editor
 
         generator = _LazyGenerator(self) if with_images and self.settings.image_generator \
             else None
         return Editor(self.lm, self.documents, retriever=self.retriever if with_images else None,
-                      pairs=self.pairs, generator=generator, images=self.images)
+                      pairs=self.pairs, generator=generator, images=self.images,
+                      embedder=self.embedder)
 
     def check_language(self, language: str) -> None:
         """InputError when the writer does not write `language` (composer/languages.py).
@@ -216,7 +218,8 @@ class Services:
     def composer(self, timer: StageTimer | None = None, with_images: bool = True) -> Composer:
         """A Composer over the shared components (cheap; make one per composition).
 
-        with_images=False skips loading the library and embedder (text-only articles).
+        with_images=False skips loading the library (text-only articles); the text embedder
+        is loaded either way, for the checks of outlines and paragraphs.
         """
         retriever = self.retriever if with_images else None
         web = self.web_search if with_images else None
@@ -224,7 +227,7 @@ class Services:
             else None
         return Composer(self.lm, self.documents, retriever, timer=timer, web_search=web,
                         generator=generator, image_threshold=self.settings.image_threshold,
-                        check_language=self.check_language)
+                        check_language=self.check_language, embedder=self.embedder)
 
 
 class _LazyGenerator:

@@ -203,13 +203,18 @@ PARAGRAPH_KINDS = ("introduction", "body", "conclusion")
 @dataclass
 class TextBlock:
     """A paragraph of the article; section is the outline section it belongs to;
-    origin says what wrote its current text (MODEL_TEXT_ORIGINS, HUMAN_TEXT_ORIGINS)."""
+    origin says what wrote its current text (MODEL_TEXT_ORIGINS, HUMAN_TEXT_ORIGINS);
+    checks, what that text passed when the model wrote it."""
 
     text: str
     section: int = 0
     id: int | None = None
     kind: Literal["text"] = "text"
     origin: str = "compose"
+    # The checks the model's text passed before it was kept (composer/checked.py
+    # KeptParagraphs.summary): {"passed": [...], "failed": {...}, "how": ..., "drafts": n};
+    # None for text a person wrote or that predates the checks.
+    checks: dict[str, Any] | None = None
 
 
 @dataclass

@@ -1,20 +1,15 @@
-"""Section -> streamed text, and the text clean-up that turns a model's reply into paragraphs.
+"""The text clean-up that turns a model's reply into paragraphs, and the length arithmetic
+of sections (paragraphs per section, token budgets, the window of text shown before).
 
-Each section is written in its own call, grounded on the outline and on the end of what came
-before (a bounded window), as LongWriter writes paragraph by paragraph from a plan.
+composer/sections.py writes sections with these; composer/checked.py checks what it keeps.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import threading
-from typing import Iterator
 
-from composer import prompts
-from composer.generation import stream
-from composer.types import GenerationConfig, Outline, count_words
-from models.lm import LanguageModel
+from composer.types import count_words
 
 PREVIOUS_CHARS = 800
 WORDS_PER_PARAGRAPH = 90
@@ -82,31 +77,3 @@ def split_paragraphs(text: str, section_title: str = "") -> list[str]:
     blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n"))
     cleaned = (clean_paragraph(block, section_title) for block in blocks)
     return [paragraph for paragraph in cleaned if count_words(paragraph) > 0]
-
-
-class SectionWriter:
-    """Streams one section at a time with the language model."""
-
-    def __init__(self, lm: LanguageModel):
-        self.lm = lm
-
-    def stream_section(
-        self,
-        outline: Outline,
-        index: int,
-        previous_text: str,
-        material: str,
-        language: str,
-        config: GenerationConfig,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
-        """Yield the section's text as it is decoded (raw; split_paragraphs cleans it)."""
-        section = outline.sections[index]
-        prompt = prompts.section_prompt(
-            outline, index, previous_window(previous_text), material[:4000],
-            paragraphs_for(section.words, language), language,
-        )
-        budget = config.replace(
-            max_new_tokens=token_budget(section.words, language, config.max_new_tokens)
-        )
-        yield from stream(self.lm, prompt, budget, cancel)

@@ -275,3 +275,135 @@ def decode_reply(tokenizer: Any, context_ids: list[int], reply_ids: list[int],
     pieces = [assembler.push(token_id) for token_id in reply_ids]
     pieces.append(assembler.flush())
     return "".join(pieces)
+
+
+class BatchDecoder:
+    """Decode `count` replies to one prompt together, one forward pass per step for all rows.
+
+    The prompt is prefilled once and its cache copied to every row, so k drafts cost one
+    prefill and k-row decode steps (a memory-bound step costs far less than k single ones).
+    Row 0 decodes as `config` says (greedy, or sampled with config.seed), so it is the reply
+    `generate_tokens` would give; the other rows always sample (the config's temperature,
+    top-k and top-p, `sample_top`) from private generators seeded seed + row, so they differ
+    from row 0 and from each other, and repeat with the seed. Iterating yields, per step, one entry per row: the new token id, or
+    None for a row that has ended (EOS, max_new_tokens, or `finish(row)` from the caller,
+    e.g. on a stop string). Finished rows leave the batch (their cache rows are dropped).
+    """
+
+    def __init__(self, model: Any, prompt_ids: torch.Tensor, config: GenerationConfig,
+                 count: int, eos_ids: Iterable[int],
+                 cancel: threading.Event | None = None) -> None:
+        if count < 1:
+            raise ValueError(f"count is {count}; it must be at least 1")
+        self.model = model
+        self.prompt_ids = prompt_ids
+        self.config = config
+        self.count = count
+        self.eos = set(eos_ids)
+        self.cancel = cancel
+        self.finished: set[int] = set()
+
+    def finish(self, row: int) -> None:
+        """End `row` now: it yields None from the next step on and leaves the batch."""
+        self.finished.add(row)
+
+    def _samples(self, row: int) -> bool:
+        return self.config.do_sample or row > 0
+
+    def __iter__(self) -> Iterator[list[int | None]]:
+        config, device = self.config, self.prompt_ids.device
+        penalties = build_processors(config.replace(do_sample=False))
+        warpers = build_processors(config.replace(do_sample=True, repetition_penalty=1.0,
+                                                  no_repeat_ngram_size=0))
+        seed = config.seed if config.seed is not None else 0
+        generators = [seeded_generator(seed + row, device) if self._samples(row) else None
+                      for row in range(self.count)]
+        length = self.prompt_ids.shape[1]
+        history = self.prompt_ids.repeat(self.count, 1)
+        history = torch.cat([history, history.new_empty((self.count, config.max_new_tokens))],
+                            dim=1)
+        cache = DynamicCache(config=getattr(self.model, "config", None))
+        options = forward_options(self.model)
+        live = list(range(self.count))  # rows still in the batch, in cache order
+        next_input = self.prompt_ids
+        for step in range(config.max_new_tokens):
+            if self.cancel is not None and self.cancel.is_set():
+                return
+            keep = [index for index, row in enumerate(live) if row not in self.finished]
+            if not keep:
+                return
+            with torch.inference_mode():
+                if step == 0:
+                    logits = forward_last(self.model, next_input, cache, options)
+                    cache.batch_repeat_interleave(len(keep))
+                    logits = logits.repeat(len(keep), 1)
+                    live = [live[index] for index in keep]
+                else:
+                    if len(keep) < len(live):  # finished rows leave the batch
+                        rows = torch.tensor(keep, device=device)
+                        cache.batch_select_indices(rows)
+                        next_input = next_input[rows]
+                        live = [live[index] for index in keep]
+                    logits = forward_last(self.model, next_input, cache, options)
+                scores = penalties(history[live, :length], logits)
+                picked = [self._pick(scores[i:i + 1], warpers, history[row:row + 1, :length],
+                                     generators[row], row) for i, row in enumerate(live)]
+            out: list[int | None] = [None] * self.count
+            for row, token_id in zip(live, picked):
+                history[row, length] = token_id
+                if token_id in self.eos:
+                    self.finished.add(row)
+                else:
+                    out[row] = token_id
+            length += 1
+            next_input = torch.tensor([[token_id] for token_id in picked], dtype=torch.long,
+                                      device=device)
+            yield out
+
+    def _pick(self, scores: torch.Tensor, warpers: LogitsProcessorList,
+              history: torch.Tensor, generator: torch.Generator | None, row: int) -> int:
+        if not self._samples(row):
+            return int(scores.argmax(dim=-1).item())
+        if row == 0:  # the reply `generate_tokens` gives: the same warpers and draw
+            return int(pick_token(warpers(history, scores), True, generator).item())
+        return sample_top(scores, self.config, generator)
+
+
+def sample_top(scores: torch.Tensor, config: GenerationConfig,
+               generator: torch.Generator | None) -> int:
+    """One token drawn from scores [1, vocab] under the config's temperature, top-k and
+    top-p: the distribution of transformers' warpers, computed over the top-k only (sorting
+    the whole vocabulary for top-p costs more than a small model's decode step)."""
+    scores = scores / config.temperature
+    if 0 < config.top_k < scores.shape[-1]:
+        values, indices = scores.topk(config.top_k, dim=-1)
+    else:
+        values, indices = scores.sort(dim=-1, descending=True)
+    probs = torch.softmax(values, dim=-1)
+    if config.top_p < 1.0:
+        before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens
+        probs = probs.masked_fill(before >= config.top_p, 0.0)
+    choice = torch.multinomial(probs, num_samples=1, generator=generator)
+    return int(indices.gather(-1, choice).item())
+
+
+def stream_candidate_text(decoder: BatchDecoder, tokenizer: Any, context_ids: list[int],
+                          stops: Iterable[str], cancel: threading.Event | None = None
+                          ) -> Iterator[list[str]]:
+    """Text pieces of a BatchDecoder's rows, one list per step ("" for a row with no new
+    text); a row that writes a stop string ends there (the decoder drops it). The rows'
+    held-back tails come last, unless the work was cancelled."""
+    assemblers = [TextAssembler(tokenizer, context_ids, stops) for _ in range(decoder.count)]
+    for step in decoder:
+        pieces = []
+        for row, token_id in enumerate(step):
+            piece = assemblers[row].push(token_id) if token_id is not None else ""
+            if assemblers[row].stopped:
+                decoder.finish(row)
+            pieces.append(piece)
+        if any(pieces):
+            yield pieces
+    if cancel is None or not cancel.is_set():
+        tails = [assembler.flush() for assembler in assemblers]
+        if any(tails):
+            yield tails

@@ -229,6 +229,11 @@ class TransformersLM:
 
             vocab = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
             constraint = JsonSchemaConstraint(self.tokenizer, vocab, config.json_schema)
+        elif config.decoding == "opera":
+            text = self._opera_reply(input_ids, config, cancel)
+            if text:
+                yield text
+            return
         elif config.num_beams > 1:
             text = self._beam_reply(input_ids, config, cancel)
             if text:
@@ -237,6 +242,40 @@ class TransformersLM:
         tokens = generate_tokens(self.model, input_ids, config, self.eos_ids, cancel,
                                  constraint=constraint)
         yield from stream_text(self.tokenizer, ids, config.stop, tokens, cancel)
+
+    def stream_candidates(self, messages: list[ChatMessage], config: GenerationConfig,
+                          count: int, *, prefix: str = "",
+                          cancel: threading.Event | None = None) -> Iterator[list[str]]:
+        """Decode `count` replies to the same prompt together, in one batch; yields one list
+        of text pieces per step (one entry per reply, "" when it has nothing new). Reply 0 is
+        the one `stream` would give; the others are sampled (seed + n). See BatchDecoder."""
+        import torch
+
+        from models.generate import BatchDecoder, stream_candidate_text
+
+        check_generation_config(config)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= \
+                MAX_CANDIDATES_LIMIT:
+            raise ValueError(f"count is {count!r}; it must be between 1 and "
+                             f"{MAX_CANDIDATES_LIMIT}")
+        if not messages:
+            raise ValueError("messages is empty: give at least one user message")
+        ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
+        room = self.context_length - len(ids)
+        if config.max_new_tokens > room:
+            config = config.replace(max_new_tokens=room)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.input_device)
+        decoder = BatchDecoder(self.model, input_ids, config, count, self.eos_ids, cancel)
+        return stream_candidate_text(decoder, self.tokenizer, ids, config.stop, cancel)
+
+    def _opera_reply(self, input_ids: Any, config: GenerationConfig,
+                     cancel: threading.Event | None) -> str:
+        """OPERA beam search (models/opera.py); the whole reply, cut at a stop string."""
+        from models.generate import decode_reply
+        from models.opera import opera_generate
+
+        reply = opera_generate(self.model, input_ids, config, self.eos_ids, cancel)
+        return decode_reply(self.tokenizer, input_ids[0].tolist(), reply, config.stop)
 
     def _beam_reply(self, input_ids: Any, config: GenerationConfig,
                     cancel: threading.Event | None) -> str:

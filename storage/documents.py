@@ -91,6 +91,8 @@ class UpdateBlock:
     candidates: list[ImageCandidate] | None = None
     section: int | None = None
     origin: str | None = None
+    # With `text`: the checks the new text passed (None: a person's text, no checks).
+    checks: dict[str, Any] | None = None
 
 
 @dataclass
@@ -475,6 +477,7 @@ class DocumentRepository:
         old = block_content(row)
         if change.text is not None:
             row.text = change.text
+            row.checks = change.checks
         if change.caption is not None:
             check_caption(change.caption)
             row.caption = change.caption
@@ -735,7 +738,7 @@ def _block_from_content(block_id: int, content: dict[str, Any]) -> Block:
     origin = content.get("origin", "compose")
     if content["kind"] == "text":
         return TextBlock(text=content["text"], section=content["section"], id=block_id,
-                         origin=origin)
+                         origin=origin, checks=content.get("checks"))
     return ImageBlock(caption=content["caption"], image_id=content["image_id"],
                       candidates=[ImageCandidate.from_dict(c) for c in content["candidates"]],
                       section=content["section"], id=block_id, origin=origin)
@@ -745,7 +748,7 @@ def _update_to(block: Block) -> UpdateBlock:
     """An UpdateBlock that sets every content field of an existing block to `block`'s."""
     if isinstance(block, TextBlock):
         return UpdateBlock(block.id or 0, text=block.text, section=block.section,
-                           origin=block.origin)
+                           origin=block.origin, checks=block.checks)
     return UpdateBlock(block.id or 0, caption=block.caption, image_id=block.image_id or "",
                        candidates=block.candidates, section=block.section, origin=block.origin)
 

@@ -31,6 +31,8 @@ def block_content(row: BlockRow) -> dict[str, Any]:
                                "origin": row.origin}
     if row.kind == "text":
         content["text"] = row.text
+        if row.checks is not None:
+            content["checks"] = dict(row.checks)
     else:
         content.update(caption=row.caption, image_id=row.image_id,
                        candidates=list(row.candidates))
@@ -40,7 +42,8 @@ def block_content(row: BlockRow) -> dict[str, Any]:
 def to_block(row: BlockRow) -> Block:
     """The TextBlock or ImageBlock a blocks row holds."""
     if row.kind == "text":
-        return TextBlock(text=row.text, section=row.section, id=row.id, origin=row.origin)
+        return TextBlock(text=row.text, section=row.section, id=row.id, origin=row.origin,
+                         checks=dict(row.checks) if row.checks is not None else None)
     candidates = [ImageCandidate.from_dict(item) for item in row.candidates]
     return ImageBlock(caption=row.caption, image_id=row.image_id, candidates=candidates,
                       section=row.section, id=row.id, origin=row.origin)
@@ -85,7 +88,7 @@ def new_block_row(session: Session, doc_id: str, position: int, block: Block) ->
               "origin": block.origin, "created_at": now, "updated_at": now}
     if isinstance(block, TextBlock):
         return BlockRow(kind="text", text=block.text, caption="", image_id=None,
-                        candidates=[], **common)
+                        candidates=[], checks=block.checks, **common)
     if isinstance(block, ImageBlock):
         check_caption(block.caption)
         check_image(session, block.image_id)

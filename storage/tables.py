@@ -161,6 +161,8 @@ class BlockRow(Base):
     # What wrote the current content (composer.types.BLOCK_ORIGINS): "compose", "rewrite",
     # "manual", "upload", ...; the preference pairs and the feedback report read it.
     origin: Mapped[str] = mapped_column(String(16), default="compose", server_default="compose")
+    # The checks a model paragraph passed (composer.types.TextBlock.checks); NULL otherwise.
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -9,9 +9,11 @@ real model. It streams word by word and honours stop strings, max_new_tokens and
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import time
+import zlib
 from typing import Callable, Iterator
 
 from composer.types import ChatMessage, GenerationConfig
@@ -74,7 +76,10 @@ def default_reply(messages: list[ChatMessage], prefix: str) -> str:
         # composer/edit_prompts.py: one paragraph of the asked length (the last "about N").
         found = re.findall(r"about (\d+) words|约(\d+)字", user)
         words = int(next(g for g in found[-1] if g)) if found else 60
-        return _edit_sentences(max(3, words), len(user))
+        seed = zlib.crc32(user.encode())
+        if "只回复新段落" in user:
+            return _chinese(max(3, words), seed * 7919 + 1)
+        return _edit_sentences(max(3, words), seed)
     if "Reply in JSON" in user or "用JSON回答" in user:
         count = _number(r"and (\d+) sections|分为(\d+)个部分", user, 3)
         sections = [{"title": f"Part {WORDS[n].title()}",
@@ -91,8 +96,9 @@ def default_reply(messages: list[ChatMessage], prefix: str) -> str:
         words = _number(r"Write about (\d+) words|写约(\d+)字", user, 100)
         paragraphs = _number(r"in (\d+) paragraph|分(\d+)段", user, 1)
         per = max(5, words // paragraphs)
-        seed = len(user)
-        return "\n\n".join(_sentences(per, seed + p) for p in range(paragraphs))
+        seed = zlib.crc32(user.encode())
+        write = _chinese if "现在请写" in user else _sentences
+        return "\n\n".join(write(per, seed + p) for p in range(paragraphs))
     if prefix.endswith("<Seg"):
         return '1>, <Seg3>\n'
     if prefix.startswith("Photo") or prefix.startswith("照片"):
@@ -109,26 +115,52 @@ def _number(pattern: str, text: str, default: int) -> int:
     return int(next(g for g in match.groups() if g)) if match else default
 
 
-def _sentences(words: int, seed: int) -> str:
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "st", "tr")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ou")
+
+
+def _word(rng: random.Random) -> str:
+    """A pronounceable made-up word: the scripted text never repeats itself by accident,
+    as a good writer's would not (the paragraph checks reject near-copies)."""
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 3)))
+
+
+def _prose(words: int, seed: int, per_sentence: int) -> str:
+    """`words` words of sentences, deterministic in `seed`: the first word of each sentence
+    is one of WORDS (so texts read as being about something), the rest made up."""
+    rng = random.Random(seed)
     out, sentence = [], []
     for i in range(words):
-        sentence.append(WORDS[(seed * 7 + i * 3) % len(WORDS)])
-        if len(sentence) == 9 or i == words - 1:
+        sentence.append(WORDS[rng.randrange(len(WORDS))] if not sentence else _word(rng))
+        if len(sentence) == per_sentence or i == words - 1:
             out.append(" ".join(sentence).capitalize() + ".")
             sentence = []
     return " ".join(out)
+
+
+_HANZI = "山水河桥城市花园早晨历史机器市场声音信号港口森林博物馆信件轨道季节厨房灯笼档案田野绘画"
+
+
+def _chinese(characters: int, seed: int) -> str:
+    """`characters` Chinese characters in sentences of about 12, ending with 。"""
+    rng = random.Random(seed)
+    out, sentence = [], ""
+    for i in range(characters):
+        sentence += rng.choice(_HANZI)
+        if len(sentence) == 12 or i == characters - 1:
+            out.append(sentence + "。")
+            sentence = ""
+    return "".join(out)
+
+
+def _sentences(words: int, seed: int) -> str:
+    return _prose(words, seed, 9)
 
 
 def _edit_sentences(words: int, seed: int) -> str:
-    """Like _sentences but another word order (stride 5), so an edited paragraph really
-    differs from the composed one (not the same cycle of words shifted by a word or two)."""
-    out, sentence = [], []
-    for i in range(words):
-        sentence.append(WORDS[(seed * 11 + i * 5) % len(WORDS)])
-        if len(sentence) == 8 or i == words - 1:
-            out.append(" ".join(sentence).capitalize() + ".")
-            sentence = []
-    return " ".join(out)
+    """Like _sentences but from another stream (an edited paragraph really differs from the
+    composed one)."""
+    return _prose(words, seed * 7919 + 1, 8)
 
 
 def scripted_factory(settings: object) -> ScriptedLM:

@@ -1,5 +1,6 @@
-"""The eval command: briefs composed through the app with a scripted model that misbehaves
-in the ways quoted in issue 13 give nonzero counts in the right columns; a clean one zeros."""
+"""The eval command. Texts that misbehave in the ways quoted in issue 13 are counted in the
+right columns; composed through the app (its paragraph checks), a scripted model that
+writes them gives an article with none of them, and a clean one zeros."""
 
 import json
 import re
@@ -74,7 +75,9 @@ def misbehaving_reply(messages, prefix):
     user = next(m.content for m in reversed(messages) if m.role == "user")
     if prefix == "1.":
         return OUTLINES[_subject(user)]
-    asked = re.findall(r"Now write section (\d+)|现在请写第(\d+)部分", user)
+    if "Reply with the new paragraph only" in user or "只回复新段落" in user:
+        return default_reply(messages, prefix)  # a corrective rewrite comes back clean
+    asked = re.findall(r"of section (\d+),|现在请写第(\d+)部分", user)
     if asked:  # the last one: a leaked "现在请写第1部分" may sit in the article so far
         number = int(next(g for g in asked[-1] if g))
         return SECTIONS[_subject(user)][number - 1]
@@ -105,29 +108,55 @@ THREE = [
 ]
 
 
-def test_misbehaving_model_gives_counts_in_the_right_columns_and_a_clean_one_zeros(
+def _written(key: str, title: str, instruction: str, language: str = "en") -> Document:
+    """A document holding the misbehaving texts as they were written (no checks)."""
+    blocks = [TextBlock(part, section=number) for number, text in enumerate(SECTIONS[key])
+              for part in text.split("\n\n")]
+    return Document(id=key, slug=key, title=title, instruction=instruction, blocks=blocks,
+                    language=language, outline=Outline(title, [
+                        SectionPlan(f"Part {n}", [], 200) for n in range(4)]))
+
+
+def test_misbehaving_texts_are_counted_in_the_right_columns():
+    bridge = evaluation.measure(_written("bridge", "The Stone Bridge Reopens", BRIDGE),
+                                evaluation.Brief("bridge", BRIDGE, words=800))
+    assert bridge.meta >= 10 and bridge.leaked >= 2 and bridge.repeated >= 2
+    assert bridge.duplicate_paragraphs == 1 and bridge.mid_sentence >= 1  # "many of you"
+    assert bridge.gibberish == 1
+    assert "I'm sure many of you" in bridge.examples["mid_sentence"][-1]
+    tea = evaluation.measure(_written("茶", "中国茶文化", "中国茶文化的历史", "zh"),
+                             evaluation.Brief("tea", "中国茶文化的历史", language="zh", words=800))
+    assert tea.meta >= 3 and tea.leaked >= 1 and tea.purity < 0.9
+
+
+def test_the_checks_keep_a_misbehaving_model_out_of_the_article_and_a_clean_one_zeros(
         services, tmp_path):
     briefs = evaluation.load_briefs(write_briefs(tmp_path / "b.jsonl", THREE))
     results = {r.id: r for r in evaluation.run_eval(services, briefs, text_only=True)}
     bridge, tea, clean = results["bridge"], results["tea"], results["lighthouses"]
-    assert bridge.outcome == "done" and bridge.words > 0
+    assert bridge.outcome == "done" and bridge.words > 0 and tea.words > 0
     # The planner repairs part of a bad outline (issue 13, item 1), so the quoted outline is
     # measured on its own below; here it may only score no better than the clean one.
     assert bridge.outline_valid <= clean.outline_valid == 1.0
-    assert bridge.meta >= 10 and bridge.leaked >= 2 and bridge.repeated >= 2
-    assert bridge.duplicate_paragraphs == 1 and bridge.mid_sentence == 1  # "many of you"
-    assert bridge.gibberish == 1
-    assert "I'm sure many of you" in bridge.examples["mid_sentence"][-1]
-    assert tea.meta >= 3 and tea.leaked >= 1 and tea.purity < 0.9
-    assert tea.outline_valid <= 1.0
-    for name in ("meta", "leaked", "repeated", "duplicate_paragraphs", "mid_sentence",
-                 "gibberish", "off_topic"):
-        assert getattr(clean, name) == 0, name
+    for result in (bridge, tea, clean):
+        for name in ("meta", "leaked", "repeated", "duplicate_paragraphs", "mid_sentence",
+                     "gibberish"):
+            assert getattr(result, name) == 0, (result.id, name, result.examples)
+    assert tea.purity >= 0.9
+    assert clean.off_topic == 0
     assert clean.outline_valid == 1.0 and clean.outline_problems == []
-    assert clean.purity == 1.0 and clean.distinct_2 > 0.9 and clean.relevance > bridge.relevance
+    assert clean.purity == 1.0 and clean.distinct_2 > 0.9
     assert clean.length_score == 0  # 4 short paragraphs for 800 words: S_l floors at 0
+    # What was kept says how: the bad drafts were rewritten or trimmed; the clean ones kept
+    # (the scripted model answers a section's second paragraph with the same text again,
+    # which the checks catch as a near copy and have rewritten).
+    kept = {doc_id: [b.checks["how"] for b in services.documents.get(doc_id).text_blocks]
+            for doc_id in (bridge.document_id, clean.document_id)}
+    assert kept[clean.document_id].count("kept") == 4
+    assert set(kept[clean.document_id]) <= {"kept", "rewritten"}
+    assert {"rewritten", "trimmed"} & set(kept[bridge.document_id])
     summary = evaluation.summarize(list(results.values()))
-    assert summary["measured"] == 3 and summary["total_meta"] == bridge.meta + tea.meta
+    assert summary["measured"] == 3 and summary["total_meta"] == 0
     table = evaluation.format_table(list(results.values()), summary)
     assert table.splitlines()[0].split()[:5] == ["id", "lang", "target", "words", "S_l"]
     assert "3 of 3 briefs measured" in table

@@ -122,7 +122,7 @@ def test_stop_keeps_what_was_written(documents, image_store):
     events = []
     for event in composer.compose(ComposeRequest("Tea", target_words=800), cancel=cancel):
         events.append(event)
-        if event.stage == "write" and event.section == 1 and event.tokens > 120:
+        if event.stage == "draft" and event.section == 1 and event.tokens > 120:
             cancel.set()
     assert events[-1].stage == "stopped"
     doc = documents.get(events[-1].document_id)
@@ -136,7 +136,7 @@ def test_closing_the_stream_midway_marks_interrupted_and_keeps_partial_text(docu
     seen = []
     for event in events:
         seen.append(event)
-        if event.stage == "write" and event.tokens == 30:
+        if event.stage == "draft" and event.tokens == 30:
             break
     events.close()
     doc = documents.get(seen[-1].document_id)
@@ -146,14 +146,18 @@ def test_closing_the_stream_midway_marks_interrupted_and_keeps_partial_text(docu
 
 
 class ExplodingLM(ScriptedLM):
-    """Fails after a number of calls, like a model server that goes away."""
+    """Fails on a given call (or on the first prompt holding `fail_on_text`), like a model
+    server that goes away."""
 
-    def __init__(self, fail_on_call: int):
+    def __init__(self, fail_on_call: int = 0, fail_on_text: str = ""):
         super().__init__()
         self.fail_on_call = fail_on_call
+        self.fail_on_text = fail_on_text
 
     def stream(self, messages, config, **kwargs):
-        if len(self.calls) + 1 == self.fail_on_call:
+        if len(self.calls) + 1 == self.fail_on_call or (
+                self.fail_on_text and self.fail_on_text in messages[-1].content):
+            self.fail_on_text = ""
             self.calls.append((messages, "", config))
             yield "Partial words before"
             raise RuntimeError("model server went away")
@@ -161,7 +165,7 @@ class ExplodingLM(ScriptedLM):
 
 
 def test_a_model_failure_marks_failed_and_keeps_text(documents, image_store):
-    composer = make(documents, image_store, ExplodingLM(fail_on_call=3))
+    composer = make(documents, image_store, ExplodingLM(fail_on_text="of section 2,"))
     with pytest.raises(RuntimeError, match="went away"):
         for event in composer.compose(ComposeRequest("Tea", target_words=600)):
             doc_id = event.document_id

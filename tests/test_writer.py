@@ -1,8 +1,8 @@
-"""Writer: paragraph splitting, clean-up, budgets and the streamed section call."""
+"""Writer: paragraph splitting, clean-up, budgets, and the section writer's prompts."""
 
+from composer.sections import SectionWriter, paragraph_focus
 from composer.types import GenerationConfig, Outline, SectionPlan
 from composer.writer import (
-    SectionWriter,
     clean_paragraph,
     drop_unfinished_sentence,
     paragraphs_for,
@@ -46,37 +46,31 @@ def test_clean_paragraph_keeps_prose():
     assert clean_paragraph("  Hello   world.  ", "x") == "Hello world."
 
 
-def test_section_prompt_holds_outline_previous_text_and_budget():
-    lm = ScriptedLM(replies=["Body text."])
-    outline = Outline("Tea", [SectionPlan("Origins", ["China"], 180), SectionPlan("Japan", [], 180)])
-    pieces = list(SectionWriter(lm).stream_section(
-        outline, 1, "Earlier text about China.", "", "en", GenerationConfig()))
-    assert "".join(pieces) == "Body text."
-    messages, prefix, config = lm.calls[0]
-    user = messages[-1].content
-    assert "1. Origins: China" in user and "2. Japan" in user
-    assert "Earlier text about China." in user
-    assert "about 180 words" in user
-    assert config.max_new_tokens == token_budget(180, "en", 512)
+def test_each_paragraph_prompt_holds_outline_previous_text_focus_and_budget():
+    lm = ScriptedLM(replies=["Green tea came to Japan with monks.",
+                             "Matcha is whisked, not steeped, in a bowl."])
+    outline = Outline("Tea", [SectionPlan("Origins", ["China"], 180),
+                              SectionPlan("Japan", ["monks", "matcha"], 180)])
+    steps = list(SectionWriter(lm).write_section(
+        outline, 1, "Earlier text about China.", "", "en", GenerationConfig(candidates=1)))
+    kept = [step.kept.paragraphs for _, step in steps if step.kept is not None]
+    assert kept == [["Green tea came to Japan with monks."],
+                    ["Matcha is whisked, not steeped, in a bowl."]]
+    first, second = (call[0][-1].content for call in lm.calls)
+    assert "1. Origins: China" in first and "2. Japan: monks; matcha" in first
+    assert "Earlier text about China." in first and "paragraph 1 of 2" in first
+    assert "covers: monks." in first and "covers: matcha." in second
+    # The second paragraph is grounded on the first one, as kept.
+    assert "Green tea came to Japan with monks." in second
+    assert "about 90 words" in first
+    assert lm.calls[0][2].max_new_tokens == token_budget(90, "en", 512)
 
 
-def test_labels_and_lead_ins_that_small_models_add_are_removed():
-    text = '[Article] Title: The Sea\n\nHere is the full article:\n\nSection Title: Waves roll in.'
-    assert split_paragraphs(text) == ["The Sea", "Waves roll in."]
-
-
-def test_chinese_text_is_cut_at_chinese_sentence_ends():
-    assert drop_unfinished_sentence("唐代饮茶成风！宋代点茶盛行？明代散茶") == "唐代饮茶成风！宋代点茶盛行？"
-    assert drop_unfinished_sentence("他说：“茶是好东西。”然后") == "他说：“茶是好东西。”"
-    assert drop_unfinished_sentence("茶起源于中国。") == "茶起源于中国。"
-    assert split_paragraphs("茶起源于中国。\n\n\n唐代饮茶成风！") == ["茶起源于中国。", "唐代饮茶成风！"]
-
-
-def test_previous_window_starts_after_a_sentence_end_in_chinese():
-    text = "茶" * 500 + "。" + "唐代饮茶成风，" * 60
-    window = previous_window(text, 430)
-    assert len(window) <= 430 and window.startswith("唐代")
-
-
-def test_chinese_paragraphs_are_counted_in_characters():
-    assert paragraphs_for(300, "zh") == 2 and paragraphs_for(300, "en") == 3
+def test_paragraph_focus_shares_out_key_points():
+    section = SectionPlan("Japan", ["monks", "matcha", "ceremony"], 300)
+    assert [paragraph_focus(section, part, 3) for part in range(3)] == [
+        "monks", "matcha", "ceremony"]
+    assert [paragraph_focus(section, part, 2) for part in range(2)] == [
+        "monks; matcha", "ceremony"]
+    assert paragraph_focus(section, 4, 5) == "monks; matcha; ceremony"
+    assert paragraph_focus(SectionPlan("Japan", [], 90), 0, 1) == "Japan"

@@ -253,7 +253,7 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
     for event in composer.compose(request, outline=outline, cancel=cancel, owner=owner):
         doc_id = event.document_id or doc_id
         fraction = max(fraction, event.fraction)
-        if event.stage == "write":
+        if event.stage in ("write", "draft"):
             pending = event.pending
             section = event.section if event.section is not None else section
         if event.message:

@@ -1,0 +1,286 @@
+"""Generate, check, keep: the drafting loop every piece of model prose goes through.
+
+After VIGC (generate, then correct): a paragraph is drafted as k candidates (decoded together
+in one batch when the backend offers `stream_candidates`, else drawn one at a time until one
+passes), each candidate is checked (composer/quality.py check_paragraph: clean, no leaked
+prompt, new, complete, right language, no gibberish, on topic), and the best is kept. When
+none passes, the best is rewritten with a prompt that names its problems; when no rewrite
+passes either, the best draft is kept with its bad sentences removed (meta-commentary,
+leaked prompt, repeats, gibberish, an unfinished end), or nothing when no clean sentence is
+left. The lead draft streams to the reader while it is written; the kept text replaces it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from composer import prompts
+from composer.prompts import Prompt
+from composer.quality import (
+    MIN_PURITY,
+    MIN_RELEVANCE,
+    ParagraphCheck,
+    caps_gibberish,
+    check_paragraph,
+    ends_mid_sentence,
+    language_purity,
+    leaked_prompt,
+    meta_sentences,
+    repeated_sentences,
+    split_sentences,
+)
+from composer.types import GenerationConfig, count_words
+from composer.writer import drop_unfinished_sentence, previous_window, split_paragraphs
+
+KEPT = "kept"  # a draft passed every check
+REWRITTEN = "rewritten"  # no draft passed; a corrective rewrite did
+TRIMMED = "trimmed"  # nothing passed; the best draft's bad sentences were removed
+STOPPED = "stopped"  # the person pressed stop; what was drafted so far is kept
+
+
+@dataclass
+class CheckContext:
+    """What a paragraph is checked against: the article around it (without the paragraph
+    being replaced), its language, and what it should be about."""
+
+    article: str
+    language: str
+    instruction: str = ""
+    focus: str = ""  # the section title and the key point this paragraph covers
+    section_title: str = ""
+    # How a reply becomes paragraphs (default: split_paragraphs, which drops headings and
+    # the section title; edits also drop the model's remarks about its answer).
+    split: Callable[[str, str], list[str]] = split_paragraphs
+
+    def paragraphs(self, reply: str) -> list[str]:
+        return self.split(reply, self.section_title)
+
+
+@dataclass
+class KeptParagraphs:
+    """What the writer kept for one slot: usually one paragraph, sometimes more (a draft may
+    hold several), none when nothing clean was written; with the checks the kept text
+    passed, how it was obtained (KEPT, REWRITTEN, TRIMMED, STOPPED) and how many drafts
+    were read."""
+
+    paragraphs: list[str]
+    check: ParagraphCheck
+    how: str
+    drafts: int
+
+    def summary(self) -> dict[str, Any]:
+        """The checks as stored with a paragraph and shown under it."""
+        return {"passed": list(self.check.passed), "failed": dict(self.check.failed),
+                "how": self.how, "drafts": self.drafts}
+
+
+@dataclass
+class WriteStep:
+    """One thing the writer reports: a piece of the lead draft (`delta`), the start of a new
+    draft round (`restart`: the streamed draft is being replaced), or the kept text."""
+
+    delta: str = ""
+    restart: bool = False
+    note: str = ""
+    kept: KeptParagraphs | None = None
+
+
+@dataclass
+class _Draft:
+    raw: str
+    paragraphs: list[str] = field(default_factory=list)
+    check: ParagraphCheck = field(default_factory=ParagraphCheck)
+    similarity: float | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(self.paragraphs)
+
+
+class CheckedWriter:
+    """Drafts, checks and keeps model prose for one slot of an article (see module doc)."""
+
+    def __init__(self, lm: Any, embedder: Any | None = None,
+                 min_relevance: float = MIN_RELEVANCE) -> None:
+        self.lm = lm
+        self.embedder = embedder
+        self.min_relevance = min_relevance
+
+    def write(self, prompt: Prompt, config: GenerationConfig, context: CheckContext,
+              words: int, cancel: threading.Event | None = None) -> Iterator[WriteStep]:
+        """Stream the lead draft, then yield the kept text (the last step has `kept`)."""
+        drafts: list[_Draft] = []
+        yield from self._draw(prompt, config, context, drafts, cancel)
+        read = len(drafts)
+        if _cancelled(cancel):
+            yield WriteStep(kept=self._stopped(drafts, context, read))
+            return
+        best = self._best(drafts)
+        if best.check.ok:
+            yield WriteStep(kept=KeptParagraphs(best.paragraphs, best.check, KEPT, read))
+            return
+        problems = "; ".join(best.check.failed.values())
+        yield WriteStep(restart=True, note=f"The draft failed its checks ({problems}): "
+                        "rewriting it")
+        repair = prompts.repair_prompt(best.text or best.raw, list(best.check.failed),
+                                       context.focus, context.section_title, words,
+                                       context.language, previous_window(context.article))
+        rewrites: list[_Draft] = []
+        yield from self._draw(repair, config, context, rewrites, cancel)
+        read += len(rewrites)
+        if _cancelled(cancel):
+            yield WriteStep(kept=self._stopped(rewrites or drafts, context, read))
+            return
+        fixed = self._best(rewrites) if rewrites else None
+        if fixed is not None and fixed.check.ok:
+            yield WriteStep(kept=KeptParagraphs(fixed.paragraphs, fixed.check, REWRITTEN, read))
+            return
+        yield WriteStep(restart=True, kept=self._trimmed(drafts + rewrites, context, read))
+
+    # -- drafting ---------------------------------------------------------------------------
+
+    def _draw(self, prompt: Prompt, config: GenerationConfig, context: CheckContext,
+              drafts: list[_Draft], cancel: threading.Event | None) -> Iterator[WriteStep]:
+        """Fill `drafts` (checked), streaming the first one; a batching backend decodes all
+        k together, another draws them in turn and stops at the first that passes."""
+        count = max(1, config.candidates)
+        # Beam search and OPERA rank their own hypotheses: their drafts come one at a time.
+        batches = (count > 1 and callable(getattr(self.lm, "stream_candidates", None))
+                   and config.num_beams == 1 and config.decoding == "default")
+        if batches:
+            texts = [""] * count
+            for pieces in self.lm.stream_candidates(prompt.messages, config, count,
+                                                    prefix=prompt.prefix, cancel=cancel):
+                for row, piece in enumerate(pieces):
+                    texts[row] += piece
+                if pieces[0]:
+                    yield WriteStep(delta=pieces[0])
+            drafts.extend(_Draft(text) for text in texts)
+            self._check(drafts, context, final=not _cancelled(cancel))
+            return
+        for number in range(count):
+            draw = config if number == 0 else config.replace(
+                do_sample=True, seed=(config.seed or 0) + number)
+            if number:
+                yield WriteStep(restart=True, note=f"Draft {number} failed its checks: "
+                                f"drafting another ({number + 1} of {count})")
+            text = ""
+            for piece in self.lm.stream(prompt.messages, draw, prefix=prompt.prefix,
+                                        cancel=cancel):
+                text += piece
+                yield WriteStep(delta=piece)
+            drafts.append(_Draft(text))
+            self._check(drafts[-1:], context, final=not _cancelled(cancel))
+            if drafts[-1].check.ok or _cancelled(cancel):
+                return
+
+    def _check(self, drafts: list[_Draft], context: CheckContext, final: bool) -> None:
+        """Clean each draft into paragraphs and run the paragraph checks on it."""
+        for draft in drafts:
+            draft.paragraphs = context.paragraphs(draft.raw)
+            if final and draft.paragraphs:
+                last = drop_unfinished_sentence(draft.paragraphs[-1])
+                draft.paragraphs[-1:] = [last] if last else []
+        similarities = self._similarities([draft.text for draft in drafts], context)
+        for draft, similarity in zip(drafts, similarities):
+            draft.similarity = similarity
+            if not draft.paragraphs:
+                draft.check = ParagraphCheck(failed={"complete": "no text was written"})
+                continue
+            draft.check = check_paragraph(draft.text, context.article, context.language,
+                                          instruction=context.instruction,
+                                          key_point=context.focus, embedder=self.embedder,
+                                          min_relevance=self.min_relevance,
+                                          similarity=similarity)
+
+    def _similarities(self, texts: list[str], context: CheckContext) -> list[float | None]:
+        """Each text's similarity to the instruction or its focus (the higher), in one
+        embedding call; None without an embedder."""
+        references = [ref for ref in (context.instruction, context.focus) if ref.strip()]
+        if self.embedder is None or not references or not texts:
+            return [None] * len(texts)
+        vectors = np.asarray(self.embedder.encode(references + [t or " " for t in texts]),
+                             dtype=np.float32)
+        scores = vectors[len(references):] @ vectors[:len(references)].T
+        return [float(row.max()) for row in scores]
+
+    @staticmethod
+    def _best(drafts: list[_Draft]) -> _Draft:
+        """Passing drafts first, then the most checks passed, then the most on topic; the
+        lead draft wins ties."""
+        def key(item: tuple[int, _Draft]) -> tuple[Any, ...]:
+            number, draft = item
+            return (draft.check.ok, len(draft.check.passed), draft.similarity or 0.0, -number)
+        return max(enumerate(drafts), key=key)[1]
+
+    # -- fallbacks ---------------------------------------------------------------------------
+
+    def _trimmed(self, drafts: list[_Draft], context: CheckContext, read: int) -> KeptParagraphs:
+        """The best draft with its bad sentences removed (nothing when none is clean)."""
+        best = self._best(drafts)
+        paragraphs = clean_sentences(best.paragraphs, context.article, context.language)
+        return self._recheck(paragraphs, context, TRIMMED, read)
+
+    def _stopped(self, drafts: list[_Draft], context: CheckContext, read: int
+                 ) -> KeptParagraphs:
+        """Stop was pressed: the lead draft, as far as it got, keeps its clean sentences."""
+        if not drafts:
+            return KeptParagraphs([], ParagraphCheck(), STOPPED, read)
+        lead = drafts[0]
+        lead.paragraphs = lead.paragraphs or context.paragraphs(lead.raw)
+        paragraphs = clean_sentences(lead.paragraphs, context.article, context.language,
+                                     finished=False)
+        return self._recheck(paragraphs, context, STOPPED, read)
+
+    def _recheck(self, paragraphs: list[str], context: CheckContext, how: str,
+                 read: int) -> KeptParagraphs:
+        """Check what the fallback kept; text that still fails anything but the on-topic
+        estimate (e.g. a near copy made of short sentences) is not kept at all, except that
+        text cut by Stop may end mid-sentence (what the person saw written is kept)."""
+        if not paragraphs:
+            return KeptParagraphs([], ParagraphCheck(), how, read)
+        draft = _Draft("\n\n".join(paragraphs), paragraphs)
+        draft.similarity = self._similarities([draft.text], context)[0]
+        check = check_paragraph(draft.text, context.article, context.language,
+                                instruction=context.instruction, key_point=context.focus,
+                                embedder=self.embedder, min_relevance=self.min_relevance,
+                                similarity=draft.similarity)
+        if set(check.failed) - {"on_topic"} - ({"complete"} if how == STOPPED else set()):
+            return KeptParagraphs([], check, how, read)
+        return KeptParagraphs(paragraphs, check, how, read)
+
+
+def clean_sentences(paragraphs: list[str], article: str, language: str,
+                    finished: bool = True) -> list[str]:
+    """`paragraphs` without the sentences a reader would object to: meta-commentary, leaked
+    prompt or markup, upper-case gibberish, sentences in another language, repeats of the
+    article or of each other; a finished text also loses an unfinished last sentence."""
+    earlier = [part for part in article.split("\n\n") if part.strip()]
+    kept_paragraphs: list[str] = []
+    for paragraph in paragraphs:
+        kept: list[str] = []
+        for sentence in split_sentences(paragraph):
+            if (meta_sentences(sentence, language) or leaked_prompt(sentence)
+                    or caps_gibberish(sentence)
+                    or language_purity(sentence, language) < MIN_PURITY
+                    or repeated_sentences([sentence], earlier + kept_paragraphs + kept)):
+                continue
+            kept.append(sentence)
+        text = (" " if not language.startswith("zh") else "").join(kept).strip()
+        if text:
+            kept_paragraphs.append(text)
+    if finished and kept_paragraphs:
+        last = drop_unfinished_sentence(kept_paragraphs[-1])
+        if last and not ends_mid_sentence(last):
+            kept_paragraphs[-1] = last
+        else:
+            kept_paragraphs.pop()
+    return [p for p in kept_paragraphs if count_words(p) > 0]
+
+
+def _cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
