@@ -26,7 +26,7 @@ from pathlib import Path
 
 from composer import export as exporting
 from composer.cli_eval import add_eval_parser, cmd_eval
-from composer.config import Settings
+from composer.config import DECODINGS, Settings
 from composer.languages import length_text
 from composer.progress import TerminalProgress
 from composer.services import Services
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--repetition-penalty", type=float, default=1.1)
     compose.add_argument("--no-repeat-ngram", type=int, default=0)
     compose.add_argument("--beams", type=int, default=1)
+    compose.add_argument("--candidates", type=int, default=GenerationConfig.candidates,
+                         help="drafts of each paragraph, checked and the best kept "
+                         "(decoded in one batch by a local model; default %(default)s)")
+    compose.add_argument("--decoding", choices=DECODINGS, default="default",
+                         help="'opera': OPERA beam search against over-trust (local "
+                         "transformers writers; slower)")
     compose.add_argument("--max-tokens", type=int, default=1024, help="per model call")
     compose.add_argument("--out", type=Path, help="write the article here (.md, .html or .zip)")
     compose.add_argument("--quiet", action="store_true", help="no streamed text or bars")
@@ -210,6 +216,7 @@ def request_from_args(args: argparse.Namespace) -> ComposeRequest:
         max_new_tokens=args.max_tokens, do_sample=args.sample, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram, num_beams=args.beams, seed=args.seed,
+        candidates=args.candidates, decoding=args.decoding,
     )
     return ComposeRequest(
         instruction=instruction, language=args.lang, target_words=args.words,

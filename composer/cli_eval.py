@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from composer import eval as evaluation
+from composer.config import DECODINGS
+from composer.types import GenerationConfig
 
 EXIT_INTERRUPTED = 130
 
@@ -31,6 +33,10 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--ids", default="", help="only these brief ids, comma-separated")
     parser.add_argument("--text-only", action="store_true", help="compose without images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidates", type=int, default=GenerationConfig.candidates,
+                        help="drafts of each paragraph (default %(default)s)")
+    parser.add_argument("--decoding", choices=DECODINGS, default="default",
+                        help="'opera' to measure OPERA decoding against the default")
 
 
 def cmd_eval(services: Any, args: argparse.Namespace) -> int:
@@ -54,8 +60,9 @@ def cmd_eval(services: Any, args: argparse.Namespace) -> int:
     try:
         for brief in briefs:
             bar.set_postfix_str(brief.id[:60])
-            results.append(evaluation.run_brief(services, brief, text_only=args.text_only,
-                                                seed=args.seed, on_event=on_event))
+            results.append(evaluation.run_brief(
+                services, brief, text_only=args.text_only, seed=args.seed, on_event=on_event,
+                candidates=args.candidates, decoding=args.decoding))
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
@@ -69,6 +76,7 @@ def cmd_eval(services: Any, args: argparse.Namespace) -> int:
         settings = {"briefs": str(args.briefs), "model": services.settings.model,
                     "commit": _commit(),
                     "text_only": args.text_only, "seed": args.seed,
+                    "candidates": args.candidates, "decoding": args.decoding,
                     "limit": args.limit, "ids": ids, "interrupted": interrupted}
         data = evaluation.to_json(results, settings)
         args.out.parent.mkdir(parents=True, exist_ok=True)

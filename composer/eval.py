@@ -48,12 +48,15 @@ class Brief:
     images: int | None = None  # None: "auto"
     genre: str = ""
 
-    def request(self, text_only: bool = False, seed: int = 0) -> ComposeRequest:
+    def request(self, text_only: bool = False, seed: int = 0,
+                candidates: int = GenerationConfig.candidates,
+                decoding: str = "default") -> ComposeRequest:
         """The ComposeRequest the app would build for this brief."""
         return ComposeRequest(
             instruction=self.instruction, language=self.language, target_words=self.words,
             images=self.images, text_only=text_only, seed=seed,
-            generation=GenerationConfig(max_new_tokens=MAX_TOKENS, seed=seed))
+            generation=GenerationConfig(max_new_tokens=MAX_TOKENS, seed=seed,
+                                        candidates=candidates, decoding=decoding))
 
 
 def load_briefs(path: Path, limit: int | None = None, ids: list[str] | None = None
@@ -202,11 +205,14 @@ def _images_label(images: int | None) -> str:
 
 
 def run_brief(services: Any, brief: Brief, text_only: bool = False, seed: int = 0,
-              on_event: Callable[[Any], None] | None = None) -> BriefResult:
+              on_event: Callable[[Any], None] | None = None,
+              candidates: int = GenerationConfig.candidates,
+              decoding: str = "default") -> BriefResult:
     """Compose one brief through the app's Composer and measure what was saved. An
     InputError (the app refusing the brief) becomes the outcome; Ctrl-C propagates after
     the pipeline has saved and marked the partial document."""
-    request = brief.request(text_only=text_only, seed=seed)
+    request = brief.request(text_only=text_only, seed=seed, candidates=candidates,
+                            decoding=decoding)
     started = time.perf_counter()
     document_id = None
     try:

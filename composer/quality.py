@@ -66,6 +66,12 @@ _META_EN = [
     r"\b(?:this|next|following|previous|final|last|first|above|below) (?:section|paragraph|"
     r"outline)s? (?:titled|called|named|is about|will|of (?:the|this) (?:article|post|essay))",
     r"^\s*(?:in )?(?:this|the next|the following|the previous) (?:section|paragraph|outline)\b",
+    r"\bthis (?:post|blog|article|piece|essay|introduction|overview|summary|write-up) "
+    r"(?:will|is|was|has|covers|explores|discusses|provides|goes|contains|offers|aims)\b",
+    r"\bthis is an? (?:introduction|overview|summary|great example|example of how|post|blog|"
+    r"guide to the topic)\b",
+    r"\b(?:make|making|create|creating|write|writing) (?:the |your |this |more |engaging )?"
+    r"content\b|\bengaging content\b|\b(?:use|take) this as (?:your|a|the) main point\b",
     r"\b(?:the|this|my|our) (?:story|article|post|essay|piece|text|section|guide|topic) (?:is|was|"
     r"has been|have been) (?:written|edited|structured|organi[sz]ed|divided|formatted)\b",
     r"\b(?:written|edited) (?:in a (?:clear|concise|simple|engaging)|to make it)\b",

@@ -26,7 +26,15 @@ max-width:46rem;margin:0 auto}
 .xc-article figcaption{font-size:.9rem;color:#555;margin-top:.4rem}
 .xc-article .credit{color:#888}
 .xc-article .streaming{color:#444;white-space:pre-wrap}
+.xc-article .checks{font-family:system-ui,sans-serif;font-size:.75rem;color:#6b7280;
+margin:-.8rem 0 1.1rem}
+.xc-article .checks .failed{color:#b45309}
 """
+CHECK_LABELS = {"clean": "clean", "no_leak": "no leaked prompt", "new": "new",
+                "complete": "complete", "language": "right language",
+                "no_gibberish": "no gibberish", "on_topic": "on topic"}
+HOW_LABELS = {"kept": "kept as drafted", "rewritten": "rewritten after failing a check",
+              "trimmed": "bad sentences removed", "stopped": "stopped early"}
 
 
 def credit_text(image: LibraryImage | None) -> str:
@@ -84,10 +92,32 @@ def figure_html(block: ImageBlock, image_url: ImageUrl, image_info: ImageInfo) -
             f'loading="lazy"><figcaption>{caption}{credit_html}</figcaption></figure>')
 
 
+def checks_html(checks: dict | None) -> str:
+    """One small line under a model paragraph: the checks it passed (✓) and failed (✗), how
+    it was kept and from how many drafts; "" for a paragraph without recorded checks."""
+    if not checks:
+        return ""
+    passed = [CHECK_LABELS.get(name, name) for name in checks.get("passed", [])]
+    failed = [CHECK_LABELS.get(name, name) for name in checks.get("failed", {})]
+    drafts = checks.get("drafts", 0)
+    how = HOW_LABELS.get(str(checks.get("how", "")), "")
+    parts = [f"✓ {html.escape(' · '.join(passed))}"] if passed else []
+    if failed:
+        reasons = "; ".join(str(reason) for reason in checks.get("failed", {}).values())
+        parts.append(f'<span class="failed" title="{html.escape(reasons)}">✗ '
+                     f'{html.escape(" · ".join(failed))}</span>')
+    if how:
+        parts.append(html.escape(f"{how}, {drafts} draft{'s' if drafts != 1 else ''} read"))
+    return f'<p class="checks">{" — ".join(parts)}</p>'
+
+
 def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
-                 streaming_tail: str = "", streaming_section: int | None = None) -> str:
+                 streaming_tail: str = "", streaming_section: int | None = None,
+                 show_checks: bool = False) -> str:
     """The article as escaped HTML; `streaming_tail` is text still being written, in section
-    `streaming_section` (its heading shows before the tail when it has no saved block yet)."""
+    `streaming_section` (its heading shows before the tail when it has no saved block yet).
+    `show_checks` adds under each model paragraph the checks it passed (the editor's view;
+    readers of a shared article do not see them)."""
     parts = [f'<article class="xc-article"><h1>{html.escape(doc.title)}</h1>']
     headings = section_headings(doc)
     for position, block in enumerate(doc.blocks):
@@ -95,6 +125,8 @@ def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
             parts.append(f"<h2>{html.escape(headings[position])}</h2>")
         if isinstance(block, TextBlock):
             parts.append(f"<p>{html.escape(block.text)}</p>")
+            if show_checks:
+                parts.append(checks_html(block.checks))
         elif isinstance(block, ImageBlock):
             parts.append(figure_html(block, image_url, image_info))
     if streaming_tail.strip():

@@ -48,8 +48,26 @@ def previous_window(text: str, limit: int = PREVIOUS_CHARS) -> str:
     return tail[space + 1:] if 0 <= space < 40 else tail
 
 
+_QUOTED_TITLE = re.compile(r'^\s*["“]([^"“”]{3,120})["”]\s*')
+
+
+def _quoted_title(line: str) -> str | None:
+    """A leading title in quotes ('"The Ultimate Guide: A Beginner's Guide" This post ...'):
+    the quoted part when it has no sentence end or comma inside and at most 15 words."""
+    match = _QUOTED_TITLE.match(line)
+    if match is None:
+        return None
+    inner = match.group(1).strip()
+    rest = line[match.end():]
+    if len(inner.split()) > 15 or re.search(r"[.!?,。！？，]$", inner) or (
+            rest and not rest[0].isupper()):
+        return None  # a quotation inside a sentence ('"Hello" is what she said.')
+    return match.group(0)
+
+
 def clean_paragraph(text: str, section_title: str) -> str:
-    """One paragraph as prose: lines joined, headings and the repeated section title dropped."""
+    """One paragraph as prose: lines joined; headings, titles in quotes and the repeated
+    section title dropped."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     kept = []
     for line in lines:
@@ -58,6 +76,11 @@ def clean_paragraph(text: str, section_title: str) -> str:
             continue
         if line.endswith((":", "：")) and len(line.split()) <= 8:
             continue  # "Here is the full article:" and similar lead-ins
+        title = _quoted_title(line)
+        if title is not None:
+            line = line[len(title):].strip()
+            if not line:
+                continue
         kept.append(_LABEL.sub("", line).lstrip("-•* ").strip())
     joined = " ".join(kept)
     return re.sub(r"[ \t]{2,}", " ", joined).strip()

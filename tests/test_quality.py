@@ -55,6 +55,11 @@ META_QUOTES = [
     "I made several changes to enhance clarity and style throughout the article.",
     "This topic was written in a friendly tone so I hope it helps.",
     "You could revise this sentence to improve clarity and grammar.",
+    # Drafts of the embedded model that the paragraph checks must catch (composer/checked.py):
+    "This is an introduction to the topic that can be found on any website.",
+    "This post will be filled with exciting details on local birds eating.",
+    "This is a great example of how to make content more engaging by sharing anecdotes.",
+    "Please use this as your main point because it contains many valuable points.",
 ]
 META_QUOTES_ZH = ["希望对你有帮助。", "本文将介绍茶的历史。", "以上就是茶文化的全部内容。",
                   "如果你有任何问题，请在评论区留言。", "感谢阅读！"]

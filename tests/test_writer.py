@@ -74,3 +74,13 @@ def test_paragraph_focus_shares_out_key_points():
         "monks; matcha", "ceremony"]
     assert paragraph_focus(section, 4, 5) == "monks; matcha; ceremony"
     assert paragraph_focus(SectionPlan("Japan", [], 90), 0, 1) == "Japan"
+
+
+def test_titles_in_quotes_are_dropped_but_quotations_stay():
+    assert clean_paragraph('"The Ultimate Guide to Local Bird Watching: A Beginner\'s Guide"',
+                           "x") == ""
+    assert clean_paragraph('"Births and Bites: A Guide" Birds eat seeds.', "x") == \
+        "Birds eat seeds."
+    for quotation in ('"I love birds," she said. They sing.', '"Hello" is what she said.',
+                      '"Birds sing." That is true.'):
+        assert clean_paragraph(quotation, "x") == quotation

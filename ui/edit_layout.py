@@ -240,13 +240,17 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
             try:
                 stream = ed.preview(services, doc_id(state), owner(request), op, block,
                                     instruction, flag)
+                last = None
                 for text, proposal, fraction in stream:
                     progress(fraction, desc="Writing the preview")
+                    last = proposal or last
                     yield text, proposal, gr.skip()
             except ComposerError as error:
                 raise _fail(error)
         if flag.is_set():
             yield gr.skip(), gr.skip(), PREVIEW_STOPPED
+        elif last is not None:
+            yield gr.skip(), gr.skip(), ed.checks_status(last)
 
     e["preview"].click(preview, [doc_state, e["block"], e["op"], e["instruction"]],
                        [e["preview_text"], e["proposal"], c["status"]], concurrency_id="model",

@@ -167,6 +167,24 @@ def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, inst
             yield "\n\n".join(proposal.paragraphs), asdict(proposal), step.fraction
 
 
+def checks_status(proposal: dict[str, Any]) -> str:
+    """The status line after a preview: what the paragraph checks passed and how the text
+    was kept (composer/checked.py), e.g. "Preview ready: best of 3 drafts; passed clean,
+    new, complete, on topic"."""
+    from composer.render import CHECK_LABELS, HOW_LABELS
+
+    checks = next((c for c in proposal.get("checks") or [] if c), None)
+    if not proposal.get("paragraphs"):
+        return "⚠ The model wrote nothing clean: run the operation again, or type the text"
+    if checks is None:
+        return "Preview ready: Accept saves it"
+    passed = ", ".join(CHECK_LABELS.get(name, name) for name in checks.get("passed", []))
+    failed = ", ".join(CHECK_LABELS.get(name, name) for name in checks.get("failed", {}))
+    how = HOW_LABELS.get(str(checks.get("how")), "")
+    return (f"Preview ready ({how}, {checks.get('drafts', 0)} drafts read): passed {passed}"
+            + (f"; still failing {failed}" if failed else ""))
+
+
 def accept(services: Any, owner: str, proposal: dict[str, Any] | None, edited_text: str,
            version: Any) -> Document:
     """Apply a previewed edit (with the person's tweaks to the preview text, if any)."""

@@ -231,15 +231,16 @@ def owned_document(services: Any, doc_id: str | None, owner: str) -> Document:
 
 def render_document(services: Any, doc: Document, streaming_tail: str = "",
                     section: int | None = None) -> str:
-    """The editor's view of a document (images served from /media/); `streaming_tail` is
-    text still being written into outline section `section`."""
+    """The editor's view of a document (images served from /media/), with the checks each
+    model paragraph passed; `streaming_tail` is text still being written into outline
+    section `section`."""
     def info(image_id: str):
         try:
             return services.images.get(image_id)
         except NotFoundError:
             return None
     return article_html(doc, lambda image_id: f"/media/{image_id}", info, streaming_tail,
-                        section)
+                        section, show_checks=True)
 
 
 def write_article(services: Any, request: ComposeRequest, outline: Outline | None, owner: str,
