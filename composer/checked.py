@@ -4,10 +4,10 @@ After VIGC (generate, then correct): a paragraph is drafted as k candidates (dec
 in one batch when the backend offers `stream_candidates`, else drawn one at a time until one
 passes), each candidate is checked (composer/quality.py check_paragraph: clean, no leaked
 prompt, new, complete, right language, no gibberish, on topic), and the best is kept. When
-none passes, the best is rewritten with a prompt that names its problems; when no rewrite
-passes either, the best draft is kept with its bad sentences removed (meta-commentary,
-leaked prompt, repeats, gibberish, an unfinished end), or nothing when no clean sentence is
-left. The lead draft streams to the reader while it is written; the kept text replaces it.
+none passes but removing its bad sentences (meta-commentary, leaked prompt, repeats,
+gibberish, an unfinished end) leaves most of a paragraph that passes, that is kept; else
+the best is rewritten with a prompt that names its problems; when no rewrite passes either,
+the draft that keeps the most clean sentences is kept without the others, or nothing. The lead draft streams to the reader while it is written; the kept text replaces it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ KEPT = "kept"  # a draft passed every check
 REWRITTEN = "rewritten"  # no draft passed; a corrective rewrite did
 TRIMMED = "trimmed"  # nothing passed; the best draft's bad sentences were removed
 STOPPED = "stopped"  # the person pressed stop; what was drafted so far is kept
+ENOUGH_LEFT = 0.6  # a trimmed draft this share of the paragraph's words is kept unrewritten
 
 
 @dataclass
@@ -122,6 +123,13 @@ class CheckedWriter:
         best = self._best(drafts)
         if best.check.ok:
             yield WriteStep(kept=KeptParagraphs(best.paragraphs, best.check, KEPT, read))
+            return
+        # Bad sentences in an otherwise good draft are cut rather than rewritten (a rewrite
+        # costs a whole decode): when what is left passes and is most of a paragraph.
+        trimmed = self._trimmed(drafts, context, read)
+        if trimmed.paragraphs and trimmed.check.ok and count_words(
+                "\n\n".join(trimmed.paragraphs)) >= words * ENOUGH_LEFT:
+            yield WriteStep(restart=True, kept=trimmed)
             return
         problems = "; ".join(best.check.failed.values())
         yield WriteStep(restart=True, note=f"The draft failed its checks ({problems}): "
@@ -220,10 +228,13 @@ class CheckedWriter:
     # -- fallbacks ---------------------------------------------------------------------------
 
     def _trimmed(self, drafts: list[_Draft], context: CheckContext, read: int) -> KeptParagraphs:
-        """The best draft with its bad sentences removed (nothing when none is clean)."""
-        best = self._best(drafts)
-        paragraphs = clean_sentences(best.paragraphs, context.article, context.language)
-        return self._recheck(paragraphs, context, TRIMMED, read)
+        """The draft that keeps the most words once its bad sentences are removed, as
+        kept (nothing when no draft has a clean sentence)."""
+        kept = [self._recheck(clean_sentences(draft.paragraphs, context.article,
+                                              context.language), context, TRIMMED, read)
+                for draft in drafts]
+        return max(kept, key=lambda item: (item.check.ok, count_words(
+            "\n\n".join(item.paragraphs))))
 
     def _stopped(self, drafts: list[_Draft], context: CheckContext, read: int
                  ) -> KeptParagraphs:

@@ -58,6 +58,7 @@ class TimedLanguageModel:
         self.context_length = lm.context_length
         self.sees_images = bool(getattr(lm, "sees_images", False))
         self.supports_json_schema = bool(getattr(lm, "supports_json_schema", False))
+        self.supports_opera = bool(getattr(lm, "supports_opera", False))
         self.reference_images: list[str] = []  # shown to a writer that sees images
         # Drafts decoded together (composer/checked.py), offered when the backend batches
         # them; a writer that sees images draws its drafts one at a time with the images.

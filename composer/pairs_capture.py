@@ -10,7 +10,6 @@ nothing about a preference and are skipped.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from typing import Any
@@ -84,17 +83,24 @@ def text_before(doc: Document, block_id: int | None) -> str:
 def prompt_context(doc: Document, block: TextBlock) -> list[dict[str, str]]:
     """The chat messages that would have asked for this paragraph, as {"role", "content"}.
 
-    The composer's section prompt (prompts.section_prompt) for the paragraph's section, with
-    the end of the text before the paragraph, the document's reference material, and a budget
-    of one paragraph of the paragraph's own length, so that the stored answer fits the question.
+    The composer's paragraph prompt (prompts.paragraph_prompt) for the paragraph's place in
+    its section, with the end of the text before it, the document's reference material, and
+    a budget of the paragraph's own length, so that the stored answer fits the question.
     """
-    outline = copy.deepcopy(section_outline(doc))
+    from composer.sections import paragraph_focus
+
+    outline = section_outline(doc)
     index = min(max(block.section, 0), len(outline.sections) - 1)
     words = max(20, round(count_words(block.text) / 10) * 10)
-    outline.sections[index].words = words
+    siblings = [b.id for b in doc.text_blocks if min(max(b.section, 0),
+                                                     len(outline.sections) - 1) == index]
+    part = siblings.index(block.id) if block.id in siblings else 0
+    parts = max(len(siblings), part + 1)
+    focus = paragraph_focus(outline.sections[index], part, parts)
     material = str(doc.options.get("material", "") or "")[:MATERIAL_CHARS]
-    prompt = prompts.section_prompt(outline, index, previous_window(text_before(doc, block.id)),
-                                    material, 1, doc.language)
+    prompt = prompts.paragraph_prompt(outline, index, part + 1, parts, focus,
+                                      previous_window(text_before(doc, block.id)), material,
+                                      words, doc.language)
     return [{"role": message.role, "content": message.content} for message in prompt.messages]
 
 

@@ -94,6 +94,7 @@ class Composer:
         """Compose and save an article, yielding progress; the last event is "done"/"stopped"."""
         check_request(request)
         self.check_language(request.language)  # before the document exists
+        check_decoding(request.generation, self.lm)
         if outline is not None:
             check_outline(outline, request.language)
         config = _config(request)
@@ -390,6 +391,14 @@ def check_outline(outline: Outline, language: str = "en") -> None:
     if outline.total_words > MAX_TARGET_WORDS:
         raise InputError(f"the outline's budgets add up to {outline.total_words} {unit}; "
                          f"the limit is {MAX_TARGET_WORDS}")
+
+
+def check_decoding(config: GenerationConfig, lm: Any) -> None:
+    """InputError for OPERA decoding on a writer that cannot do it (it needs the attention
+    weights of a local transformers model)."""
+    if config.decoding == "opera" and not getattr(lm, "supports_opera", False):
+        raise InputError(f"OPERA decoding needs a local transformers writer; {lm.name!r} "
+                         "is not one: choose the default decoding")
 
 
 def check_message(section: int, part: int, kept: KeptParagraphs) -> str:

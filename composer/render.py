@@ -108,7 +108,7 @@ def checks_html(checks: dict | None) -> str:
                      f'{html.escape(" · ".join(failed))}</span>')
     if how:
         parts.append(html.escape(f"{how}, {drafts} draft{'s' if drafts != 1 else ''} read"))
-    return f'<p class="checks">{" — ".join(parts)}</p>'
+    return f'<div class="checks">{" — ".join(parts)}</div>'
 
 
 def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,

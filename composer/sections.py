@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from composer import prompts
 from composer.checked import CheckContext, CheckedWriter, WriteStep
-from composer.types import GenerationConfig, Outline, SectionPlan
+from composer.types import GenerationConfig, Outline, SectionPlan, count_words
 from composer.writer import paragraphs_for, previous_window, token_budget
 
 MATERIAL_CHARS = 4000  # reference material shown with every paragraph prompt
@@ -52,11 +52,17 @@ class SectionWriter:
         which kept paragraphs must not repeat either."""
         section = outline.sections[index]
         parts = paragraphs_for(section.words, language)
-        words = max(MIN_PARAGRAPH_WORDS, round(section.words / parts))
-        budget = config.replace(max_new_tokens=token_budget(words, language,
-                                                            config.max_new_tokens))
+        per_part = max(MIN_PARAGRAPH_WORDS, round(section.words / parts))
         written = ""
         for part in range(parts):
+            # The section's budget holds: a paragraph gets what is left of it (LongWriter's
+            # length control), and none when less than half a paragraph is left.
+            left = section.words - count_words(written)
+            if part and left < per_part / 2:
+                return
+            words = max(MIN_PARAGRAPH_WORDS, min(per_part, left))
+            budget = config.replace(max_new_tokens=token_budget(words, language,
+                                                                config.max_new_tokens))
             focus = paragraph_focus(section, part, parts)
             so_far = join_text(before, written)
             prompt = prompts.paragraph_prompt(outline, index, part + 1, parts, focus,

@@ -168,6 +168,7 @@ class TransformersLM:
     """
 
     supports_beams = True
+    supports_opera = True  # config.decoding "opera" (models/opera.py)
     # Schemas need xgrammar (scripts/setup.sh installs it); without it outlines are parsed
     # from free text and checked the same way.
     supports_json_schema = _installed("xgrammar")

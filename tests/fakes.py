@@ -196,3 +196,29 @@ class WordOverlapRetriever:
                                          image.license, image.attribution))
         scored.sort(key=lambda c: (-c.score, c.image_id))
         return scored[:k]
+
+
+class BatchScriptedLM(ScriptedLM):
+    """A ScriptedLM that also decodes drafts in one batch (`stream_candidates`), as
+    TransformersLM does: each call takes the next queued list of replies, one per draft, and
+    fails when the queue is empty or the list has the wrong length (an unexpected call)."""
+
+    def __init__(self, batches: list[list[str]], replies: list[str] | None = None):
+        super().__init__(replies)
+        self.batches = [list(batch) for batch in batches]
+        self.batch_calls: list[tuple[list[ChatMessage], GenerationConfig, int]] = []
+
+    def stream_candidates(self, messages: list[ChatMessage], config: GenerationConfig,
+                          count: int, *, prefix: str = "",
+                          cancel: threading.Event | None = None) -> Iterator[list[str]]:
+        self.batch_calls.append((messages, config, count))
+        if not self.batches:
+            raise AssertionError(f"unexpected batch call: {messages[-1].content[:80]!r}")
+        replies = self.batches.pop(0)
+        if len(replies) != count:
+            raise AssertionError(f"{count} drafts asked for, {len(replies)} queued")
+        pieces = [re.findall(r"\S+\s*|\s+", reply) for reply in replies]
+        for step in range(max(map(len, pieces))):
+            if cancel is not None and cancel.is_set():
+                return
+            yield [words[step] if step < len(words) else "" for words in pieces]

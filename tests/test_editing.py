@@ -123,7 +123,7 @@ def test_rewrite_streams_then_accept_is_one_undoable_change_with_a_pair(editor, 
     assert (pair.rejected, pair.chosen, pair.op) == (target.text, block.text, "rewrite")
     assert pair.rejected_origin == "compose" and pair.kind == "introduction"
     assert pair.owner == "ann" and pair.document_id == doc.id and pair.block_id == target.id
-    assert "Now write section 1" in pair.prompt[-1]["content"]
+    assert "of section 1, \"Alpha harbors\"" in pair.prompt[-1]["content"]
 
     undone = repo.undo(doc.id, expected_version=saved.version)
     assert texts(undone) == texts(doc)
@@ -326,7 +326,7 @@ def test_prompt_context_and_capture_rules(repo, library, pairs):
     messages = prompt_context(doc, block)
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[-1]["content"]
-    assert "Now write section 2, \"Beta bridges\"" in user and "1 paragraph" in user
+    assert "paragraph 1 of 2 of section 2, \"Beta bridges\"" in user and "1 paragraph" in user
     assert doc.text_blocks[1].text[-30:] in user  # the text before it
     assert capture(pairs, doc, block, block.text + " ", "manual", None) is None  # trivial
     stored = capture(pairs, doc, block, "A new text about other things entirely.", "manual", "x")
@@ -574,3 +574,33 @@ def test_remarks_about_the_answer_are_not_saved(editor, lm, repo, doc):
     saved = editor.accept(proposal, expected_version=doc.version)
     assert saved.text_blocks[0].text == proposal.paragraphs[0]
     assert len(saved.text_blocks) == len(doc.text_blocks)
+
+
+def test_checks_travel_from_preview_to_the_saved_paragraph_and_back_with_undo(editor, repo,
+                                                                               doc):
+    composed = doc.text_blocks[1]
+    assert composed.checks["how"] == "kept" and "new" in composed.checks["passed"]
+    previews = run(editor.preview(doc.id, "rewrite", block_id=composed.id))
+    proposal = previews[-1].proposal
+    assert len(proposal.checks) == len(proposal.paragraphs) and proposal.checks[0]["passed"]
+    saved = editor.accept(proposal, expected_version=doc.version)
+    rewritten = next(b for b in saved.text_blocks if b.id == composed.id)
+    assert rewritten.checks == proposal.checks[0]
+    by_hand = editor.edit_text(doc.id, composed.id, "Harbors are busy at dawn.",
+                               expected_version=saved.version)
+    assert next(b for b in by_hand.text_blocks if b.id == composed.id).checks is None
+    undone = repo.undo(doc.id, expected_version=by_hand.version)
+    assert next(b for b in undone.text_blocks if b.id == composed.id).checks == \
+        proposal.checks[0]
+
+
+def test_a_rewrite_that_leaks_the_prompt_is_rewritten_before_it_is_proposed(repo, library,
+                                                                            doc):
+    leaked = "Here is the rewritten paragraph: Section Headings: List of Sections."
+    lm = ScriptedLM(replies=[leaked, leaked, leaked])
+    editor = Editor(lm, repo, retriever=WordOverlapRetriever(library))
+    target = doc.text_blocks[0]
+    proposal = run(editor.preview(doc.id, "rewrite", block_id=target.id))[-1].proposal
+    assert proposal.paragraphs and "Section Headings" not in proposal.proposed_text
+    assert proposal.checks[0]["how"] == "rewritten"
+    assert "Problems:" in lm.calls[-1][0][-1].content

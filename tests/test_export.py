@@ -200,3 +200,20 @@ def test_text_streaming_into_a_new_section_shows_under_its_heading(documents, im
     again = article_html(doc, lambda image_id: "/media/x", info, "More about tides", 0)
     assert again.count("<h2>") == 1  # section 0 has its heading already
     assert article_html(doc, lambda image_id: "/media/x", info, "", 1).count("<h2>") == 1
+
+
+def test_the_editor_view_shows_each_paragraphs_checks_and_the_share_view_does_not():
+    from composer.render import article_html
+    from composer.types import Document, TextBlock
+
+    checks = {"passed": ["clean", "new", "on_topic"], "how": "rewritten", "drafts": 6,
+              "failed": {"complete": "ends mid-sentence: '<b>x</b>'"}}
+    doc = Document(id="d", slug="d", title="Herons", instruction="Herons",
+                   blocks=[TextBlock("Herons hunt fish.", checks=checks),
+                           TextBlock("Typed by a person.")])
+    editor_view = article_html(doc, str, lambda image_id: None, show_checks=True)
+    assert editor_view.count('class="checks"') == 1
+    assert "✓ clean · new · on topic" in editor_view and "✗ complete" in editor_view
+    assert "rewritten after failing a check, 6 drafts read" in editor_view
+    assert "<b>x</b>" not in editor_view and "&lt;b&gt;x&lt;/b&gt;" in editor_view
+    assert 'class="checks"' not in article_html(doc, str, lambda image_id: None)

@@ -22,9 +22,10 @@ from ui import handlers as h
 # Phrases of the English prompt templates (composer/prompts.py, edit_prompts.py, the planner's);
 # the model's own text (here the scripted outline, in English) may appear in a prompt.
 ENGLISH_TEMPLATE = re.compile(
-    r"You are (?:writing|editing|a skilled)|Write (?:about|an outline|a new)|Now write section|"
+    r"You are (?:writing|editing|a skilled)|Write (?:about|an outline|a new)|Now write (?:section|paragraph)|"
     r"Reply with|Give a short|Describe, in one|Answer with|Here is an article|Which image|"
-    r"Outline:|Instruction:|Reference material|The article so far|The paragraph")
+    r"Outline:|Instruction:|Reference material|The article so far|The paragraph|Draft paragraph|"
+    r"Problems:")
 CAPABLE = ("Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
            "internlm/internlm2_5-7b-chat")
 

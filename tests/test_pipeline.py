@@ -284,3 +284,13 @@ def test_compose_reports_each_planned_section_before_the_outline_is_complete(doc
     assert plan.index(sections[-1]) < plan.index("Outline: 3 sections")
     doc = documents.get(events[-1].document_id)
     assert doc.title == "A Scripted Title" and doc.status == "done"
+
+
+def test_opera_on_a_writer_without_attention_weights_is_refused_before_any_work(documents,
+                                                                                image_store):
+    from composer.types import GenerationConfig
+
+    request = ComposeRequest("Tea", generation=GenerationConfig(decoding="opera"))
+    with pytest.raises(InputError, match="OPERA decoding needs a local transformers writer"):
+        list(make(documents, image_store).compose(request))
+    assert documents.list() == []

@@ -12,7 +12,8 @@ NO_OUTLINE = {"headers": ["a", "b", "c"], "data": []}
 # The compose form after instruction, material, references, outline title and rows:
 # language, words, images, text only, seed, sampling, temperature, top-p, repetition
 # penalty, beams, max tokens, image choice, license and source filters.
-OPTIONS = ("en", 400, "2", False, 0, False, 0.7, 0.8, 1.1, 1, 1024, "score", "(any)", "(any)")
+OPTIONS = ("en", 400, "2", False, 0, False, 0.7, 0.8, 1.1, 1, 1024, "score", "(any)", "(any)",
+           3, "default")
 
 
 def owner_cookie(url: str) -> str:

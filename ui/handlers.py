@@ -65,6 +65,8 @@ class ComposeOptions:
     selection: str = "score"
     image_license: str = ANY_VALUE
     image_source: str = ANY_VALUE
+    candidates: float = 3
+    decoding: str = "default"
 
 
 def login_name(username: str | None, session: Any = None) -> str | None:
@@ -127,6 +129,8 @@ def build_request(instruction: str, material: str, options: ComposeOptions,
         temperature=float(options.temperature), top_p=float(options.top_p),
         repetition_penalty=float(options.repetition_penalty),
         num_beams=whole_number("beams", options.beams), seed=whole_number("seed", options.seed),
+        candidates=whole_number("candidates", options.candidates),
+        decoding=str(options.decoding or "default"),
     )
     request = ComposeRequest(
         instruction=instruction or "", language=options.language,

@@ -145,6 +145,10 @@ def _compose_tab(settings: Any) -> dict[str, Any]:
             c["repetition_penalty"] = gr.Slider(1.0, 2.0, value=1.1, step=0.05,
                                                 label=t("repetition_penalty"))
             c["beams"] = gr.Slider(1, 6, value=1, step=1, label=t("beams"))
+            c["candidates"] = gr.Slider(1, 8, value=3, step=1, label=t("candidates"),
+                                        info=t("candidates_info"))
+            c["decoding"] = gr.Radio(["default", "opera"], value="default",
+                                     label=t("decoding_method"), info=t("decoding_info"))
             c["max_tokens"] = gr.Slider(64, 4096, value=1024, step=64, label=t("max_tokens"))
             c["selection"] = gr.Radio(["score", "model"], value="score", label=t("selection"))
     with gr.Accordion(t("image_filters"), open=False):
@@ -202,7 +206,7 @@ def _documents_tab() -> dict[str, Any]:
 
 OPTION_KEYS = ["language", "words", "images", "text_only", "seed", "sample", "temperature",
                "top_p", "repetition_penalty", "beams", "max_tokens", "selection",
-               "image_license", "image_source"]
+               "image_license", "image_source", "candidates", "decoding"]
 
 
 def _options(values: list[Any]) -> h.ComposeOptions:
