@@ -263,3 +263,23 @@ def test_image_tools_search_again_upload_and_insert(live_app, browser, tmp_path)
                            f"?.value.includes('{harbor}')", timeout=30_000)
     page.locator("#xc-image-caption").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "edit_images.png"), full_page=True)
+
+
+def test_each_paragraph_shows_the_checks_it_passed_and_a_preview_says_what_it_kept(
+        live_app, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1200})
+    page.goto(live_app.url + "/")
+    _write_article(page, "Herons of the city ponds")
+    article = page.locator("#xc-article")
+    paragraphs, checks = article.locator("p").count(), article.locator(".checks").count()
+    assert paragraphs >= 3 and checks == paragraphs
+    first = article.locator(".checks").first.inner_text()
+    assert first.startswith("✓ clean") and "on topic" in first and "draft" in first
+    page.screenshot(path=str(SHOTS / "compose_checks.png"), full_page=True)
+    _pick(page, "#xc-paragraph", "¶1")
+    page.click("#xc-preview")
+    page.wait_for_function(
+        "document.querySelector('#xc-status')?.innerText.includes('Preview ready')",
+        timeout=60_000)
+    assert "passed clean" in page.locator("#xc-status").inner_text()
+    page.screenshot(path=str(SHOTS / "preview_checks.png"))
