@@ -41,6 +41,8 @@ REWRITTEN = "rewritten"  # no draft passed; a corrective rewrite did
 TRIMMED = "trimmed"  # nothing passed; the best draft's bad sentences were removed
 STOPPED = "stopped"  # the person pressed stop; what was drafted so far is kept
 ENOUGH_LEFT = 0.6  # a trimmed draft this share of the paragraph's words is kept unrewritten
+MIN_SHARE = 0.3  # a paragraph shorter than this share of the words asked for is a stub
+MIN_PARAGRAPH_WORDS = {"en": 12, "zh": 20}  # shorter trailing pieces are fragments
 
 
 @dataclass
@@ -53,6 +55,7 @@ class CheckContext:
     instruction: str = ""
     focus: str = ""  # the section title and the key point this paragraph covers
     section_title: str = ""
+    words: int = 0  # the length asked for (words; characters in Chinese), 0: no length check
     # How a reply becomes paragraphs (default: split_paragraphs, which drops headings and
     # the section title; edits also drop the model's remarks about its answer).
     split: Callable[[str, str], list[str]] = split_paragraphs
@@ -189,21 +192,39 @@ class CheckedWriter:
     def _check(self, drafts: list[_Draft], context: CheckContext, final: bool) -> None:
         """Clean each draft into paragraphs and run the paragraph checks on it."""
         for draft in drafts:
-            draft.paragraphs = context.paragraphs(draft.raw)
+            # A line without a sentence end before other text is a title, not a paragraph.
+            paragraphs = context.paragraphs(draft.raw)
+            draft.paragraphs = [p for p in paragraphs[:-1] if not ends_mid_sentence(p)] + \
+                paragraphs[-1:]
             if final and draft.paragraphs:
                 last = drop_unfinished_sentence(draft.paragraphs[-1])
                 draft.paragraphs[-1:] = [last] if last else []
+            # A stub of a few words after a paragraph is a fragment, not a paragraph.
+            while len(draft.paragraphs) > 1 and count_words(draft.paragraphs[-1]) < \
+                    MIN_PARAGRAPH_WORDS[_script(context.language)]:
+                draft.paragraphs.pop()
         similarities = self._similarities([draft.text for draft in drafts], context)
         for draft, similarity in zip(drafts, similarities):
             draft.similarity = similarity
             if not draft.paragraphs:
                 draft.check = ParagraphCheck(failed={"complete": "no text was written"})
                 continue
-            draft.check = check_paragraph(draft.text, context.article, context.language,
-                                          instruction=context.instruction,
-                                          key_point=context.focus, embedder=self.embedder,
-                                          min_relevance=self.min_relevance,
-                                          similarity=similarity)
+            draft.check = self._run_checks(draft.text, context, similarity)
+
+    def _run_checks(self, text: str, context: CheckContext,
+                    similarity: float | None) -> ParagraphCheck:
+        """quality.check_paragraph, plus long_enough: at least a third of the words asked
+        for (a sentence or two left of a paragraph is a stub)."""
+        check = check_paragraph(text, context.article, context.language,
+                                instruction=context.instruction, key_point=context.focus,
+                                embedder=self.embedder, min_relevance=self.min_relevance,
+                                similarity=similarity)
+        written, floor = count_words(text), max(MIN_PARAGRAPH_WORDS[_script(context.language)],
+                                                round(context.words * MIN_SHARE))
+        check.record("long_enough", f"only {written} of about {context.words} "
+                     f"{'characters' if _script(context.language) == 'zh' else 'words'}"
+                     if context.words and written < floor else None)
+        return check
 
     def _similarities(self, texts: list[str], context: CheckContext) -> list[float | None]:
         """Each text's similarity to the instruction or its focus (the higher), in one
@@ -256,11 +277,9 @@ class CheckedWriter:
             return KeptParagraphs([], ParagraphCheck(), how, read)
         draft = _Draft("\n\n".join(paragraphs), paragraphs)
         draft.similarity = self._similarities([draft.text], context)[0]
-        check = check_paragraph(draft.text, context.article, context.language,
-                                instruction=context.instruction, key_point=context.focus,
-                                embedder=self.embedder, min_relevance=self.min_relevance,
-                                similarity=draft.similarity)
-        if set(check.failed) - {"on_topic"} - ({"complete"} if how == STOPPED else set()):
+        check = self._run_checks(draft.text, context, draft.similarity)
+        allowed = {"on_topic"} | ({"complete", "long_enough"} if how == STOPPED else set())
+        if set(check.failed) - allowed:
             return KeptParagraphs([], check, how, read)
         return KeptParagraphs(paragraphs, check, how, read)
 
@@ -284,13 +303,19 @@ def clean_sentences(paragraphs: list[str], article: str, language: str,
         text = (" " if not language.startswith("zh") else "").join(kept).strip()
         if text:
             kept_paragraphs.append(text)
-    if finished and kept_paragraphs:
-        last = drop_unfinished_sentence(kept_paragraphs[-1])
-        if last and not ends_mid_sentence(last):
-            kept_paragraphs[-1] = last
-        else:
-            kept_paragraphs.pop()
-    return [p for p in kept_paragraphs if count_words(p) > 0]
+    # Every paragraph but a stopped text's last ends at a sentence end.
+    complete = []
+    for number, paragraph in enumerate(kept_paragraphs):
+        if finished or number < len(kept_paragraphs) - 1:
+            paragraph = drop_unfinished_sentence(paragraph)
+            if ends_mid_sentence(paragraph):
+                continue
+        complete.append(paragraph)
+    return [p for p in complete if count_words(p) > 0]
+
+
+def _script(language: str) -> str:
+    return "zh" if language.startswith("zh") else "en"
 
 
 def _cancelled(cancel: threading.Event | None) -> bool:

@@ -734,7 +734,7 @@ class Editor:
             yield from (step for _, step in steps)
             return
         context = CheckContext(plan.before, doc.language, doc.instruction, plan.focus,
-                               plan.section_title, split=reply_paragraphs)
+                               plan.section_title, words=plan.words, split=reply_paragraphs)
         yield from self.sections.checked.write(plan.prompt, plan.config, context, plan.words,
                                                cancel)
 

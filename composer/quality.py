@@ -68,6 +68,16 @@ _META_EN = [
     r"^\s*(?:in )?(?:this|the next|the following|the previous) (?:section|paragraph|outline)\b",
     r"\bthis (?:post|blog|article|piece|essay|introduction|overview|summary|write-up) "
     r"(?:will|is|was|has|covers|explores|discusses|provides|goes|contains|offers|aims)\b",
+    # Edit-speak: the model describing its rewrite instead of writing it
+    r"\b(?:revised|rewritten|edited|improved|updated|original) (?:sentence|version|paragraph|"
+    r"text|piece|message)s?\b|\bhere(?:'s| is) (?:a|the|my) (?:rewritten|revised|new|edited)\b",
+    r"\bI (?:made|added|removed|changed|rephrased|replaced|used|included|corrected) (?:several |"
+    r"some |a few |the |minor |two |three )?(?:changes|edits|commas|words|sentences?|phrases?|"
+    r"paragraphs?)\b|\bto improve (?:its |the |overall )?(?:clarity|readability|grammar|flow|"
+    r"style)\b|\bwith minor edits\b",
+    r"\b(?:in|for) this example\b|\bwe have (?:outlined|included|written|provided)\b",
+    r"\bI(?: am|'m) (?:delighted|happy|excited|thrilled|glad|pleased) to (?:share|present|"
+    r"introduce|write|bring)\b|\bI hope to inspire\b|\bin this (?:piece|post|write-up)\b",
     r"\bthis is an? (?:introduction|overview|summary|great example|example of how|post|blog|"
     r"guide to the topic)\b",
     r"\b(?:make|making|create|creating|write|writing) (?:the |your |this |more |engaging )?"

@@ -32,7 +32,8 @@ margin:-.8rem 0 1.1rem}
 """
 CHECK_LABELS = {"clean": "clean", "no_leak": "no leaked prompt", "new": "new",
                 "complete": "complete", "language": "right language",
-                "no_gibberish": "no gibberish", "on_topic": "on topic"}
+                "no_gibberish": "no gibberish", "on_topic": "on topic",
+                "long_enough": "long enough"}
 HOW_LABELS = {"kept": "kept as drafted", "rewritten": "rewritten after failing a check",
               "trimmed": "bad sentences removed", "stopped": "stopped early"}
 

@@ -70,7 +70,7 @@ class SectionWriter:
                                               material[:MATERIAL_CHARS], words, language)
             context = CheckContext(join_text(so_far, after), language, instruction,
                                    f"{section.title}: {focus}" if focus != section.title
-                                   else focus, section.title)
+                                   else focus, section.title, words=words)
             for step in self.checked.write(prompt, budget, context, words, cancel):
                 yield part, step
                 if step.kept is not None:

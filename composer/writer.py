@@ -82,8 +82,37 @@ def clean_paragraph(text: str, section_title: str) -> str:
             if not line:
                 continue
         kept.append(_LABEL.sub("", line).lstrip("-•* ").strip())
-    joined = " ".join(kept)
-    return re.sub(r"[ \t]{2,}", " ", joined).strip()
+    joined = re.sub(r"[ \t]{2,}", " ", " ".join(kept)).strip()
+    return _balance_quotes(_drop_title_label(joined, section_title))
+
+
+def _drop_title_label(text: str, section_title: str) -> str:
+    """Text without a leading "Section Title:" label (the model repeating the heading as a
+    label: "The Public Library on Elm Street: Update: The new building ...")."""
+    title = section_title.strip().rstrip(".:：")
+    if title and text.lower().startswith(title.lower()):
+        rest = text[len(title):]
+        if rest[:1] in (":", "："):
+            return rest[1:].strip()
+    return text
+
+
+def _balance_quotes(text: str) -> str:
+    """Text without a stray opening or closing double quote: a model often starts (or ends)
+    a paragraph with a quote mark it never closes (opens)."""
+    for opening, closing in (('"', '"'), ("“", "”")):
+        if opening == closing:
+            if text.count('"') % 2 == 1:
+                if text.startswith('"'):
+                    text = text[1:].lstrip()
+                elif text.endswith('"'):
+                    text = text[:-1].rstrip()
+            continue
+        if text.startswith(opening) and closing not in text:
+            text = text[1:].lstrip()
+        if text.endswith(closing) and opening not in text:
+            text = text[:-1].rstrip()
+    return text
 
 
 def drop_unfinished_sentence(text: str) -> str:

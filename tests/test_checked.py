@@ -122,3 +122,11 @@ def test_chinese_drafts_are_checked_in_chinese():
                            "宋代人用茶筅击拂茶汤，使其产生细密的泡沫。"]])
     _, kept = run(CheckedWriter(lm), context=context)
     assert kept.paragraphs == ["宋代人用茶筅击拂茶汤，使其产生细密的泡沫。"] and kept.how == KEPT
+
+
+def test_title_lines_inside_a_draft_are_dropped_and_edit_speak_is_cut():
+    draft = (f'"Herons: tips for the pond\n\n{CLEAN} {OTHER}\n\nHere is a rewritten version with '
+             "minor edits to improve clarity:")
+    lm = BatchScriptedLM([[draft, META, META]])
+    _, kept = run(CheckedWriter(lm))
+    assert kept.paragraphs == [f"{CLEAN} {OTHER}"]

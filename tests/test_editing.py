@@ -224,13 +224,16 @@ def test_edited_preview_is_manual_and_its_pair_says_so(editor, pairs, doc):
 
 
 def test_a_rewrite_may_come_back_as_several_paragraphs_without_quotes(repo, library, doc):
-    reply = '"First new paragraph, written again."\n\n"Second new paragraph, added."'
+    first = ("First new paragraph, written again: the harbor wall was rebuilt in granite after "
+             "the winter storms of the last century.")
+    second = ("Second new paragraph, added: fishing boats still land their catch at dawn on "
+              "the old stone quay below the market.")
+    reply = f'"{first}"\n\n"{second}"'
     lm = ScriptedLM(replies=[reply])
     editor = Editor(lm, repo)
     target = doc.text_blocks[1]
     proposal = run(editor.preview(doc.id, "rewrite", block_id=target.id))[-1].proposal
-    assert proposal.paragraphs == ["First new paragraph, written again.",
-                                   "Second new paragraph, added."]
+    assert proposal.paragraphs == [first, second]
     saved = editor.accept(proposal, expected_version=doc.version)
     position = [b.id for b in saved.blocks].index(target.id)
     assert [b.text for b in saved.blocks[position:position + 2]] == proposal.paragraphs
@@ -565,12 +568,16 @@ def test_remarks_about_the_answer_are_not_saved(editor, lm, repo, doc):
     block = doc.text_blocks[0]
     lm.replies.append("I'll rewrite it with more concrete details. Here's the rewritten "
                       "piece:\n\nSection 1: Origins\nHarbor lights guided fishing boats home "
-                      "through fog for centuries, and keepers trimmed the wicks each night.\n\n"
+                      "through fog for centuries, and keepers trimmed the wicks each night. "
+                      "Their logbooks still record every ship that passed the point in bad "
+                      "weather.\n\n"
                       "This revised paragraph provides a clearer picture of the keepers.")
     previews = list(editor.preview(doc.id, "rewrite", block_id=block.id, seed=1))
     proposal = previews[-1].proposal
-    assert proposal.paragraphs == ["Harbor lights guided fishing boats home through fog for "
-                                   "centuries, and keepers trimmed the wicks each night."]
+    assert proposal.paragraphs == [
+        "Harbor lights guided fishing boats home through fog for centuries, and keepers "
+        "trimmed the wicks each night. Their logbooks still record every ship that passed the "
+        "point in bad weather."]
     saved = editor.accept(proposal, expected_version=doc.version)
     assert saved.text_blocks[0].text == proposal.paragraphs[0]
     assert len(saved.text_blocks) == len(doc.text_blocks)

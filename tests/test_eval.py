@@ -104,7 +104,7 @@ THREE = [
     {"id": "tea", "instruction": "中国茶文化的历史", "language": "zh", "words": 800, "images": 1,
      "genre": "history"},
     {"id": "lighthouses", "instruction": "Lighthouses of Norway", "language": "en",
-     "words": 800, "images": 2, "genre": "history"},
+     "words": 300, "images": 2, "genre": "history"},
 ]
 
 
@@ -146,14 +146,11 @@ def test_the_checks_keep_a_misbehaving_model_out_of_the_article_and_a_clean_one_
     assert clean.off_topic == 0
     assert clean.outline_valid == 1.0 and clean.outline_problems == []
     assert clean.purity == 1.0 and clean.distinct_2 > 0.9
-    assert clean.length_score == 0  # 4 short paragraphs for 800 words: S_l floors at 0
-    # What was kept says how: the bad drafts were rewritten or trimmed; the clean ones kept
-    # (the scripted model answers a section's second paragraph with the same text again,
-    # which the checks catch as a near copy and have rewritten).
+    assert clean.length_score < 50  # short paragraphs of about 30 words for 300 words
+    # What was kept says how: the bad drafts were rewritten or trimmed; the clean ones kept.
     kept = {doc_id: [b.checks["how"] for b in services.documents.get(doc_id).text_blocks]
             for doc_id in (bridge.document_id, clean.document_id)}
-    assert kept[clean.document_id].count("kept") == 4
-    assert set(kept[clean.document_id]) <= {"kept", "rewritten"}
+    assert kept[clean.document_id] and set(kept[clean.document_id]) == {"kept"}
     assert {"rewritten", "trimmed"} & set(kept[bridge.document_id])
     summary = evaluation.summarize(list(results.values()))
     assert summary["measured"] == 3 and summary["total_meta"] == 0

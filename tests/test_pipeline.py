@@ -202,8 +202,10 @@ def test_closing_after_the_first_event_still_leaves_no_document_composing(docume
 
 
 def test_a_section_that_runs_long_is_cut_near_its_budget(documents, image_store):
-    long_reply = lambda messages, prefix: ("Word " * 30 + "end. ") * 40 if "Write about" in \
-        messages[-1].content else "1. One: a\n2. Two: b"
+    from tests.fakes import _sentences
+
+    long_reply = lambda messages, prefix: _sentences(1200, len(messages[-1].content)) if \
+        "Write about" in messages[-1].content else "1. One: a\n2. Two: b"
     composer = make(documents, image_store, ScriptedLM(responder=long_reply))
     doc = composer.compose_document(ComposeRequest("Tea", target_words=400, text_only=True))
     assert doc.status == "done"

@@ -47,22 +47,26 @@ def test_clean_paragraph_keeps_prose():
 
 
 def test_each_paragraph_prompt_holds_outline_previous_text_focus_and_budget():
-    lm = ScriptedLM(replies=["Green tea came to Japan with monks.",
-                             "Matcha is whisked, not steeped, in a bowl."])
+    first = ("Green tea came to Japan with Buddhist monks who had studied in China. They "
+             "planted seeds near their temples and drank the tea to stay awake through long "
+             "hours of meditation.")
+    second = ("Matcha is whisked, not steeped, in a wide bowl. The powder is made from shaded "
+              "leaves that are steamed, dried and ground between stones into a fine green "
+              "dust.")
+    lm = ScriptedLM(replies=[first, second])
     outline = Outline("Tea", [SectionPlan("Origins", ["China"], 180),
                               SectionPlan("Japan", ["monks", "matcha"], 180)])
     steps = list(SectionWriter(lm).write_section(
         outline, 1, "Earlier text about China.", "", "en", GenerationConfig(candidates=1)))
     kept = [step.kept.paragraphs for _, step in steps if step.kept is not None]
-    assert kept == [["Green tea came to Japan with monks."],
-                    ["Matcha is whisked, not steeped, in a bowl."]]
-    first, second = (call[0][-1].content for call in lm.calls)
-    assert "1. Origins: China" in first and "2. Japan: monks; matcha" in first
-    assert "Earlier text about China." in first and "paragraph 1 of 2" in first
-    assert "covers: monks." in first and "covers: matcha." in second
+    assert kept == [[first], [second]]
+    asked_first, asked_second = (call[0][-1].content for call in lm.calls)
+    assert "1. Origins: China" in asked_first and "2. Japan: monks; matcha" in asked_first
+    assert "Earlier text about China." in asked_first and "paragraph 1 of 2" in asked_first
+    assert "covers: monks." in asked_first and "covers: matcha." in asked_second
     # The second paragraph is grounded on the first one, as kept.
-    assert "Green tea came to Japan with monks." in second
-    assert "about 90 words" in first
+    assert first[-60:] in asked_second
+    assert "about 90 words" in asked_first
     assert lm.calls[0][2].max_new_tokens == token_budget(90, "en", 512)
 
 
