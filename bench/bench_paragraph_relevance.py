@@ -48,7 +48,7 @@ def main() -> None:
         scores = vectors @ refs.T
         own += scores[:, number].tolist()
         foreign += np.delete(scores, number, axis=1).ravel().tolist()
-    grid = [round(value, 2) for value in np.arange(0.05, 0.55, 0.05)]
+    grid = [round(float(value), 2) for value in np.arange(0.05, 0.55, 0.05)]
     rows = []
     for threshold in grid:
         recall = sum(score >= threshold for score in own) / len(own)

@@ -23,9 +23,10 @@ MIN_REPEAT_CHARS = 20  # shorter sentences ("Yes.", "P.S.") are not counted as r
 MIN_REPEAT_CHARS_ZH = 8  # the same for Chinese, where a character carries a word's meaning
 MIN_PURITY = 0.9  # share of words in the requested language a paragraph must reach
 MIN_DISTINCT_2 = 0.5  # distinct-2 a paragraph must reach (looping text falls far below)
-# Cosine similarity (all-MiniLM-L6-v2) from which a paragraph counts as on the subject:
-# provisional, set from a handful of on- and off-topic paragraphs; calibrate on briefs.
-MIN_RELEVANCE = 0.2
+# Cosine similarity (all-MiniLM-L6-v2) from which a paragraph counts as on the subject: the
+# best balanced accuracy between paragraphs and their own brief vs other briefs
+# (bench/bench_paragraph_relevance.py -> bench/results/paragraph_relevance.json).
+MIN_RELEVANCE = 0.3
 FRAGMENT_MIN_CHARS = {"en": 16, "zh": 6}  # prompt fragments shorter than this are not matched
 
 _SENTENCE = re.compile(r"[^.!?。！？…]*(?:[.!?。！？…]+[\"'”’)\]」』]*|$)")
