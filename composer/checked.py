@@ -115,7 +115,7 @@ class CheckedWriter:
         self.min_relevance = min_relevance
 
     def write(self, prompt: Prompt, config: GenerationConfig, context: CheckContext,
-              words: int, cancel: threading.Event | None = None) -> Iterator[WriteStep]:
+              cancel: threading.Event | None = None) -> Iterator[WriteStep]:
         """Stream the lead draft, then yield the kept text (the last step has `kept`)."""
         drafts: list[_Draft] = []
         yield from self._draw(prompt, config, context, drafts, cancel)
@@ -131,14 +131,14 @@ class CheckedWriter:
         # costs a whole decode): when what is left passes and is most of a paragraph.
         trimmed = self._trimmed(drafts, context, read)
         if trimmed.paragraphs and trimmed.check.ok and count_words(
-                "\n\n".join(trimmed.paragraphs)) >= words * ENOUGH_LEFT:
+                "\n\n".join(trimmed.paragraphs)) >= context.words * ENOUGH_LEFT:
             yield WriteStep(restart=True, kept=trimmed)
             return
         problems = "; ".join(best.check.failed.values())
         yield WriteStep(restart=True, note=f"The draft failed its checks ({problems}): "
                         "rewriting it")
         repair = prompts.repair_prompt(best.text or best.raw, list(best.check.failed),
-                                       context.focus, context.section_title, words,
+                                       context.focus, context.section_title, context.words,
                                        context.language, previous_window(context.article))
         rewrites: list[_Draft] = []
         yield from self._draw(repair, config, context, rewrites, cancel)
@@ -174,8 +174,10 @@ class CheckedWriter:
             self._check(drafts, context, final=not _cancelled(cancel))
             return
         for number in range(count):
+            # Later drafts are sampled (beam search and OPERA would repeat the first).
             draw = config if number == 0 else config.replace(
-                do_sample=True, seed=(config.seed or 0) + number)
+                do_sample=True, num_beams=1, decoding="default",
+                seed=(config.seed or 0) + number)
             if number:
                 yield WriteStep(restart=True, note=f"Draft {number} failed its checks: "
                                 f"drafting another ({number + 1} of {count})")

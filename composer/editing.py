@@ -735,8 +735,7 @@ class Editor:
             return
         context = CheckContext(plan.before, doc.language, doc.instruction, plan.focus,
                                plan.section_title, words=plan.words, split=reply_paragraphs)
-        yield from self.sections.checked.write(plan.prompt, plan.config, context, plan.words,
-                                               cancel)
+        yield from self.sections.checked.write(plan.prompt, plan.config, context, cancel)
 
     # -- turning an accepted proposal into block operations ----------------------------------
 

@@ -32,7 +32,7 @@ from composer.languages import check_declared_language, length_text, length_unit
 from composer.validation import check_request
 from composer.checked import KeptParagraphs, clean_sentences
 from composer.sections import SectionWriter
-from composer.writer import drop_unfinished_sentence, split_paragraphs
+from composer.writer import split_paragraphs
 from models.lm import LanguageModel
 
 T = TypeVar("T")
@@ -323,7 +323,7 @@ class Composer:
     def _save_partial(self, doc_id: str, state: "_WriteState", status: str) -> None:
         """Keep the clean sentences of the draft being written when the work stops, then set
         the final status."""
-        for paragraph in clean_sentences(state.take_rest(final=False), state.text(),
+        for paragraph in clean_sentences(state.take_draft(), state.text(),
                                          state.language, finished=False):
             self._append_paragraph(doc_id, state, paragraph)
         self._store(self.documents.update_meta, doc_id, status=status)
@@ -339,7 +339,7 @@ class Composer:
 
 
 class _WriteState:
-    """What has been written so far: saved paragraphs and the text still streaming in."""
+    """What has been written so far: saved paragraphs and the draft still streaming in."""
 
     def __init__(self, language: str = "en") -> None:
         self.paragraphs: list[tuple[str, int]] = []
@@ -356,22 +356,10 @@ class _WriteState:
     def text(self) -> str:
         return "\n\n".join(text for text, _ in self.paragraphs)
 
-    def take_finished_paragraphs(self) -> list[str]:
-        """Paragraphs ended by a blank line; the unfinished tail stays pending."""
-        if "\n\n" not in self.pending.replace("\r\n", "\n"):
-            return []
-        head, _, tail = self.pending.replace("\r\n", "\n").rpartition("\n\n")
-        self.pending = tail
-        return split_paragraphs(head, self.section_title)
-
-    def take_rest(self, final: bool) -> list[str]:
-        """Whatever is pending as paragraphs; at a section's end a dangling fragment is cut."""
+    def take_draft(self) -> list[str]:
+        """The draft being written, as paragraphs (it is cleared)."""
         rest, self.pending = self.pending, ""
-        paragraphs = split_paragraphs(rest, self.section_title)
-        if final and paragraphs:
-            last = drop_unfinished_sentence(paragraphs[-1])
-            paragraphs[-1:] = [last] if last else []
-        return paragraphs
+        return split_paragraphs(rest, self.section_title)
 
 
 def check_outline(outline: Outline, language: str = "en") -> None:

@@ -71,7 +71,7 @@ class SectionWriter:
             context = CheckContext(join_text(so_far, after), language, instruction,
                                    f"{section.title}: {focus}" if focus != section.title
                                    else focus, section.title, words=words)
-            for step in self.checked.write(prompt, budget, context, words, cancel):
+            for step in self.checked.write(prompt, budget, context, cancel):
                 yield part, step
                 if step.kept is not None:
                     written = join_text(written, *step.kept.paragraphs)

@@ -350,10 +350,12 @@ class DocumentSummary:
 class ProgressEvent:
     """What the composer reports while it works; the UI and the CLI both render these.
 
-    stage: "plan", "write", "slots", "caption", "retrieve", "select", "save", "done",
-    "warning" or "error". `delta` is newly streamed text (write stage), `fraction` the share
-    of the whole job done so far (0..1). `pending` is the current section's text that is
-    streamed but not yet saved as a paragraph (a UI shows it after the saved blocks).
+    stage: "plan", "write", "draft", "check", "slots", "caption", "retrieve", "select",
+    "save", "done", "warning" or "error". A "draft" event's `delta` is newly streamed text of
+    the draft being written and `pending` that whole draft (a UI shows it after the saved
+    blocks; it may be replaced by the checked version); a "write" event's `delta` is a
+    paragraph as kept and saved; a "check" event says what the paragraph checks decided.
+    `fraction` is the share of the whole job done so far (0..1).
     """
 
     stage: str

@@ -17,7 +17,7 @@ PROMPT = Prompt([ChatMessage("user", "Write about 40 words in 1 paragraph about 
 CONFIG = GenerationConfig(candidates=3, max_new_tokens=200)
 EARLIER = "Herons stand still at the edge of the pond for minutes at a time before they strike."
 CONTEXT = CheckContext(EARLIER, "en", "Birdwatching in city parks", "Herons: how they hunt",
-                       "Herons")
+                       "Herons", words=40)
 META = "In this article, we will explore herons. I hope this helps!"
 CLEAN = "A heron spears small fish with its sharp bill and swallows them head first."
 OTHER = "Young herons learn to hunt by watching adults along the shallow margins."
@@ -25,7 +25,7 @@ REPEAT = EARLIER + " They wait."
 
 
 def run(writer, prompt=PROMPT, config=CONFIG, context=CONTEXT, cancel=None):
-    steps = list(writer.write(prompt, config, context, 40, cancel))
+    steps = list(writer.write(prompt, config, context, cancel))
     kept = steps[-1].kept
     assert kept is not None and all(step.kept is None for step in steps[:-1])
     return steps, kept
@@ -44,7 +44,7 @@ def test_the_most_on_topic_passing_draft_wins():
     lm = BatchScriptedLM([["Tax returns are due in April for most people in the city.",
                            CLEAN, OTHER]])
     context = CheckContext(EARLIER, "en", "how a heron spears fish", "a heron spears fish",
-                           "Herons")
+                           "Herons", words=40)
     _, kept = run(CheckedWriter(lm, WordEmbedder(), min_relevance=0.0), context=context)
     assert kept.paragraphs == [CLEAN] and "on_topic" in kept.check.passed
 
@@ -54,7 +54,8 @@ def test_when_no_draft_passes_a_rewrite_names_the_problems():
     steps, kept = run(CheckedWriter(lm))
     assert kept.paragraphs == [OTHER] and kept.how == REWRITTEN and kept.drafts == 6
     repair = lm.batch_calls[1][0][-1].content
-    assert "Problems:" in repair and "talks about the article" in repair
+    assert "Problems:" in repair and ("talks about the article" in repair
+                                      or "repeats what the article already says" in repair)
     assert EARLIER[:40] in repair  # the rewrite sees the end of the article
     assert any(step.restart and "rewriting" in step.note for step in steps)
 
@@ -97,9 +98,14 @@ def test_a_one_at_a_time_backend_samples_the_next_drafts_with_new_seeds():
 
 @pytest.mark.parametrize("change", [{"num_beams": 3}, {"decoding": "opera"}])
 def test_beams_and_opera_draw_their_drafts_one_at_a_time(change):
-    lm = BatchScriptedLM([], replies=[CLEAN])
+    lm = BatchScriptedLM([], replies=[META, CLEAN])
     _, kept = run(CheckedWriter(lm), config=CONFIG.replace(**change))
     assert kept.paragraphs == [CLEAN] and lm.batch_calls == []
+    first, second = (call[2] for call in lm.calls)
+    assert first.num_beams == CONFIG.replace(**change).num_beams
+    assert first.decoding == CONFIG.replace(**change).decoding
+    # The next draft is sampled: beam search and OPERA would give the same text again.
+    assert (second.num_beams, second.decoding, second.do_sample) == (1, "default", True)
 
 
 def test_stop_keeps_the_clean_sentences_of_the_lead_draft_as_far_as_it_got():
@@ -107,7 +113,7 @@ def test_stop_keeps_the_clean_sentences_of_the_lead_draft_as_far_as_it_got():
     lm = BatchScriptedLM([[CLEAN + " " + OTHER, META, META]])
     writer = CheckedWriter(lm)
     steps = []
-    for step in writer.write(PROMPT, CONFIG, CONTEXT, 40, cancel):
+    for step in writer.write(PROMPT, CONFIG, CONTEXT, cancel):
         steps.append(step)
         if len(steps) == 17:
             cancel.set()
@@ -117,11 +123,13 @@ def test_stop_keeps_the_clean_sentences_of_the_lead_draft_as_far_as_it_got():
 
 
 def test_chinese_drafts_are_checked_in_chinese():
-    context = CheckContext("茶起源于中国西南地区，已有几千年的历史。", "zh", "中国茶文化", "宋代点茶", "宋代")
+    context = CheckContext("茶起源于中国西南地区，已有几千年的历史。", "zh", "中国茶文化", "宋代点茶", "宋代",
+                           words=40)
     lm = BatchScriptedLM([["The tea leaves were dried in the sun.", "本文将介绍宋代点茶。",
-                           "宋代人用茶筅击拂茶汤，使其产生细密的泡沫。"]])
+                           "宋代人用茶筅击拂茶汤，使其产生细密的泡沫，这种方法叫做点茶，在文人中非常流行。"]])
     _, kept = run(CheckedWriter(lm), context=context)
-    assert kept.paragraphs == ["宋代人用茶筅击拂茶汤，使其产生细密的泡沫。"] and kept.how == KEPT
+    assert kept.paragraphs == ["宋代人用茶筅击拂茶汤，使其产生细密的泡沫，这种方法叫做点茶，在文人中非常流行。"]
+    assert kept.how == KEPT
 
 
 def test_title_lines_inside_a_draft_are_dropped_and_edit_speak_is_cut():
