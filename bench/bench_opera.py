@@ -30,17 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-PROMPT = (
-    "You are writing one section of an illustrated article titled \"Bridges: how people "
-    "crossed rivers\". The outline: 1. Ancient bridges of stone and wood; 2. Roman arches "
-    "and aqueducts; 3. Iron and the industrial age; 4. Suspension bridges; 5. Bridges "
-    "today. Write section 2, \"Roman arches and aqueducts\", in about 250 words and two "
-    "paragraphs. Mention how the arch spreads weight, the use of concrete, famous examples "
-    "such as the Pont du Gard and the Alcantara bridge, and why many still stand."
-)
+from bench_model import PROMPT  # noqa: E402 (the same section prompt as bench_model)
+
 METHODS = ("greedy", "beam3", "opera", "opera_efficient")
 
 
