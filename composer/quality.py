@@ -69,6 +69,8 @@ _META_EN = [
     r"^\s*(?:in )?(?:this|the next|the following|the previous) (?:section|paragraph|outline)\b",
     r"\bthis (?:post|blog|article|piece|essay|introduction|overview|summary|write-up) "
     r"(?:will|is|was|has|covers|explores|discusses|provides|goes|contains|offers|aims)\b",
+    r"\bthis is the (?:first|second|third|last|next|final|opening|closing) (?:paragraph|"
+    r"section|part|sentence|chapter)\b",
     # Edit-speak: the model describing its rewrite instead of writing it
     r"\b(?:revised|rewritten|edited|improved|updated|original) (?:sentence|version|paragraph|"
     r"text|piece|message)s?\b|\bhere(?:'s| is) (?:a|the|my) (?:rewritten|revised|new|edited)\b",

@@ -60,6 +60,7 @@ META_QUOTES = [
     "This post will be filled with exciting details on local birds eating.",
     "This is a great example of how to make content more engaging by sharing anecdotes.",
     "Please use this as your main point because it contains many valuable points.",
+    "This is the first paragraph of the section two lives.",
 ]
 META_QUOTES_ZH = ["希望对你有帮助。", "本文将介绍茶的历史。", "以上就是茶文化的全部内容。",
                   "如果你有任何问题，请在评论区留言。", "感谢阅读！"]
