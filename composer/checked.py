@@ -75,6 +75,7 @@ class KeptParagraphs:
     check: ParagraphCheck
     how: str
     drafts: int
+    similarity: float | None = None  # to the instruction or focus (None: no embedder)
 
     def summary(self) -> dict[str, Any]:
         """The checks as stored with a paragraph and shown under it."""
@@ -256,8 +257,9 @@ class CheckedWriter:
         kept = [self._recheck(clean_sentences(draft.paragraphs, context.article,
                                               context.language), context, TRIMMED, read)
                 for draft in drafts]
-        return max(kept, key=lambda item: (item.check.ok, count_words(
-            "\n\n".join(item.paragraphs))))
+        return max(kept, key=lambda item: (item.check.ok, len(item.check.passed),
+                                           item.similarity or 0.0,
+                                           count_words("\n\n".join(item.paragraphs))))
 
     def _stopped(self, drafts: list[_Draft], context: CheckContext, read: int
                  ) -> KeptParagraphs:
@@ -283,7 +285,7 @@ class CheckedWriter:
         allowed = {"on_topic"} | ({"complete", "long_enough"} if how == STOPPED else set())
         if set(check.failed) - allowed:
             return KeptParagraphs([], check, how, read)
-        return KeptParagraphs(paragraphs, check, how, read)
+        return KeptParagraphs(paragraphs, check, how, read, draft.similarity)
 
 
 def clean_sentences(paragraphs: list[str], article: str, language: str,

@@ -38,7 +38,8 @@ META_ITEMS = {
     "title", "article title", "summary of sections", "numbered list", "bullet points",
     "first key point", "second key point", "your title", "insert title", "sub points",
     "要点", "提纲", "大纲", "部分标题", "标题", "目录", "章节", "小标题", "要点一", "要点二",
-    "文章标题", "关键要点", "部分列表",
+    "文章标题", "关键要点", "部分列表", "article", "blog post", "section", "subheading",
+    "summary of the article", "essay", "post",
 }
 _EDGE = " \t\r\n\"'“”‘’《》「」*_#-–—•.。:：;；,，"
 _LEADING_NUMBER = re.compile(r"^\s*(?:\d{1,2}|[一二三四五六七八九十]+)\s*[.)、．:：]\s+")
