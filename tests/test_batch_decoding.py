@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from composer.types import ChatMessage, GenerationConfig
-from models.generate import BatchDecoder, generate_tokens
+from models.generate import BatchDecoder
 from models.lm import TransformersLM
 from tests.tiny_models import tiny_lm_dir  # noqa: F401
 
