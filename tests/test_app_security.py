@@ -156,7 +156,7 @@ def test_api_calls_without_a_valid_owner_cookie_are_refused(live_app):
     outline = {"headers": ["Section title", "Key points (separated by ;)", "Words"],
                "data": [], "metadata": None}
     form = ["Tides", "", None, "", outline, "en", 400, "auto", True, 0, False, 0.7, 0.8, 1.1,
-            1, 256, "score", "(any)", "(any)"]
+            1, 256, "score", "(any)", "(any)", 3, "default"]
     assert call(live_app.url, "write", form, "a") == ("error", NO_OWNER)
     kind, outputs = call(live_app.url, "documents", [], value)
     assert kind == "complete" and outputs[0]["data"] == []
