@@ -113,8 +113,13 @@ class SentenceEmbedder:
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
+        from transformers.utils import logging as hf_logging
+
         local = Path(self.source).expanduser()
         device = self.device or default_device()
+        # A loading bar per small model would clutter the CLI's own progress on stderr.
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         try:
             if local.exists():
                 return SentenceTransformer(str(local), device=device, local_files_only=True)
@@ -125,6 +130,9 @@ class SentenceEmbedder:
                 "sentence-transformers model folder or a cached model id, or set "
                 "COMPOSER_EMBEDDER=embedded"
             ) from error
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
 
     @property
     def dim(self) -> int:
