@@ -288,6 +288,21 @@ class CheckedWriter:
         return KeptParagraphs(paragraphs, check, how, read, draft.similarity)
 
 
+def describe(kept: KeptParagraphs) -> str:
+    """One status line about kept text: how it was obtained and what it passed."""
+    if not kept.paragraphs:
+        return f"nothing clean was written, so nothing was kept ({kept.drafts} drafts)"
+    passed = ", ".join(name.replace("_", " ") for name in kept.check.passed) or "none"
+    how = {KEPT: "kept the first draft" if kept.drafts == 1 else
+           f"kept the best of {kept.drafts} drafts",
+           REWRITTEN: f"no draft passed; kept a rewrite ({kept.drafts} drafts read)",
+           TRIMMED: f"no draft passed; kept the clean sentences of the best ({kept.drafts} "
+                    "drafts read)",
+           STOPPED: "stopped; kept the clean sentences written so far"}[kept.how]
+    failed = f"; still failing: {', '.join(kept.check.failed)}" if kept.check.failed else ""
+    return f"{how}; passed {passed}{failed}"
+
+
 def clean_sentences(paragraphs: list[str], article: str, language: str,
                     finished: bool = True) -> list[str]:
     """`paragraphs` without the sentences a reader would object to: meta-commentary, leaked

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from composer import edit_prompts, prompts
 from composer.config import MAX_CAPTION_CHARS
 from composer.edit_prompts import LENGTH_FACTORS, PARAGRAPH_OPS, ParagraphContext
-from composer.checked import CheckContext, KeptParagraphs, WriteStep
+from composer.checked import CheckContext, WriteStep, describe
 from composer.illustrate import CANDIDATES, shown_caption
 from composer.pairs_capture import capture, make_pair, section_outline, wants_pair
 from composer.types import (
@@ -714,7 +714,7 @@ class Editor:
             yield EditPreview(plan.op, plan.block_id, text, fraction=min(
                 0.99, count_words(text) / (plan.words or 1)), delta=step.delta,
                 section=plan.section, note=step.note or (
-                    check_note(step.kept) if step.kept is not None else ""))
+                    describe(step.kept) if step.kept is not None else ""))
         cancelled = cancel is not None and cancel.is_set()
         text = "\n\n".join(kept)
         proposal = Proposal(plan.doc.id, plan.op, plan.doc.version, plan.block_id, plan.section,
@@ -968,18 +968,6 @@ class Editor:
 
 def _nth(checks: list[dict[str, Any] | None], number: int) -> dict[str, Any] | None:
     return checks[number] if number < len(checks) else None
-
-
-def check_note(kept: KeptParagraphs) -> str:
-    """What the checks decided for kept text, for the preview's status line."""
-    passed = ", ".join(name.replace("_", " ") for name in kept.check.passed) or "none"
-    if not kept.paragraphs:
-        return f"Nothing clean was written ({kept.drafts} drafts read)"
-    how = {"kept": "the first draft" if kept.drafts == 1 else f"the best of {kept.drafts} drafts",
-           "rewritten": "a corrective rewrite",
-           "trimmed": "the clean sentences of the best draft",
-           "stopped": "what was written before Stop"}[kept.how]
-    return f"Kept {how}; passed {passed}"
 
 
 def match_sections(old: Outline, new: Outline,

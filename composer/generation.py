@@ -83,28 +83,26 @@ class TimedLanguageModel:
 
     def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
-        pieces = iter(self.lm.stream(self.with_images(messages), config, prefix=prefix,
-                                     cancel=cancel))
-        while True:
-            with self.timer.measure("generation"):
-                piece = next(pieces, None)
-            if piece is None:
-                return
-            self.timer.pieces += 1
-            yield piece
+        yield from self._timed(self.lm.stream(self.with_images(messages), config,
+                                              prefix=prefix, cancel=cancel))
 
     def _stream_candidates(self, messages: list[ChatMessage], config: GenerationConfig,
                            count: int, *, prefix: str = "",
                            cancel: threading.Event | None = None) -> Iterator[list[str]]:
-        steps = iter(self.lm.stream_candidates(messages, config, count, prefix=prefix,
-                                               cancel=cancel))
+        yield from self._timed(self.lm.stream_candidates(messages, config, count,
+                                                         prefix=prefix, cancel=cancel))
+
+    def _timed(self, steps: Any) -> Iterator[Any]:
+        """The items of a model's stream, the time spent producing each charged to the
+        timer (not the time the consumer spends between items)."""
+        steps = iter(steps)
         while True:
             with self.timer.measure("generation"):
-                pieces = next(steps, None)
-            if pieces is None:
+                item = next(steps, None)
+            if item is None:
                 return
             self.timer.pieces += 1
-            yield pieces
+            yield item
 
     def count_tokens(self, text: str) -> int:
         return self.lm.count_tokens(text)

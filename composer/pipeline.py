@@ -30,7 +30,7 @@ from composer.types import (
 )
 from composer.languages import check_declared_language, length_text, length_unit
 from composer.validation import check_request
-from composer.checked import KeptParagraphs, clean_sentences
+from composer.checked import KeptParagraphs, clean_sentences, describe
 from composer.sections import SectionWriter
 from composer.writer import split_paragraphs
 from models.lm import LanguageModel
@@ -390,19 +390,8 @@ def check_decoding(config: GenerationConfig, lm: Any) -> None:
 
 
 def check_message(section: int, part: int, kept: KeptParagraphs) -> str:
-    """One status line about a kept paragraph: how it was obtained and what it passed."""
-    where = f"Section {section + 1}, paragraph {part + 1}"
-    passed = ", ".join(name.replace("_", " ") for name in kept.check.passed) or "none"
-    how = {"kept": "kept the first draft" if kept.drafts == 1 else
-           f"kept the best of {kept.drafts} drafts",
-           "rewritten": f"no draft passed; kept a rewrite ({kept.drafts} drafts read)",
-           "trimmed": f"no draft passed; kept the clean sentences of the best ({kept.drafts} "
-                      "drafts read)",
-           "stopped": "stopped; kept the clean sentences written so far"}[kept.how]
-    if not kept.paragraphs:
-        return f"{where}: nothing clean was written, so nothing was kept ({kept.drafts} drafts)"
-    failed = f"; still failing: {', '.join(kept.check.failed)}" if kept.check.failed else ""
-    return f"{where}: {how}; passed {passed}{failed}"
+    """One status line about a kept paragraph and where it is."""
+    return f"Section {section + 1}, paragraph {part + 1}: {describe(kept)}"
 
 
 def _config(request: ComposeRequest) -> GenerationConfig:
