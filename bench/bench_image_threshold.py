@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_retrieval_quality import build_library  # noqa: E402
 from bench.retrieval_set import NONE_QUERIES, QUERIES, decoys  # noqa: E402
-from models.retrieval import Retriever  # noqa: E402
+from composer.retrieval.retriever import Retriever  # noqa: E402
 from models.visual_text import DEFAULT_FLAT_SHARE, TextPictureCheck, flat_share  # noqa: E402
 
 FLAT_SHARES = (None, 0.4, 0.5, 0.6, 0.7, 0.8)

@@ -34,14 +34,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.vector_index import (
-    DEFAULT_ANN_THRESHOLD,
+from composer.retrieval.choose import load_index  # noqa: E402
+from composer.retrieval.contract import DEFAULT_ANN_THRESHOLD  # noqa: E402
+from composer.retrieval.exact import ExactIndex  # noqa: E402
+from composer.retrieval.hnsw import (  # noqa: E402
     HNSW_EF_CONSTRUCTION,
     HNSW_EF_SEARCH,
     HNSW_M,
     ApproximateIndex,
-    ExactIndex,
-    load_index,
 )
 
 DIM = 384

@@ -85,9 +85,9 @@ def per_1000(seconds: float, count: int) -> float:
 def run_add(folder: Path, home: Path) -> dict[str, Any]:
     """`library add FOLDER` through the CLI's main(), with its phases timed."""
     from composer import cli, library
+    from composer.retrieval.retriever import Retriever
     from models.embed import SentenceEmbedder
     from models.ocr import RapidTextSpotter
-    from models.retrieval import Retriever
 
     timings: dict[str, float] = {}
     timed(library, "add_images", timings, "rows_s")
@@ -117,8 +117,8 @@ def compare_caption_batches(home: Path, batches: tuple[int, ...], subset: int,
     import statistics
 
     from composer.config import Settings
+    from composer.retrieval import retriever as retrieval
     from composer.services import Services
-    from models import retrieval
 
     services = Services(Settings.from_env(home=str(home)))
     store, embedder = services.images, services.embedder

@@ -1,6 +1,6 @@
 """Why merged Partial LoRA costs time on the CPU: one layer's product, whole vs split.
 
-The merged design (models/plora.py) computes the text rows with W0 and the image rows with
+The merged design (models/plora_layer.py) computes the text rows with W0 and the image rows with
 W1 = W0 + scale * B @ A: the same multiply-adds as the base layer, but in more than one
 product, plus gathering the rows and putting them back (per layer only; the grouped prefill
 of models/plora_grouped.py groups once). This measures those pieces alone, for

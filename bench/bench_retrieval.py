@@ -25,8 +25,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from composer.library import seed_default_library  # noqa: E402
+from composer.retrieval.retriever import Retriever  # noqa: E402
 from models.embed import SentenceEmbedder, embedded_embedder_path  # noqa: E402
-from models.retrieval import Retriever  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 

@@ -11,7 +11,7 @@ grid of weights, all in one run, so the rows compare like with like:
 The best row has the highest MRR; ties go to the row whose neighbouring penalties also score
 highest (a default in the middle of a plateau), then to distrusting spelled captions (free
 here, and it protects at lower weights), then to the smaller penalty. The app's
-defaults (models/retrieval.py) are taken from that row.
+defaults (composer/retrieval/blend.py) are taken from that row.
 
 "parrot" queries are those for which some other image of the set shows at least half of the
 query's words as text (found by the OCR, not labelled by hand): where the penalty matters.
@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.retrieval_set import QUERIES, images  # noqa: E402
 from composer.config import Settings  # noqa: E402
+from composer.retrieval.blend import Weights  # noqa: E402
+from composer.retrieval.retriever import Retriever  # noqa: E402
 from models.ocr import load_text_spotter, text_match_share  # noqa: E402
 from models.registry import load_embedder  # noqa: E402
-from models.retrieval import Retriever, Weights  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 

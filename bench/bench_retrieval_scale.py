@@ -31,8 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from composer.config import Settings
+from composer.retrieval.retriever import Retriever
 from models.registry import load_embedder
-from models.retrieval import Retriever
 from storage.db import Database
 from storage.images import ImageStore
 from storage.tables import ImageEmbeddingRow, ImageRow, utcnow

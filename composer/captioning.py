@@ -22,7 +22,8 @@ from typing import Any
 
 from composer.types import LibraryImage, NotFoundError
 from models.captioner import Captioner, clean_caption
-from storage.images import MAX_CAPTION_SOURCE_CHARS, ImageStore
+from storage.images import ImageStore
+from storage.rows import MAX_CAPTION_SOURCE_CHARS
 
 MODEL_SOURCE_PREFIX = "model:"
 HASH_CHARS = 10  # hex digits of the name's hash ending a shortened caption source

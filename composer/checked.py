@@ -140,7 +140,8 @@ class CheckedWriter:
                         "rewriting it")
         repair = prompts.repair_prompt(best.text or best.raw, list(best.check.failed),
                                        context.focus, context.section_title, context.words,
-                                       context.language, previous_window(context.article))
+                                       context.language, previous_window(context.article),
+                                       images=prompt.images)
         rewrites: list[_Draft] = []
         yield from self._draw(repair, config, context, rewrites, cancel)
         read += len(rewrites)

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from composer import eval as evaluation
+from composer.cli_common import EXIT_INTERRUPTED
 from composer.config import DECODINGS
 from composer.types import GenerationConfig
-
-EXIT_INTERRUPTED = 130
 
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:

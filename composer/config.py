@@ -72,6 +72,9 @@ APP_DIR_NAME = "interleaved-composer"
 # Limits on input. Each error message names the value and the limit.
 MAX_INSTRUCTION_CHARS = 8_000
 MAX_MATERIAL_CHARS = 40_000
+# Reference material shown with each section / paragraph prompt (composing, regenerating and
+# the prompts of preference pairs alike).
+PROMPT_MATERIAL_CHARS = 4_000
 MIN_TARGET_WORDS = 50
 MAX_TARGET_WORDS = 10_000
 MAX_IMAGES = 15

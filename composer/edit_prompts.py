@@ -83,6 +83,10 @@ _TASKS = {
     },
 }
 PARAGRAPH_OPS = tuple(_TASKS)
+TEMPLATE = _EDIT
+"""The user-message template by language (with {task} one of TASKS[op][language]), for a
+tool or test double that must recognise an edit prompt by the product's own wording."""
+TASKS = _TASKS
 
 
 @dataclass

@@ -48,7 +48,8 @@ class TimedLanguageModel:
     """Wraps a LanguageModel and charges the time spent inside it to `timer["generation"]`.
 
     Only the time spent producing each piece counts, not the time the consumer spends
-    between pieces (printing, saving), so the split between stages is honest.
+    between pieces (printing, saving), so the split between stages is honest. It holds no
+    per-request state: reference images travel in the messages (ChatMessage.images).
     """
 
     def __init__(self, lm: LanguageModel, timer: StageTimer):
@@ -56,35 +57,17 @@ class TimedLanguageModel:
         self.timer = timer
         self.name = lm.name
         self.context_length = lm.context_length
-        self.sees_images = bool(getattr(lm, "sees_images", False))
+        self.sees_images = lm.sees_images  # it reads each message's images (ChatMessage)
         self.supports_json_schema = bool(getattr(lm, "supports_json_schema", False))
         self.supports_opera = bool(getattr(lm, "supports_opera", False))
-        self.reference_images: list[str] = []  # shown to a writer that sees images
         # Drafts decoded together (composer/checked.py), offered when the backend batches
         # them; a writer that sees images draws its drafts one at a time with the images.
         if callable(getattr(lm, "stream_candidates", None)) and not self.sees_images:
             self.stream_candidates = self._stream_candidates
 
-    def with_images(self, messages: list[ChatMessage]) -> list[Any]:
-        """The messages with the reference images placed before the first user message's
-        text, for a writer that sees images; unchanged otherwise."""
-        if not (self.sees_images and self.reference_images):
-            return messages
-        shown, placed = [], False
-        for message in messages:
-            if message.role == "user" and not placed:
-                parts = [{"type": "image", "image": path} for path in self.reference_images]
-                shown.append({"role": "user",
-                              "content": parts + [{"type": "text", "text": message.content}]})
-                placed = True
-            else:
-                shown.append(message)
-        return shown
-
     def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
-        yield from self._timed(self.lm.stream(self.with_images(messages), config,
-                                              prefix=prefix, cancel=cancel))
+        yield from self._timed(self.lm.stream(messages, config, prefix=prefix, cancel=cancel))
 
     def _stream_candidates(self, messages: list[ChatMessage], config: GenerationConfig,
                            count: int, *, prefix: str = "",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 
 from composer import prompts
 from composer.config import MAX_IMAGES, MAX_PARAGRAPHS
@@ -134,14 +135,17 @@ class Illustrator:
         self.lm = lm
 
     def choose_slots(self, paragraphs: list[str], count: int | None, language: str,
-                     config: GenerationConfig, cancel: threading.Event | None = None) -> list[int]:
-        """Indices of the paragraphs that get an image (count None = the model decides)."""
+                     config: GenerationConfig, cancel: threading.Event | None = None,
+                     images: Sequence[str] = ()) -> list[int]:
+        """Indices of the paragraphs that get an image (count None = the model decides);
+        `images`: the reference images the prompts show."""
         picks: list[int] = []
         # Long articles are shown to the model in windows of at most MAX_PARAGRAPHS paragraphs.
         for start in range(0, len(paragraphs), MAX_PARAGRAPHS):
             window = paragraphs[start:start + MAX_PARAGRAPHS]
             share = None if count is None else max(1, round(count * len(window) / len(paragraphs)))
-            prompt = prompts.slots_prompt([p[:300] for p in window], share, language)
+            prompt = prompts.slots_prompt([p[:300] for p in window], share, language,
+                                          images=images)
             reply = collect(self.lm, prompt, config.replace(max_new_tokens=48, stop=("\n",)), cancel)
             picks += [start + n for n in parse_slots(prompt.prefix[-4:] + reply, len(window))]
         words = sum(len(p.split()) for p in paragraphs)
@@ -151,9 +155,11 @@ class Illustrator:
         return complete_slots(picks, count, len(paragraphs))
 
     def caption(self, title: str, chosen: list[str], paragraph: str, language: str,
-                config: GenerationConfig, cancel: threading.Event | None = None) -> str:
+                config: GenerationConfig, cancel: threading.Event | None = None,
+                images: Sequence[str] = ()) -> str:
         """A one-sentence description of a photo for `paragraph` (the retrieval query)."""
-        prompt = prompts.caption_prompt(title, paragraph[:CONTEXT_CHARS], chosen, language)
+        prompt = prompts.caption_prompt(title, paragraph[:CONTEXT_CHARS], chosen, language,
+                                        images=images)
         close = prompts.CAPTION_CLOSE[language]
         reply = collect(self.lm, prompt, config.replace(max_new_tokens=40, stop=(close, "\n")), cancel)
         caption = reply.strip().strip("\"“”").strip()
@@ -162,13 +168,14 @@ class Illustrator:
         return fallback_caption(paragraph, language)
 
     def select(self, candidates: list[ImageCandidate], context: str, mode: str, language: str,
-               config: GenerationConfig, cancel: threading.Event | None = None) -> int:
+               config: GenerationConfig, cancel: threading.Event | None = None,
+               images: Sequence[str] = ()) -> int:
         """Index of the chosen candidate: best score, or the model's letter A-D."""
         if not candidates:
             raise ValueError("select() needs at least one candidate")
         if mode == "score" or len(candidates) == 1:
             return max(range(len(candidates)), key=lambda i: candidates[i].score)
         options = [c.caption or c.image_id[:12] for c in candidates[:CANDIDATES]]
-        prompt = prompts.select_prompt(context[-CONTEXT_CHARS:], options, language)
+        prompt = prompts.select_prompt(context[-CONTEXT_CHARS:], options, language, images=images)
         reply = collect(self.lm, prompt, config.replace(max_new_tokens=4), cancel)
         return parse_choice(reply, len(options))

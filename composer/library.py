@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from composer.types import InputError, LibraryImage
 
 if TYPE_CHECKING:
-    from models.retrieval import Retriever
+    from composer.retrieval.retriever import Retriever
     from storage.images import ImageStore
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,15 @@ def seed_default_library(store: ImageStore, retriever: Retriever | None = None) 
     return created
 
 
+def visible_text(store: ImageStore, image: LibraryImage) -> tuple[list[str], float, bool]:
+    """(words read in the image when it was imported, the share of its area they cover,
+    whether its caption spells them out): what the Library view notes about an image's text."""
+    from models.ocr import caption_spells_text
+
+    words, area = store.texts([image.id]).get(image.id, ([], 0.0))
+    return words, area, caption_spells_text(image.caption, words)
+
+
 @dataclass
 class AddResult:
     """What `add_images` did: new images, images already in the library, and failures.
@@ -235,7 +244,7 @@ def add_images(store: ImageStore, paths: Iterable[str | Path], caption: str | No
     `progress(done, total, "adding files")` is called after each file; each file is stored
     on its own, so an interruption keeps the files done and adding them again is quick.
     """
-    from storage.images import NearDuplicateError
+    from storage.near_duplicates import NearDuplicateError
 
     if isinstance(paths, (str, Path)):
         paths = [paths]

@@ -175,33 +175,12 @@ def gather(services: Any) -> tuple[list[Paragraph], list[FeedbackRecord], list[P
     paragraphs: list[Paragraph] = []
     for summary in documents.list(limit=ALL_DOCUMENTS):
         paragraphs.extend(document_paragraphs(documents.get(summary.id)))
-    return paragraphs, list(feedback_repository(services).all()), \
-        list(pair_repository(services).list())
+    return paragraphs, list(services.feedback.all()), list(services.pairs.list())
 
 
 def report_from_services(services: Any) -> LoopReport:
     """build_report over everything in the app's database."""
     return build_report(*gather(services))
-
-
-def pair_repository(services: Any) -> Any:
-    """services.pairs, or a PairRepository over services.db when Services lacks it."""
-    found = getattr(services, "pairs", None)
-    if found is not None:
-        return found
-    from storage.pairs import PairRepository
-
-    return PairRepository(services.db)
-
-
-def feedback_repository(services: Any) -> Any:
-    """services.feedback, or a FeedbackRepository over services.db when Services lacks it."""
-    found = getattr(services, "feedback", None)
-    if found is not None:
-        return found
-    from storage.feedback import FeedbackRepository
-
-    return FeedbackRepository(services.db)
 
 
 def _rate(value: float | None) -> str:

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from composer import prompts
+from composer.config import PROMPT_MATERIAL_CHARS
 from composer.loop import paragraph_kind  # the loop's rule, so reports and pairs agree
 from composer.types import (
     MODEL_TEXT_ORIGINS,
@@ -29,7 +30,6 @@ from composer.writer import previous_window
 
 TRIVIAL_SIMILARITY = 0.9  # word-level similarity at or above which a small edit is trivial
 TRIVIAL_WORDS = 3  # ... provided at most this many words were changed
-MATERIAL_CHARS = 4000  # as much reference material as the composer shows (SectionWriter)
 
 _PUNCTUATION = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -97,7 +97,7 @@ def prompt_context(doc: Document, block: TextBlock) -> list[dict[str, str]]:
     part = siblings.index(block.id) if block.id in siblings else 0
     parts = max(len(siblings), part + 1)
     focus = paragraph_focus(outline.sections[index], part, parts)
-    material = str(doc.options.get("material", "") or "")[:MATERIAL_CHARS]
+    material = str(doc.options.get("material", "") or "")[:PROMPT_MATERIAL_CHARS]
     prompt = prompts.paragraph_prompt(outline, index, part + 1, parts, focus,
                                       previous_window(text_before(doc, block.id)), material,
                                       words, doc.language)

@@ -56,7 +56,7 @@ class Composer:
                  embedder: Any | None = None):
         """A library image is placed only when its score reaches `image_threshold`; below it
         `generator` (models/image_generator.py) makes a picture, else `web_search`
-        (composer/web_images.py) imports some, else the slot gets none. `embedder` (a text
+        (composer/retrieval/web/) imports some, else the slot gets none. `embedder` (a text
         embedder, models/embed.py; default: the retriever's) checks that key points and
         paragraphs are on the subject; without one that check is skipped."""
         self.timer = timer or StageTimer()
@@ -74,7 +74,7 @@ class Composer:
         self.illustrator = Illustrator(self.lm)
 
     def plan(self, request: ComposeRequest, cancel: threading.Event | None = None) -> Outline:
-        """Title and outline only, for a person to edit before writing (check_request first)."""
+        """Title and outline only, for a person to edit before writing (checked first)."""
         outline = Outline(title="")
         for outline in self.plan_stream(request, cancel):
             pass
@@ -83,22 +83,22 @@ class Composer:
     def plan_stream(self, request: ComposeRequest, cancel: threading.Event | None = None
                     ) -> Iterator[Outline]:
         """The outline as it is planned: the checked sections so far, then the whole outline
-        with word budgets (the last one yielded); check_request first."""
-        check_request(request)
-        self.lm.reference_images = list(request.reference_images)
+        with word budgets (the last one yielded). The request is checked first, unless it is a
+        CheckedRequest (checked where it entered: the UI's form, or compose)."""
+        request = check_request(request)
         yield from self.planner.stream(request, _config(request), cancel)
 
     def compose(self, request: ComposeRequest, outline: Outline | None = None,
                 cancel: threading.Event | None = None, owner: str | None = None,
                 ) -> Iterator[ProgressEvent]:
-        """Compose and save an article, yielding progress; the last event is "done"/"stopped"."""
-        check_request(request)
+        """Compose and save an article, yielding progress; the last event is "done"/"stopped".
+        The request is checked first, unless it is a CheckedRequest already."""
+        request = check_request(request)
         self.check_language(request.language)  # before the document exists
         check_decoding(request.generation, self.lm)
         if outline is not None:
             check_outline(outline, request.language)
         config = _config(request)
-        self.lm.reference_images = list(request.reference_images)
         # 1. Create the document first, so that nothing later can be lost.
         title = outline.title if outline else request.instruction.strip()[:120]
         doc = self._store(self.documents.create, title, request.instruction, request.language,
@@ -167,7 +167,7 @@ class Composer:
             state.start_section(index, section.title)
             steps = self.writer.write_section(outline, index, state.text(), request.material,
                                               request.language, config, request.instruction,
-                                              cancel)
+                                              cancel, images=request.reference_images)
             for part, step in steps:
                 if step.restart:
                     state.pending = ""
@@ -185,11 +185,13 @@ class Composer:
                 if step.kept is not None:
                     state.pending = ""
                     for paragraph in step.kept.paragraphs:
-                        self._append_paragraph(doc.id, state, paragraph, step.kept.summary())
+                        saved = self._append_paragraph(doc.id, state, paragraph,
+                                                       step.kept.summary())
                         yield ProgressEvent("write", delta=paragraph + "\n\n", section=index,
                                             sections=sections, tokens=state.tokens,
                                             words=state.words, document_id=doc.id,
-                                            fraction=self._fraction(state, request))
+                                            fraction=self._fraction(state, request),
+                                            block=saved)
                     yield ProgressEvent("check", check_message(index, part, step.kept),
                                         section=index, sections=sections, words=state.words,
                                         document_id=doc.id,
@@ -210,7 +212,7 @@ class Composer:
         yield ProgressEvent("slots", "Choosing where images help", fraction=PLAN_SHARE +
                             WRITE_SHARE, document_id=doc.id)
         slots = self.illustrator.choose_slots(paragraphs, request.images, request.language,
-                                              config, cancel)
+                                              config, cancel, images=request.reference_images)
         used: set[str] = set()
         captions: list[str] = []
         for number, slot in enumerate(slots):
@@ -220,7 +222,8 @@ class Composer:
                                 fraction=share, document_id=doc.id)
             context = "\n\n".join(paragraphs[: slot + 1])
             caption = self.illustrator.caption(title, captions, paragraphs[slot],
-                                               request.language, config, cancel)
+                                               request.language, config, cancel,
+                                               images=request.reference_images)
             with self.timer.measure("retrieval"):
                 candidates = self._candidates(caption, used, owner, request)
             label = f"Image {number + 1} of {len(slots)}"
@@ -237,7 +240,8 @@ class Composer:
             yield ProgressEvent("select", f"{label}: choosing among {len(fitting)}",
                                 fraction=share, document_id=doc.id)
             chosen = fitting[self.illustrator.select(fitting, context, request.selection,
-                                                     request.language, config, cancel)]
+                                                     request.language, config, cancel,
+                                                     images=request.reference_images)]
             used.add(chosen.image_id)
             captions.append(caption)
             # The caption shown is the image's own, never the query that found it.
@@ -305,7 +309,7 @@ class Composer:
 
     def _search_web(self, caption: str) -> str | None:
         """Import web images for a caption into the library; a message when that failed."""
-        from composer.web_images import search_web_images
+        from composer.retrieval.web.importer import search_web_images
 
         images, message = search_web_images(self.web_search, self.retriever.store, caption,
                                              CANDIDATES)
@@ -314,11 +318,12 @@ class Composer:
         return message
 
     def _append_paragraph(self, doc_id: str, state: "_WriteState", paragraph: str,
-                          checks: dict[str, Any] | None = None) -> None:
+                          checks: dict[str, Any] | None = None) -> TextBlock:
         block = TextBlock(text=paragraph, section=state.section, checks=checks)
-        self._store(self.documents.append_blocks, doc_id, [block])
+        saved, = self._store(self.documents.append_blocks, doc_id, [block])
         state.paragraphs.append((paragraph, state.section))
         state.words += count_words(paragraph)
+        return saved
 
     def _save_partial(self, doc_id: str, state: "_WriteState", status: str) -> None:
         """Keep the clean sentences of the draft being written when the work stops, then set

@@ -147,7 +147,8 @@ class Planner:
         direct = title_from_instruction(request.instruction)
         if direct:
             return direct
-        prompt = prompts.title_prompt(request.instruction, request.language)
+        prompt = prompts.title_prompt(request.instruction, request.language,
+                                      images=request.reference_images)
         close = prompts.TITLE_CLOSE[request.language]
         reply = collect(self.lm, prompt, config.replace(max_new_tokens=32, stop=(close, "\n"),
                                                         json_schema=None), cancel)
@@ -208,7 +209,8 @@ class Planner:
         budget = min(60 * count + 40, 4 * config.max_new_tokens)
         if getattr(self.lm, "supports_json_schema", False):
             prompt = prompts.outline_json_prompt(request.instruction, request.material, count,
-                                                 KEY_POINTS, request.language)
+                                                 KEY_POINTS, request.language,
+                                                 images=request.reference_images)
             schema = outline_schema(count, KEY_POINTS, *SCHEMA_CHARS)
             # Beams are not combined with a schema; n-gram bans could forbid every allowed token.
             tried = config.replace(max_new_tokens=budget, json_schema=schema, num_beams=1,
@@ -225,7 +227,7 @@ class Planner:
             return
         prompt = prompts.outline_prompt(request.instruction.strip()[:MAX_TITLE_CHARS],
                                         request.instruction, request.material, count,
-                                        request.language)
+                                        request.language, images=request.reference_images)
         reply = collect(self.lm, prompt, config.replace(max_new_tokens=budget), cancel)
         yield None, parse_outline(prompt.prefix + reply, request.language)
 

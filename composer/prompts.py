@@ -7,6 +7,7 @@ the model without reading the pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from composer.types import ChatMessage, Outline, SectionPlan
@@ -18,6 +19,11 @@ class Prompt:
 
     messages: list[ChatMessage]
     prefix: str = ""
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The image files the prompt shows (on its user message; () for none)."""
+        return next((m.images for m in self.messages if m.role == "user"), ())
 
 
 SYSTEM = {
@@ -187,9 +193,22 @@ _SELECT = {
 }
 _SELECT_PREFIX = {"en": "The best image is", "zh": "最合适的图片是"}
 
+TEMPLATES = {
+    "title": _TITLE, "outline": _OUTLINE, "outline_json": _OUTLINE_JSON, "section": _SECTION,
+    "paragraph": _PARAGRAPH, "repair": _REPAIR, "slots": _SLOTS, "caption": _CAPTION,
+    "select": _SELECT,
+}
+"""Each prompt kind's user-message template by language, so a tool (or test double) that
+must tell the prompts apart matches this wording rather than a copy of it."""
+
 
 def _system(language: str) -> ChatMessage:
     return ChatMessage("system", SYSTEM[language])
+
+
+def _user(text: str, images: Sequence[str]) -> ChatMessage:
+    """The user turn: the text, shown after the reference images (to a writer that sees them)."""
+    return ChatMessage("user", text, tuple(images))
 
 
 def _material_block(material: str, language: str) -> str:
@@ -207,14 +226,15 @@ def outline_text(outline: Outline, language: str) -> str:
     return "\n".join(lines)
 
 
-def title_prompt(instruction: str, language: str) -> Prompt:
+def title_prompt(instruction: str, language: str, *, images: Sequence[str] = ()) -> Prompt:
     """Ask for a title when the instruction is longer than a title."""
     user = _TITLE[language].format(instruction=instruction)
-    return Prompt([_system(language), ChatMessage("user", user)], _TITLE_PREFIX[language])
+    return Prompt([_system(language), _user(user, images)], _TITLE_PREFIX[language])
 
 
 def outline_prompt(
-    title: str, instruction: str, material: str, sections: int, language: str
+    title: str, instruction: str, material: str, sections: int, language: str, *,
+    images: Sequence[str] = (),
 ) -> Prompt:
     """Ask for an outline of `sections` numbered lines; the reply is pre-filled with "1."."""
     label = "要求：" if language == "zh" else "Instruction: "
@@ -225,18 +245,18 @@ def outline_prompt(
         material=_material_block(material, language),
         sections=sections,
     )
-    return Prompt([_system(language), ChatMessage("user", user)], "1.")
+    return Prompt([_system(language), _user(user, images)], "1.")
 
 
 def outline_json_prompt(instruction: str, material: str, sections: int, points: int,
-                        language: str) -> Prompt:
+                        language: str, *, images: Sequence[str] = ()) -> Prompt:
     """Ask for {"title", "sections": [{"title", "key_points"}]} (decoded under a JSON schema,
     so the reply is not pre-filled)."""
     user = _OUTLINE_JSON[language].format(
         instruction=instruction.strip(), material=_material_block(material, language),
         sections=sections, points=points,
     )
-    return Prompt([_system(language), ChatMessage("user", user)], "")
+    return Prompt([_system(language), _user(user, images)], "")
 
 
 def section_prompt(
@@ -266,7 +286,8 @@ def section_prompt(
 
 
 def paragraph_prompt(outline: Outline, index: int, part: int, parts: int, focus: str,
-                     previous_text: str, material: str, words: int, language: str) -> Prompt:
+                     previous_text: str, material: str, words: int, language: str, *,
+                     images: Sequence[str] = ()) -> Prompt:
     """Ask for paragraph `part` (1-based) of `parts` of section `index`, about `focus`,
     grounded on the outline and the end of what came before (VIGC: one piece at a time,
     each re-grounded on the plan)."""
@@ -277,11 +298,12 @@ def paragraph_prompt(outline: Outline, index: int, part: int, parts: int, focus:
         material=_material_block(material, language), previous=previous, number=index + 1,
         section=section.title, part=part, parts=parts, focus=focus, words=words,
     )
-    return Prompt([_system(language), ChatMessage("user", user)], "")
+    return Prompt([_system(language), _user(user, images)], "")
 
 
 def repair_prompt(draft: str, failed: list[str], focus: str, section: str, words: int,
-                  language: str, previous_text: str = "") -> Prompt:
+                  language: str, previous_text: str = "", *,
+                  images: Sequence[str] = ()) -> Prompt:
     """Ask for a paragraph again, naming what was wrong with the draft (the corrective step
     of generate-then-correct), after the end of the article so far."""
     problems = _PROBLEMS[language]
@@ -291,18 +313,20 @@ def repair_prompt(draft: str, failed: list[str], focus: str, section: str, words
     user = _REPAIR[language].format(section=section, focus=focus or section, draft=draft[:1500],
                                     problems=named or problems["clean"], words=words,
                                     previous=previous)
-    return Prompt([_system(language), ChatMessage("user", user)], "")
+    return Prompt([_system(language), _user(user, images)], "")
 
 
-def slots_prompt(paragraphs: list[str], count: int | None, language: str) -> Prompt:
+def slots_prompt(paragraphs: list[str], count: int | None, language: str, *,
+                 images: Sequence[str] = ()) -> Prompt:
     """Ask which paragraphs benefit from an image; paragraphs are tagged <Seg0>, <Seg1>, ..."""
     tagged = "\n".join(f"<Seg{number}> {text}" for number, text in enumerate(paragraphs))
     wanted = str(count) if count is not None else _SLOTS_AUTO[language]
     user = _SLOTS[language].format(tagged=tagged, count=wanted)
-    return Prompt([_system(language), ChatMessage("user", user)], _SLOTS_PREFIX[language])
+    return Prompt([_system(language), _user(user, images)], _SLOTS_PREFIX[language])
 
 
-def caption_prompt(title: str, paragraph: str, chosen: list[str], language: str) -> Prompt:
+def caption_prompt(title: str, paragraph: str, chosen: list[str], language: str, *,
+                   images: Sequence[str] = ()) -> Prompt:
     """Ask for a one-sentence description of a photo for `paragraph` of the article `title`.
 
     The reference shows the whole article up to the slot; a small model stays on topic far
@@ -310,14 +334,15 @@ def caption_prompt(title: str, paragraph: str, chosen: list[str], language: str)
     """
     chosen_text = _CHOSEN[language].format(captions="; ".join(chosen)) if chosen else ""
     user = _CAPTION[language].format(title=title, paragraph=paragraph, chosen=chosen_text)
-    return Prompt([_system(language), ChatMessage("user", user)], _CAPTION_PREFIX[language])
+    return Prompt([_system(language), _user(user, images)], _CAPTION_PREFIX[language])
 
 
-def select_prompt(context: str, options: list[str], language: str) -> Prompt:
+def select_prompt(context: str, options: list[str], language: str, *,
+                  images: Sequence[str] = ()) -> Prompt:
     """Ask the model to choose among candidate images A-D, described by their captions."""
     lines = "\n".join(f"{chr(ord('A') + i)}. {caption}" for i, caption in enumerate(options))
     user = _SELECT[language].format(context=context, options=lines)
-    return Prompt([_system(language), ChatMessage("user", user)], _SELECT_PREFIX[language])
+    return Prompt([_system(language), _user(user, images)], _SELECT_PREFIX[language])
 
 
 CAPTION_CLOSE = {"en": '"', "zh": "”"}

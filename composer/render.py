@@ -53,31 +53,30 @@ def section_headings(doc: Document) -> dict[int, str]:
     outline, a section the outline does not name, an empty title, or a one-section article
     whose section title is the article's title.
     """
-    sections = doc.outline.sections if doc.outline else []
     headings: dict[int, str] = {}
     seen: set[int] = set()
     for position, block in enumerate(doc.blocks):
-        if block.section in seen or not _shows(block):
+        if block.section in seen or not shows(block):
             continue
         seen.add(block.section)
-        if not 0 <= block.section < len(sections):
-            continue
-        title = " ".join(sections[block.section].title.split())
-        if title and title.casefold() != " ".join(doc.title.split()).casefold():
+        title = section_title(doc, block.section)
+        if title:
             headings[position] = title
     return headings
 
 
-def _new_section_heading(doc: Document, section: int | None) -> str:
-    """The title of `section` when none of its blocks shows yet (text streaming into it)."""
-    if section is None or any(b.section == section and _shows(b) for b in doc.blocks):
+def section_title(doc: Document, section: int) -> str:
+    """The heading of outline section `section` ("" when it gets none, see section_headings)."""
+    sections = doc.outline.sections if doc.outline else []
+    if not 0 <= section < len(sections):
         return ""
-    probe = Document(id="", slug="", title=doc.title, instruction="", outline=doc.outline,
-                     blocks=[TextBlock(text="x", section=section)])
-    return section_headings(probe).get(0, "")
+    title = " ".join(sections[section].title.split())
+    if not title or title.casefold() == " ".join(doc.title.split()).casefold():
+        return ""
+    return title
 
 
-def _shows(block: TextBlock | ImageBlock) -> bool:
+def shows(block: TextBlock | ImageBlock) -> bool:
     """Whether a block renders anything (a heading never stands over nothing)."""
     return bool(block.text.strip()) if isinstance(block, TextBlock) else bool(block.image_id)
 
@@ -119,24 +118,52 @@ def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
     `streaming_section` (its heading shows before the tail when it has no saved block yet).
     `show_checks` adds under each model paragraph the checks it passed (the editor's view;
     readers of a shared article do not see them)."""
-    parts = [f'<article class="xc-article"><h1>{html.escape(doc.title)}</h1>']
+    parts = [article_open(doc)]
     headings = section_headings(doc)
     for position, block in enumerate(doc.blocks):
         if position in headings:
-            parts.append(f"<h2>{html.escape(headings[position])}</h2>")
-        if isinstance(block, TextBlock):
-            parts.append(f"<p>{html.escape(block.text)}</p>")
-            if show_checks:
-                parts.append(checks_html(block.checks))
-        elif isinstance(block, ImageBlock):
-            parts.append(figure_html(block, image_url, image_info))
+            parts.append(heading_html(headings[position]))
+        parts.append(block_html(block, image_url, image_info, show_checks))
     if streaming_tail.strip():
-        heading = _new_section_heading(doc, streaming_section)
-        if heading:
-            parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(f'<p class="streaming">{html.escape(streaming_tail.strip())}▍</p>')
-    parts.append("</article>")
+        shown = any(b.section == streaming_section and shows(b) for b in doc.blocks)
+        heading = "" if streaming_section is None or shown else section_title(
+            doc, streaming_section)
+        parts.append(streaming_html(streaming_tail, heading))
+    parts.append(ARTICLE_CLOSE)
     return "".join(parts)
+
+
+ARTICLE_CLOSE = "</article>"
+
+
+def article_open(doc: Document) -> str:
+    """The start of the article's HTML: its element and the title."""
+    return f'<article class="xc-article"><h1>{html.escape(doc.title)}</h1>'
+
+
+def heading_html(title: str) -> str:
+    """A section heading, escaped."""
+    return f"<h2>{html.escape(title)}</h2>"
+
+
+def block_html(block: TextBlock | ImageBlock, image_url: ImageUrl, image_info: ImageInfo,
+               show_checks: bool = False) -> str:
+    """One block as escaped HTML: a paragraph (with its checks line when `show_checks`) or a
+    figure; a section's heading is the caller's (section_headings)."""
+    if isinstance(block, TextBlock):
+        return f"<p>{html.escape(block.text)}</p>" + (checks_html(block.checks)
+                                                      if show_checks else "")
+    if isinstance(block, ImageBlock):
+        return figure_html(block, image_url, image_info)
+    return ""
+
+
+def streaming_html(tail: str, heading: str = "") -> str:
+    """Text still being written, with a cursor, under `heading` ("": none); "" for no text."""
+    if not tail.strip():
+        return ""
+    opening = heading_html(heading) if heading else ""
+    return opening + f'<p class="streaming">{html.escape(tail.strip())}▍</p>'
 
 
 def first_paragraph(doc: Document, limit: int = 200) -> str:

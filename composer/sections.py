@@ -9,14 +9,15 @@ goes through CheckedWriter (composer/checked.py): k drafts, checked, the best ke
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 from composer import prompts
 from composer.checked import CheckContext, CheckedWriter, WriteStep
+from composer.config import PROMPT_MATERIAL_CHARS
 from composer.types import GenerationConfig, Outline, SectionPlan, count_words
 from composer.writer import paragraphs_for, previous_window, token_budget
 
-MATERIAL_CHARS = 4000  # reference material shown with every paragraph prompt
 MIN_PARAGRAPH_WORDS = 20
 
 
@@ -45,11 +46,12 @@ class SectionWriter:
     def write_section(self, outline: Outline, index: int, before: str, material: str,
                       language: str, config: GenerationConfig, instruction: str = "",
                       cancel: threading.Event | None = None, after: str = "",
-                      ) -> Iterator[tuple[int, WriteStep]]:
+                      images: Sequence[str] = ()) -> Iterator[tuple[int, WriteStep]]:
         """Yield (paragraph number, step) while section `index` is written: pieces of the
         lead draft, then each kept paragraph (a step with `kept`). `before` is the article
         up to the section (the prompt shows its end); `after` the text that follows it,
-        which kept paragraphs must not repeat either."""
+        which kept paragraphs must not repeat either. `images`: the reference images the
+        prompts show (composer/prompts.py)."""
         section = outline.sections[index]
         parts = paragraphs_for(section.words, language)
         per_part = max(MIN_PARAGRAPH_WORDS, round(section.words / parts))
@@ -67,7 +69,8 @@ class SectionWriter:
             so_far = join_text(before, written)
             prompt = prompts.paragraph_prompt(outline, index, part + 1, parts, focus,
                                               previous_window(so_far),
-                                              material[:MATERIAL_CHARS], words, language)
+                                              material[:PROMPT_MATERIAL_CHARS], words, language,
+                                              images=images)
             context = CheckContext(join_text(so_far, after), language, instruction,
                                    f"{section.title}: {focus}" if focus != section.title
                                    else focus, section.title, words=words)

@@ -109,8 +109,8 @@ class Services:
         """The library retriever; the default library is seeded the first time it is needed."""
         def make():
             from composer.library import seed_default_library
-            from models.retrieval import Retriever
-            from storage.pgvector import pgvector_available
+            from composer.retrieval.pgvector import pgvector_available
+            from composer.retrieval.retriever import Retriever
 
             settings = self.settings
             retriever = Retriever(self.images, self.embedder, self.spotter,
@@ -152,7 +152,7 @@ class Services:
     @property
     def web_search(self):
         """The web image search of COMPOSER_WEB_IMAGES, or None when it is off (the default)."""
-        from composer.web_images import make_web_search
+        from composer.retrieval.web.importer import make_web_search
 
         return make_web_search(self.settings.web_images, self.settings.web_images_url)
 

@@ -25,8 +25,9 @@ model. So the writer's text behaviour can only be changed by adapters on text to
 
 The output folder holds adapter_config.json + adapter_model.safetensors (peft's
 save_pretrained) and dpo.json (settings, loss and reward margin before / after, the base
-model's name and a fingerprint of its weights). models/writer_adapter.py loads it onto the
-writer (COMPOSER_WRITER_ADAPTER) and refuses a folder trained on another base model.
+model's name and a fingerprint of its weights; names, format and base description are
+models/adapters.py's). models/writer_adapter.py loads it onto the writer
+(COMPOSER_WRITER_ADAPTER) and refuses a folder trained on another base model.
 """
 
 from __future__ import annotations
@@ -42,10 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DPO_RECORD = "dpo.json"
-DPO_FORMAT = "writer-dpo/1"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+from models.adapters import DPO_FORMAT, DPO_RECORD, base_description, write_record
+
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -264,18 +263,6 @@ def lora_config(model: Any, settings: DPOSettings) -> Any:
                       bias="none", task_type="CAUSAL_LM")
 
 
-def base_description(model: Any) -> dict[str, Any]:
-    """Shape and a weight fingerprint of the base model (what an adapter is tied to)."""
-    from composer.train_plora import fingerprint
-
-    config = getattr(model, "config", None)
-    embeddings = model.get_input_embeddings().weight
-    return {"model_type": getattr(config, "model_type", ""),
-            "hidden_size": int(embeddings.shape[1]), "vocab_size": int(embeddings.shape[0]),
-            "num_hidden_layers": getattr(config, "num_hidden_layers", None),
-            "fingerprint": fingerprint(embeddings)}
-
-
 # --- training -------------------------------------------------------------------------------
 
 
@@ -420,9 +407,7 @@ def save_dpo(folder: str | Path, peft_model: Any, settings: DPOSettings, report:
                      "target_modules": list(settings.target_modules)},
         **_report_json(report), **(extra or {}),
     }
-    partial = folder / (DPO_RECORD + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    partial.replace(folder / DPO_RECORD)
+    write_record(folder, DPO_RECORD, record)
     return folder
 
 

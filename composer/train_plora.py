@@ -16,18 +16,17 @@ models/plora.image_mask during each forward, so the adapters act on image tokens
     report = train_plora(model, tokenizer, encoder, pairs, TrainConfig(steps=300))
     save_trained("out", model, encoder, config, report, base_model=..., vision=...)
     ...
-    load_trained("out", fresh_model, fresh_encoder)   # the app side
+    load_trained("out", fresh_model, fresh_encoder)   # the app side (models/adapters.py)
 
 A checkpoint folder holds plora/ (save_plora), vision_adapter.safetensors
 (ImageEncoder.save_adapter) and train.json (settings, steps, loss history, base model and
-vision ids, and fingerprints of both bases so a load onto other bases is refused).
+vision ids, and fingerprints of both bases so a load onto other bases is refused); its
+names, format and checks are models/adapters.py's, shared with the loading side.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,24 +37,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.adapters import (
+    PLORA_DIR,
+    TRAIN_FORMAT,
+    TRAIN_JSON,
+    VISION_ADAPTER,
+    plora_bases,
+    write_record,
+)
 from models.interleave import ImageRef, build_inputs, render_template
 from models.plora import (
     freeze_base,
     image_mask,
     inject_plora,
-    load_plora,
     plora_layers,
     plora_parameters,
-    save_plora,
 )
+from models.plora_io import save_plora
 
 PROMPT = "Describe this image."
-PLORA_DIR = "plora"
-VISION_ADAPTER = "vision_adapter.safetensors"
-TRAIN_JSON = "train.json"
-TRAIN_FORMAT = "plora-train/1"
 IGNORE = -100
-FINGERPRINT_VALUES = 1 << 20  # values sampled from a weight for its fingerprint
 
 Pair = tuple[Any, str]  # (image path or PIL image, caption)
 Progress = Callable[[int, int, float], None]  # (steps done, total steps, running loss)
@@ -279,33 +280,6 @@ def train_plora(model: nn.Module, tokenizer: Any, encoder: Any, pairs: Sequence[
 # --- checkpoints ------------------------------------------------------------------------
 
 
-def fingerprint(weight: torch.Tensor) -> str:
-    """A short hash of (up to 2**20 evenly spaced values of) a weight, rounded to bfloat16,
-    so the same base loaded in float32 or bfloat16 gives the same fingerprint."""
-    flat = weight.detach().reshape(-1)
-    stride = max(1, flat.numel() // FINGERPRINT_VALUES)
-    sample = flat[::stride][:FINGERPRINT_VALUES].to("cpu", torch.bfloat16).view(torch.int16)
-    digest = hashlib.sha256(sample.contiguous().numpy().tobytes())
-    digest.update(str(tuple(weight.shape)).encode())
-    return digest.hexdigest()[:16]
-
-
-def base_description(model: nn.Module, encoder: Any) -> dict[str, Any]:
-    """Shapes and weight fingerprints of the two frozen bases, as train.json records them."""
-    config = getattr(model, "config", None)
-    embeddings = model.get_input_embeddings().weight
-    tower = encoder.tower
-    return {
-        "lm": {"model_type": getattr(config, "model_type", ""),
-               "hidden_size": int(embeddings.shape[1]), "vocab_size": int(embeddings.shape[0]),
-               "num_hidden_layers": getattr(config, "num_hidden_layers", None),
-               "fingerprint": fingerprint(embeddings)},
-        "vision": {"family": tower.family, "hidden_size": tower.hidden_size,
-                   "image_size": tower.image_size, "patch_size": tower.patch_size,
-                   "fingerprint": fingerprint(tower.model.embeddings.patch_embedding.weight)},
-    }
-
-
 def save_trained(folder: str | Path, model: nn.Module, encoder: Any, config: TrainConfig,
                  report: TrainReport, *, base_model: str = "", vision: str = "",
                  extra: dict | None = None) -> Path:
@@ -323,62 +297,11 @@ def save_trained(folder: str | Path, model: nn.Module, encoder: Any, config: Tra
         "max_tiles": encoder.max_tiles, "newline": encoder.use_newline,
         "steps": report.steps, "stopped": report.stopped, "pairs": report.pairs,
         "seconds": round(report.seconds, 3), "losses": report.losses,
-        "bases": base_description(model, encoder),
+        "bases": plora_bases(model, encoder),
         **(extra or {}),
     }
-    partial = folder / (TRAIN_JSON + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    partial.replace(folder / TRAIN_JSON)
+    write_record(folder, TRAIN_JSON, record)
     return folder
-
-
-def read_train_record(folder: str | Path) -> dict:
-    """train.json of a checkpoint folder, checked for its format."""
-    folder = Path(folder)
-    path = folder / TRAIN_JSON
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist: give the "
-                                "--out folder of `train-plora`")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {folder} is not a train-plora "
-                                "checkpoint (it needs plora/, vision_adapter.safetensors and "
-                                "train.json)")
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("format") != TRAIN_FORMAT:
-        raise ValueError(f"{path} has format {record.get('format')!r}, expected "
-                         f"{TRAIN_FORMAT!r}")
-    return record
-
-
-def load_trained(folder: str | Path, lm_model: nn.Module, encoder: Any) -> dict:
-    """Load a checkpoint's PLoRA adapters onto `lm_model` and its projector / skip / newline
-    embeddings onto `encoder`; returns the train.json record.
-
-    Both must be built from the same bases as in training: a language model or vision tower
-    of another shape, or with other weights (fingerprints), raises ValueError saying which
-    and what the checkpoint was trained on, before anything is loaded.
-    """
-    record = read_train_record(folder)
-    folder = Path(folder)
-    expected = record.get("bases", {})
-    found = base_description(lm_model, encoder)
-    names = {"lm": f"language model {record.get('base_model')!r}",
-             "vision": f"vision tower {record.get('vision')!r}"}
-    for part in ("lm", "vision"):
-        for key, value in expected.get(part, {}).items():
-            if found[part].get(key) != value:
-                what = "weights" if key == "fingerprint" else key
-                raise ValueError(
-                    f"{folder} was trained on the {names[part]}, but the given "
-                    f"{'model' if part == 'lm' else 'encoder'} differs in its {what} "
-                    f"({found[part].get(key)!r}, trained with {value!r}): build it from the "
-                    "same base it was trained on")
-    for name in (PLORA_DIR, VISION_ADAPTER):
-        if not (folder / name).exists():
-            raise FileNotFoundError(f"{folder / name} is missing: the checkpoint is incomplete")
-    encoder.load_adapter(folder / VISION_ADAPTER)
-    load_plora(lm_model, folder / PLORA_DIR)
-    return record
 
 
 # --- loading the bases (for the command line) -------------------------------------------

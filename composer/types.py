@@ -76,10 +76,16 @@ class GenerationConfig:
 
 @dataclass
 class ChatMessage:
-    """One turn of a chat prompt; role is "system", "user" or "assistant"."""
+    """One turn of a chat prompt; role is "system", "user" or "assistant".
+
+    `images`: image files (paths) the turn shows before its text: the request's reference
+    images, set by the prompt builders (composer/prompts.py). A backend that sees images
+    (LanguageModel.sees_images) reads them; the others ignore them.
+    """
 
     role: str
     content: str
+    images: tuple[str, ...] = ()
 
 
 @dataclass
@@ -354,8 +360,9 @@ class ProgressEvent:
     "save", "done", "warning" or "error". A "draft" event's `delta` is newly streamed text of
     the draft being written and `pending` that whole draft (a UI shows it after the saved
     blocks; it may be replaced by the checked version); a "write" event's `delta` is a
-    paragraph as kept and saved; a "check" event says what the paragraph checks decided.
-    `fraction` is the share of the whole job done so far (0..1).
+    paragraph as kept and saved, and `block` that saved TextBlock (with its id and checks),
+    so a view appends it without reading the document; a "check" event says what the
+    paragraph checks decided. `fraction` is the share of the whole job done so far (0..1).
     """
 
     stage: str
@@ -368,6 +375,7 @@ class ProgressEvent:
     fraction: float = 0.0
     document_id: str | None = None
     pending: str = ""
+    block: TextBlock | None = None
 
 
 def count_words(text: str) -> int:

@@ -1,11 +1,15 @@
 """check_request(): every limit on a ComposeRequest, checked before any work starts.
 
-Each error names the value that was given and the limit, and says what to do instead.
+Each error names the value that was given and the limit, and says what to do instead. A request
+is checked once, where it enters (the UI's form, or Composer.compose / plan_stream for the CLI
+and other callers): check_request returns a read-only CheckedRequest, which the composer takes
+as it is instead of checking it again.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import fields
 
 from composer.config import (
     DECODINGS,
@@ -29,8 +33,23 @@ SELECTION_MODES = ("score", "model")
 MAX_FILTER_CHARS = 300
 
 
-def check_request(request: ComposeRequest) -> None:
-    """Raise InputError for the first invalid field of a compose request."""
+class CheckedRequest(ComposeRequest):
+    """A ComposeRequest that check_request passed (only check_request makes one).
+
+    Read-only, so that it stays as it was checked: to change a field, change a ComposeRequest
+    and check that (dataclasses.replace on a CheckedRequest raises AttributeError).
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a checked request is read-only (setting {name!r}): change a "
+                             "ComposeRequest and check it again")
+
+
+def check_request(request: ComposeRequest) -> CheckedRequest:
+    """The request as a CheckedRequest (itself if it is one already); InputError for the
+    first invalid field."""
+    if isinstance(request, CheckedRequest):
+        return request
     if not isinstance(request.instruction, str):
         raise InputError(f"instruction must be text, got {type(request.instruction).__name__}")
     if not visible_text(request.instruction):
@@ -73,6 +92,10 @@ def check_request(request: ComposeRequest) -> None:
             raise InputError(f"{name} must be text of at most {MAX_FILTER_CHARS} characters, "
                              f"got {str(value)[:40]!r}: pick one from the library's list")
     check_generation(request.generation)
+    checked = object.__new__(CheckedRequest)
+    checked.__dict__.update({f.name: getattr(request, f.name) for f in fields(ComposeRequest)})
+    checked.__dict__["reference_images"] = list(request.reference_images)
+    return checked
 
 
 def visible_text(text: str) -> str:

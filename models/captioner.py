@@ -108,7 +108,7 @@ class TransformersCaptioner:
         Chat mode is used when the processor has a chat template and the model is not a
         classic captioner. RuntimeError says what to do when the model cannot be loaded.
         """
-        from models.lm import resolve_device, resolve_dtype
+        from models.devices import resolve_device, resolve_dtype
 
         source = str(source).strip()
         if not source:

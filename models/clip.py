@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from models.embed import DEFAULT_BATCH_SIZE, default_device, normalise
+from models.devices import resolve_device, resolve_dtype
+from models.embed import DEFAULT_BATCH_SIZE, normalise
 
 ImageInput = Any  # str | Path | PIL.Image.Image (PIL is imported lazily)
 T = TypeVar("T")
@@ -35,7 +36,6 @@ PAD_TO_MAX_LENGTH = frozenset({"siglip", "siglip2"})
 # Families trained on lower-cased text.
 LOWERCASE_TEXT = frozenset({"siglip2"})
 TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 # A tokenizer without a known limit reports a huge model_max_length; ignore such values.
 UNKNOWN_MAX_LENGTH = 1_000_000
 
@@ -84,9 +84,9 @@ class ClipEmbedder:
         if not source:
             raise ValueError("CLIP model id or folder is empty: pass a model id such as "
                              "'openai/clip-vit-base-patch32' or a local folder")
-        device = default_device() if device == "auto" else device
-        model, tokenizer, image_processor = _load_parts(source, device, torch_dtype(dtype,
-                                                                                      device))
+        device = resolve_device(device)
+        dtype_value = resolve_dtype(dtype, device, gpu_auto="checkpoint")
+        model, tokenizer, image_processor = _load_parts(source, device, dtype_value)
         return cls(model, tokenizer, image_processor, name=NAME_PREFIX + source, device=device,
                    batch_size=batch_size)
 
@@ -224,17 +224,6 @@ def _max_text_tokens(config: Any, tokenizer: Any) -> int:
     if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < UNKNOWN_MAX_LENGTH:
         limit = min(limit, tokenizer_limit)
     return limit
-
-
-def torch_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype for a dtype setting ("auto" keeps float32 on the CPU)."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return torch.float32 if device == "cpu" else "auto"
-    return getattr(torch, dtype)
 
 
 def _load_parts(source: str, device: str, dtype: Any) -> tuple[Any, Any, Any]:

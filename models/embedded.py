@@ -167,7 +167,8 @@ def load_embedded(settings: Any) -> Any:
     re-finds the GGUF's own 4-bit grid; int8 when torch lacks the int4 kernel) and none on a
     GPU. See models.quantize for the measurements.
     """
-    from models.lm import TransformersLM, resolve_device
+    from models.devices import resolve_device
+    from models.lm import TransformersLM
 
     folder = ensure_converted(settings.cache_dir)
     return TransformersLM(folder, dtype=settings.dtype, device=settings.device,

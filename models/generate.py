@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -75,6 +76,24 @@ def seeded_generator(seed: int | None, device: torch.device) -> torch.Generator 
     if seed is None:
         return None
     return torch.Generator(device=device).manual_seed(seed)
+
+
+@contextmanager
+def seeded_rng(seed: int | None) -> Iterator[None]:
+    """Run the block on a private copy of torch's random state seeded with `seed` (None: the
+    global state as it is).
+
+    For `model.generate` (beam search with sampling), which draws from the global RNG and
+    takes no generator: seeded, the reply is repeatable and the caller's random stream is
+    left as it was (the state is restored after the block).
+    """
+    if seed is None:
+        yield
+        return
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def forward_options(model: Any) -> dict[str, Any]:

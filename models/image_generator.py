@@ -21,13 +21,13 @@ from typing import Any, Protocol
 from PIL import Image
 
 from composer.types import ComposerError, InputError
+from models.devices import resolve_device, resolve_dtype
 
 DEFAULT_STEPS = 25
 DEFAULT_SIZE = 512
 MAX_STEPS = 500
 MAX_SIZE = 4096
 SIZE_MULTIPLE = 8  # latent diffusion models work on size / 8 latents
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 SETTING = "COMPOSER_IMAGE_GENERATOR"
 
 Progress = Callable[[int, int], None]
@@ -80,29 +80,6 @@ def check_prompt(prompt: str) -> str:
     return text
 
 
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other names are returned as given."""
-    if (device or "auto") != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype: "auto" is float16 on a GPU (what diffusion checkpoints ship in) and
-    float32 on the CPU (half precision is slow or unsupported there)."""
-    import torch
-
-    name = dtype or "auto"
-    if name not in DTYPES:
-        raise InputError(f"dtype {dtype!r} is not one of {list(DTYPES)}: set COMPOSER_DTYPE "
-                         "to one of those")
-    if name != "auto":
-        return getattr(torch, name)
-    return torch.float16 if device.startswith("cuda") else torch.float32
-
-
 class ImageGenerator:
     """A diffusers text-to-image pipeline with the app's defaults and safeguards.
 
@@ -136,7 +113,8 @@ class ImageGenerator:
         check_steps(steps)
         check_size(size)
         device_name = resolve_device(device)
-        pipeline = _load_pipeline(source, resolve_dtype(dtype, device_name))
+        # diffusion checkpoints ship in float16
+        pipeline = _load_pipeline(source, resolve_dtype(dtype, device_name, gpu_auto="float16"))
         _check_text_to_image(source, pipeline)
         pipeline.to(device_name)
         if hasattr(pipeline, "set_progress_bar_config"):

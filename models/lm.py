@@ -8,14 +8,15 @@ the protocol) stays cheap for the CLI and the UI.
 from __future__ import annotations
 
 import importlib.util
-
 import json
 import math
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
+from composer.config import DECODINGS, MAX_BEAMS, MAX_CANDIDATES, MAX_NEW_TOKENS
 from composer.types import ChatMessage, GenerationConfig
+from models.devices import resolve_device, resolve_dtype
 
 
 @runtime_checkable
@@ -24,6 +25,9 @@ class LanguageModel(Protocol):
 
     name: a short label for logs and stored options.
     context_length: how many tokens fit in the prompt plus the reply.
+    sees_images: whether the backend reads the image files a message shows
+      (ChatMessage.images, the request's reference images) as image input; a backend with
+      False ignores them and reads the text only.
     stream(): yields pieces of the reply as they are decoded. `prefix` pre-fills the start of
       the assistant's reply (the model continues it; the prefix itself is not yielded).
       Stops at EOS, at any of config.stop (not yielded), after config.max_new_tokens, or when
@@ -35,6 +39,7 @@ class LanguageModel(Protocol):
 
     name: str
     context_length: int
+    sees_images: bool
 
     def stream(
         self,
@@ -48,20 +53,15 @@ class LanguageModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE_MODES = ("none", "int8", "int4")  # models.quantize.QUANTIZE_MODES, without torch
-MAX_NEW_TOKENS_LIMIT = 4096
-MAX_BEAMS_LIMIT = 6
-MAX_CANDIDATES_LIMIT = 8
-DECODINGS = ("default", "opera")
 DEFAULT_CONTEXT_LENGTH = 2048
 
 
 def check_generation_config(config: GenerationConfig) -> None:
     """Raise ValueError naming the first decoding setting outside what the backend supports."""
-    _check_whole("max_new_tokens", config.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
-    _check_whole("num_beams", config.num_beams, 1, MAX_BEAMS_LIMIT)
-    _check_whole("candidates", config.candidates, 1, MAX_CANDIDATES_LIMIT)
+    _check_whole("max_new_tokens", config.max_new_tokens, 1, MAX_NEW_TOKENS)
+    _check_whole("num_beams", config.num_beams, 1, MAX_BEAMS)
+    _check_whole("candidates", config.candidates, 1, MAX_CANDIDATES)
     if config.decoding not in DECODINGS:
         raise ValueError(f"decoding {config.decoding!r} is not one of {DECODINGS}")
     _check_whole("top_k", config.top_k, 0, None)
@@ -103,28 +103,6 @@ def _check_whole(name: str, value: object, low: int, high: int | None) -> None:
     if value < low or (high is not None and value > high):
         limit = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ValueError(f"{name} is {value}; it must be {limit}")
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other names are returned as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype for a dtype name; "auto" is float32 on the CPU, bf16/fp16 on a GPU."""
-    import torch
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}: set COMPOSER_DTYPE to one")
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def model_context_length(model_config: Any, tokenizer: Any) -> int:
@@ -169,6 +147,7 @@ class TransformersLM:
 
     supports_beams = True
     supports_opera = True  # config.decoding "opera" (models/opera.py)
+    sees_images = False  # text only: messages' images are ignored
     # Schemas need xgrammar (scripts/setup.sh installs it); without it outlines are parsed
     # from free text and checked the same way.
     supports_json_schema = _installed("xgrammar")
@@ -256,9 +235,9 @@ class TransformersLM:
 
         check_generation_config(config)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= \
-                MAX_CANDIDATES_LIMIT:
+                MAX_CANDIDATES:
             raise ValueError(f"count is {count!r}; it must be between 1 and "
-                             f"{MAX_CANDIDATES_LIMIT}")
+                             f"{MAX_CANDIDATES}")
         if not messages:
             raise ValueError("messages is empty: give at least one user message")
         ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
@@ -284,7 +263,7 @@ class TransformersLM:
         import torch
         from transformers import StoppingCriteriaList
 
-        from models.generate import CancelCriteria, decode_reply
+        from models.generate import CancelCriteria, decode_reply, seeded_rng
 
         options: dict[str, Any] = {
             "num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens,
@@ -297,11 +276,10 @@ class TransformersLM:
         if config.do_sample:
             options.update(temperature=config.temperature, top_p=config.top_p,
                            top_k=config.top_k)
-            if config.seed is not None:
-                torch.manual_seed(config.seed)
         if cancel is not None:
             options["stopping_criteria"] = StoppingCriteriaList([CancelCriteria(cancel)])
-        with torch.inference_mode():
+        seed = config.seed if config.do_sample else None
+        with torch.inference_mode(), seeded_rng(seed):
             output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
                                          **options)
         reply = output[0, input_ids.shape[1]:].tolist()

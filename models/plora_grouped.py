@@ -8,7 +8,7 @@ order and each row keeps its real position for the rotary embedding. This prefil
 1. moves the rows once, before the first block: the text rows first, the image rows after
    (`inputs_embeds.index_select`), with `position_ids` moved the same way;
 2. lets every PLoRA layer multiply two contiguous slices, the text rows by W0 and the image
-   rows by the merged W1 (models/plora.py `grouped_forward`): no row is moved per layer;
+   rows by the merged W1 (models/plora_layer.py `grouped_forward`): no row is moved per layer;
 3. puts the query, key and value rows back in their real order inside attention (a
    wrapper around the model's attention function, registered with transformers'
    AttentionInterface as "plora-grouped-<name>") and the attention output rows back in the
@@ -29,23 +29,9 @@ Each layer multiplies the paired text and image rows in one batched product
 (`PLoRALinear._grouped_products`): on the CPU each thread then multiplies one half with its
 own weight instead of both threads sharing each of two products.
 
-bench/bench_plora_target.py measures the prefill against the base model on a
-SmolLM2-135M-shaped model (float32) with rank-256 adapters on all 7 projections, 512
-tokens, 50% of them image tokens, 2 CPU threads (AMD EPYC, 2026-12-01), 2 blocks of 30
-rounds, side by side with the same prefill using two products per layer ("split"):
-overhead of the medians, median paired overhead, 95% bootstrap interval
-(bench/results/plora_target.json):
-
-    grouped (this module)     +3.8%   +4.1% [+0.4, +8.9]    blocks: +4.1%, +2.4%
-    grouped, split products   +15.0%  +12.6% [+7.0, +18.7]  blocks: +20.1%, +10.7%
-
-bench/bench_plora.py (bench/results/plora.json, 15 runs, every design and fraction) has
-the grouped prefill at -0.3% (25% image) and -5.9% (50%), the split one at 0.0% (50%),
-the per-layer merged path at +18.8% / +5.8% and the low-rank path at +21.5% / +30.1%. At
-0% image tokens (where the grouped prefill steps aside, so both arms run the same products)
-it measured -10.1%: one 15-run median on this shared machine is good to about +-10 points,
-hence the longer target run. Its diagnostic arm with W1 = W0 (no second weight to read)
-measured -4.9%, no different from the grouped -5.9% at that precision.
+Its cost against the base model and against the per-layer paths is measured by
+bench/bench_plora_target.py and bench/bench_plora.py (bench/results/plora_target.json,
+bench/results/plora.json).
 """
 
 from __future__ import annotations
@@ -58,7 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.plora import _holders, check_mask, image_mask
+from models.plora import image_mask, mask_holders
+from models.plora_mask import check_mask
 
 PREFIX = "plora-grouped-"
 
@@ -99,7 +86,7 @@ def prefill_last_logits(model: nn.Module, inputs_embeds: torch.Tensor,
     grouping = plan_grouping(model, mask, attention_mask)
     if grouping is None:
         extra = {"logits_to_keep": 1} if keep_last else {}
-        adapted = bool(_holders(model, required=False))
+        adapted = bool(mask_holders(model, required=False))
         with image_mask(model, mask if adapted else None):
             output = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            position_ids=position_ids, **extra, **kwargs)
@@ -113,7 +100,7 @@ def prefill_last_logits(model: nn.Module, inputs_embeds: torch.Tensor,
     config = model.config.get_text_config()
     original = config._attn_implementation
     token = _CURRENT.set(grouping)
-    holders = _holders(model)
+    holders = mask_holders(model)
     try:
         for holder in holders:
             holder.set_grouped(length, grouping.text)
@@ -137,7 +124,7 @@ def plan_grouping(model: nn.Module, mask: torch.Tensor,
     the module docstring). Reads the image count to the host: the one sync of a prefill."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    if mask.dim() != 2 or mask.shape[0] != 1 or not _holders(model, required=False):
+    if mask.dim() != 2 or mask.shape[0] != 1 or not mask_holders(model, required=False):
         return None
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "get_text_config"):

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import re
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from composer.config import Settings
 from composer.types import ComposerError
@@ -24,7 +24,6 @@ from models.lm import LanguageModel
 SPACES_EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 EMBEDDED = "embedded"
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def is_plugin(name: str) -> bool:
@@ -83,7 +82,7 @@ def load_language_model(settings: Settings) -> LanguageModel:
     if not isinstance(model, LanguageModel):
         raise ComposerError(
             f"COMPOSER_MODEL={name!r} gave a {type(model).__name__}, which lacks stream(), "
-            "count_tokens(), name or context_length (see models/lm.py LanguageModel)"
+            "count_tokens(), name, context_length or sees_images (see models/lm.py LanguageModel)"
         )
     return model
 
@@ -143,16 +142,3 @@ def load_embedder(settings: Settings) -> Any:
         return embed.SentenceEmbedder(name, device=device)
     except (RuntimeError, ValueError) as error:
         raise ComposerError(str(error)) from error
-
-
-def spaces_gpu(fn: F) -> F:
-    """Decorate a handler with `spaces.GPU` (ZeroGPU on Hugging Face Spaces) when available.
-
-    Without the `spaces` package the function is returned unchanged, so the app runs the same
-    anywhere else.
-    """
-    try:
-        import spaces  # type: ignore[import-not-found]
-    except ImportError:
-        return fn
-    return spaces.GPU(fn)

@@ -3,7 +3,7 @@
 `VisionWriter` follows the LanguageModel protocol (models/lm.py) for a causal LM with Partial
 LoRA adapters (models/plora.py) and an ImageEncoder (models/vision.py). Message content is
 a string or a list of {"type": "text"} / {"type": "image"} parts (models/interleave.py);
-composer's ChatMessage (string content) works too.
+composer's ChatMessage works too: its `images` (file paths) come before its text.
 
 One reply:
 
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from composer.types import GenerationConfig, InputError
+from models.devices import resolve_device, resolve_dtype
 from models.generate import forward_last, generate_tokens, stream_text
 from models.interleave import (
     IMAGE_TOKEN_ID,
@@ -46,13 +47,7 @@ from models.interleave import (
     decode_mask,
     render_template,
 )
-from models.lm import (
-    _eos_ids,
-    check_generation_config,
-    model_context_length,
-    resolve_device,
-    resolve_dtype,
-)
+from models.lm import _eos_ids, check_generation_config, model_context_length
 from models.plora import clear_image_mask, plora_layers, set_image_mask, set_plora_merge
 from models.plora_grouped import prefill_last_logits
 
@@ -70,7 +65,7 @@ class VisionWriter:
     """
 
     supports_beams = True
-    sees_images = True  # reference images reach it as image tokens (composer/pipeline.py)
+    sees_images = True  # a message's images (ChatMessage.images) reach it as image tokens
 
     def __init__(self, model: Any, tokenizer: Any, encoder: Any, *, name: str = DEFAULT_NAME,
                  context_length: int | None = None) -> None:
@@ -96,11 +91,12 @@ class VisionWriter:
         """Load a causal LM + tokenizer, a vision tower, and (optionally) trained adapters.
 
         adapters: a `train-plora` output folder (plora/ + vision_adapter.safetensors +
-        train.json); loaded with composer.train_plora.load_trained, which refuses adapters
+        train.json); loaded with models.adapters.load_trained, which refuses adapters
         trained on other bases. Without it the LM has no PLoRA layers and the projector is
         untrained (images are embedded but meaningless): for tests and wiring only.
         plora_merge: image rows use a merged weight per adapted layer at inference (faster
-        prefill, one extra copy of each adapted weight; models/plora.py, Settings.plora_merge).
+        prefill, one extra copy of each adapted weight; models/plora_layer.py,
+        Settings.plora_merge).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,7 +115,7 @@ class VisionWriter:
         d_model = model.get_input_embeddings().embedding_dim
         newline = True
         if adapters is not None:
-            from composer.train_plora import read_train_record
+            from models.adapters import read_train_record
 
             newline = bool(read_train_record(adapters).get("newline", True))
         encoder = ImageEncoder.from_pretrained(
@@ -128,7 +124,7 @@ class VisionWriter:
             newline=newline, dtype=torch_dtype)
         encoder.eval()
         if adapters is not None:
-            from composer.train_plora import load_trained
+            from models.adapters import load_trained
 
             load_trained(adapters, model, encoder)
             set_plora_merge(model, plora_merge)
@@ -164,7 +160,7 @@ class VisionWriter:
 
     def pieces(self, messages: Sequence[Any], prefix: str = "") -> list[str | ImageRef]:
         """The rendered prompt as text pieces and ImageRefs, `prefix` appended at the end."""
-        pieces = render_template(self.tokenizer, messages)
+        pieces = render_template(self.tokenizer, _with_image_parts(messages))
         if prefix:
             if pieces and isinstance(pieces[-1], str):
                 pieces[-1] = pieces[-1] + prefix
@@ -257,7 +253,7 @@ class VisionWriter:
         """
         from transformers import StoppingCriteriaList
 
-        from models.generate import CancelCriteria, decode_reply
+        from models.generate import CancelCriteria, decode_reply, seeded_rng
 
         prompt_mask = batch.image_mask
         prompt_length = prompt_mask.shape[1]
@@ -281,11 +277,10 @@ class VisionWriter:
         if config.do_sample:
             options.update(temperature=config.temperature, top_p=config.top_p,
                            top_k=config.top_k)
-            if config.seed is not None:
-                torch.manual_seed(config.seed)
         if cancel is not None:
             options["stopping_criteria"] = StoppingCriteriaList([CancelCriteria(cancel)])
-        with self._lock, torch.inference_mode():
+        seed = config.seed if config.do_sample else None
+        with self._lock, torch.inference_mode(), seeded_rng(seed):
             handle = self.model.register_forward_pre_hook(set_step_mask, with_kwargs=True)
             try:
                 output = self.model.generate(inputs_embeds=batch.inputs_embeds,
@@ -308,6 +303,15 @@ class VisionWriter:
 
     def __repr__(self) -> str:
         return f"VisionWriter({self.name!r}, plora={self.has_plora})"
+
+
+def _with_image_parts(messages: Sequence[Any]) -> list[Any]:
+    """The messages with each one's `images` (ChatMessage.images: file paths) as image parts
+    before its text, the form render_template reads; other messages as they are."""
+    return [{"role": message.role,
+             "content": [{"type": "image", "image": path} for path in message.images]
+             + [{"type": "text", "text": message.content}]}
+            if getattr(message, "images", ()) else message for message in messages]
 
 
 def _text_ids(batch: InterleavedBatch) -> torch.Tensor:

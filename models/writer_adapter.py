@@ -4,7 +4,7 @@ The adapters (composer/train_dpo.py) are ordinary peft LoRA on the text tokens. 
 loaded with PeftModel.from_pretrained and merged into the weights (merge_and_unload), so
 writing costs exactly what the base model costs. The folder's dpo.json names the base model
 and holds a fingerprint of its weights; a folder trained on another base is refused before
-anything is loaded.
+anything is loaded (the folder's checks: models/adapters.py).
 
 Quantisation: the embedded model runs int4 on the CPU by default (models/quantize.py). LoRA
 cannot be merged into packed int4 weights, so the writer is loaded in float, the adapters are
@@ -14,70 +14,11 @@ like any others.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from composer.types import ComposerError
-
-DPO_RECORD = "dpo.json"  # composer.train_dpo.DPO_RECORD, without importing the trainer
-DPO_FORMAT = "writer-dpo/1"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-class AdapterError(ComposerError, ValueError):
-    """A COMPOSER_WRITER_ADAPTER folder that cannot be used with this writer."""
-
-
-def read_adapter_folder(folder: str | Path) -> dict[str, Any]:
-    """dpo.json of an adapter folder ({} when the folder has none), after checking that the
-    folder holds peft LoRA adapters; AdapterError saying what is missing otherwise."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise AdapterError(f"COMPOSER_WRITER_ADAPTER={str(folder)!r}: no such folder; give "
-                           "the --out folder of `python -m composer train-dpo`")
-    if not (folder / ADAPTER_CONFIG).is_file() or \
-            not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise AdapterError(f"{folder} is not a writer adapter folder: it needs "
-                           f"{ADAPTER_CONFIG} and {ADAPTER_WEIGHTS[0]} (written by "
-                           "`python -m composer train-dpo --out FOLDER`)")
-    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    if config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(f"{folder} holds {config.get('peft_type')} adapters; the writer "
-                           "loads LoRA adapters from `train-dpo`")
-    path = folder / DPO_RECORD
-    if not path.is_file():
-        return {}
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("format") != DPO_FORMAT:
-        raise AdapterError(f"{path} has format {record.get('format')!r}, expected "
-                           f"{DPO_FORMAT!r}: retrain with this version's `train-dpo`")
-    return record
-
-
-def check_base(record: dict[str, Any], model: Any, base_name: str, folder: str | Path) -> None:
-    """AdapterError when the adapters were trained on another base model than `model`.
-
-    Compares the recorded weight fingerprint and shape (the name alone can differ for the
-    same weights: "embedded" vs the converted folder); without a fingerprint, the names.
-    """
-    recorded = record.get("base") or {}
-    trained_on = record.get("base_model", "?")
-    if recorded.get("fingerprint"):
-        from composer.train_dpo import base_description
-
-        here = base_description(model)
-        keys = ("model_type", "hidden_size", "vocab_size", "num_hidden_layers", "fingerprint")
-        differing = [key for key in keys if key in recorded and recorded[key] != here[key]]
-        if differing:
-            raise AdapterError(
-                f"the writer adapter {folder} was trained on {trained_on!r}, but the writer is "
-                f"{base_name!r} (different {', '.join(differing)}): set COMPOSER_MODEL to "
-                f"{trained_on!r}, or train adapters for this model with `train-dpo --model`")
-    elif record and trained_on != base_name:
-        raise AdapterError(f"the writer adapter {folder} was trained on {trained_on!r}, but the "
-                           f"writer is {base_name!r}: set COMPOSER_MODEL to {trained_on!r}")
+from models.adapters import AdapterError, check_base, read_adapter_folder
 
 
 def apply_writer_adapter(model: Any, folder: str | Path, base_name: str = "") -> Any:
@@ -103,7 +44,8 @@ def apply_writer_adapter(model: Any, folder: str | Path, base_name: str = "") ->
 def load_adapted_writer(name: str, settings: Any) -> Any:
     """The writer of settings.model (embedded, hub id or folder) with the adapters of
     settings.writer_adapter merged in, then quantised as the writer would be without them."""
-    from models.lm import TransformersLM, resolve_device
+    from models.devices import resolve_device, resolve_dtype
+    from models.lm import TransformersLM
 
     device = resolve_device(settings.device)
     if name == "embedded":
@@ -124,7 +66,6 @@ def load_adapted_writer(name: str, settings: Any) -> Any:
                             f"({type(error).__name__}: {error})") from error
     lm.model = apply_writer_adapter(lm.model, settings.writer_adapter, name)
     if quantize != "none":
-        from models.lm import resolve_dtype
         from models.quantize import quantize_model
 
         quantize_model(lm.model, quantize, float_dtype=resolve_dtype(settings.dtype, device))

@@ -46,7 +46,8 @@ from typing import Any
 
 import torch
 
-from models.plora import inject_plora, plora_state_dict, save_plora
+from models.plora import inject_plora
+from models.plora_io import plora_state_dict, save_plora
 from models.vision import Projector
 
 XCOMPOSER2_RANK = 256
@@ -344,7 +345,7 @@ def _fix_rotary(model) -> None:
 def _build_tower(state: dict[str, torch.Tensor], config: Any, dtype: torch.dtype):
     from transformers import CLIPVisionModel
 
-    from models.vision import VisionTower
+    from models.vision_tower import VisionTower
 
     model = CLIPVisionModel(config)
     result = model.load_state_dict(state, strict=False)
@@ -432,8 +433,8 @@ def load_folder(folder: str | Path, *, dtype: torch.dtype | None = None):
     from safetensors.torch import load_file
     from transformers import CLIPVisionModel, LlamaForCausalLM
 
-    from models.plora import load_plora
-    from models.vision import VisionTower
+    from models.plora_io import load_plora
+    from models.vision_tower import VisionTower
 
     folder = Path(folder)
     options = {"dtype": dtype} if dtype is not None else {}

@@ -3,7 +3,8 @@
 SQLite and PostgreSQL are both supported. For SQLite the engine turns on foreign keys (off by
 default there, and the cascades depend on them) and WAL mode for files (readers do not block
 the writer). `migrate()` runs Alembic's `upgrade head` in-process, under a lock, so that two
-processes starting at once do not both create the tables.
+processes starting at once do not both create the tables; turning on WAL is retried while
+another process is doing it (SQLite does not wait for that one).
 
 A SQLite file this process cannot write (a read-only file or data directory) is opened
 read-only, without WAL or migrations, so that listing and exporting still work. Storage faults
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,7 @@ from storage.faults import (
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+WAL_RETRY_S = 0.01  # pause between tries to turn on WAL while another process does
 # An arbitrary constant naming this app's migration lock among PostgreSQL advisory locks.
 MIGRATION_LOCK_KEY = 0x1C0_5E_2024
 
@@ -66,8 +69,27 @@ def _sqlite_on_connect(dbapi_connection: Any, wal: bool, foreign_keys: bool) -> 
     if foreign_keys:
         cursor.execute("PRAGMA foreign_keys=ON")
     if wal:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cursor)
     cursor.close()
+
+
+def _set_wal(cursor: Any) -> None:
+    """Turn on WAL, retrying while another process is turning it on (up to the busy timeout).
+
+    Switching a new file to WAL reads its header, then upgrades to a write to set the WAL
+    flag; SQLite answers "database is locked" at once, without waiting for the busy timeout,
+    when another connection started that write first (two processes migrating a new database
+    at the same time). Once that one is done the file is in WAL and the pragma is a no-op.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_RETRY_S)
 
 
 def sqlite_file(url: URL) -> Path | None:

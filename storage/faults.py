@@ -5,7 +5,7 @@ SQLite, PostgreSQL and the file system report these in their own words, often as
 traceback. The helpers here turn them into a StorageError whose message names the path (or
 the database URL, without its password) and says what to do next; `database_faults` and
 `file_faults` wrap the few places that touch the disk or the database (storage/db.py,
-storage/images.py, composer/export.py). Errors they do not recognise pass through unchanged.
+storage/image_files.py, composer/export.py). Errors they do not recognise pass through unchanged.
 """
 
 from __future__ import annotations

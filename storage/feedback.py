@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from composer.types import FeedbackRecord, InputError, NotFoundError
 from storage.db import Database
@@ -68,8 +68,3 @@ class FeedbackRepository:
                 block_id=None if row.block_id == DOCUMENT_TARGET else row.block_id,
                 owner=row.owner, value=row.value, kind=row.kind, origin=row.origin,
                 created_at=row.created_at.isoformat()) for row in rows]
-
-    def clear_document(self, doc_id: str) -> None:
-        """Forget every rating of a document (tests and maintenance)."""
-        with self.db.session() as session:
-            session.execute(delete(FeedbackRow).where(FeedbackRow.document_id == doc_id))

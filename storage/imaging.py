@@ -1,6 +1,6 @@
 """Pixel helpers of the image library: EXIF orientation and location, perceptual hash, thumbnails.
 
-Everything here works on already validated images (storage/images.py `validate_image`) and is
+Everything here works on already validated images (storage/image_files.py `validate_image`) and is
 deterministic: the same bytes give the same stored file, the same hash and the same thumbnail.
 
 - `prepare_image` turns the bytes a person gave into the bytes that are stored: turned upright

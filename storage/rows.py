@@ -1,6 +1,7 @@
 """Conversions between table rows and the composer.types dataclasses, with their checks.
 
-Shared by DocumentRepository and ImageStore so that both validate captions the same way.
+Shared by DocumentRepository and ImageStore so that both validate captions the same way;
+`image_row` and `chunks` serve the image library's parts (storage/images.py and the rest).
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ from composer.types import (
     ImageCandidate,
     InputError,
     LibraryImage,
+    NotFoundError,
     Outline,
     TextBlock,
 )
 from storage.tables import BlockRow, DocumentRow, ImageRow, utcnow
+
+IN_LIST_CHUNK = 500  # ids per IN (...) list: SQLite allows a limited number of parameters
+# Who wrote a caption; "model:<captioner name>" is allowed as well.
+CAPTION_SOURCES = ("", "user", "sidecar", "seed", "web")
+MODEL_CAPTION_PREFIX = "model:"
+MAX_CAPTION_SOURCE_CHARS = 64
 
 
 def block_content(row: BlockRow) -> dict[str, Any]:
@@ -68,6 +76,17 @@ def check_caption(caption: str) -> None:
                          f"{MAX_CAPTION_CHARS}: shorten it")
 
 
+def check_caption_source(caption_source: str) -> None:
+    """InputError unless `caption_source` is one of CAPTION_SOURCES or "model:<name>"."""
+    known = caption_source in CAPTION_SOURCES or (
+        caption_source.startswith(MODEL_CAPTION_PREFIX)
+        and len(caption_source) > len(MODEL_CAPTION_PREFIX))
+    if not known or len(caption_source) > MAX_CAPTION_SOURCE_CHARS:
+        raise InputError(f"caption source {caption_source!r} is not one of "
+                         f"{list(CAPTION_SOURCES)} or 'model:<captioner name>' (at most "
+                         f"{MAX_CAPTION_SOURCE_CHARS} characters): use one of those")
+
+
 def check_origin(origin: str) -> None:
     """InputError unless `origin` is one of composer.types.BLOCK_ORIGINS."""
     if origin not in BLOCK_ORIGINS:
@@ -105,3 +124,17 @@ def to_image(row: ImageRow) -> LibraryImage:
                         source=row.source, license=row.license, attribution=row.attribution,
                         phash=row.phash or "", caption_source=row.caption_source or "",
                         owner=row.owner)
+
+
+def image_row(session: Session, image_id: str) -> ImageRow:
+    """The images row `image_id`; NotFoundError if the library has no such image."""
+    row = session.get(ImageRow, image_id)
+    if row is None:
+        raise NotFoundError(f"no image with id {image_id!r} in the library: "
+                            "list the library to find the right id")
+    return row
+
+
+def chunks(values: list[str]) -> list[list[str]]:
+    """`values` in slices of IN_LIST_CHUNK, one IN (...) list each."""
+    return [values[start:start + IN_LIST_CHUNK] for start in range(0, len(values), IN_LIST_CHUNK)]

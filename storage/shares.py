@@ -58,6 +58,15 @@ class ShareRepository:
                                           .order_by(BlockRow.position)))
             return to_document(row, blocks)
 
+    def shared_version(self, token: str) -> int | None:
+        """The version of the document shared under `token` (one indexed query), None if no
+        document is shared under it: lets a page cache check it is still current."""
+        if not token or len(token) > 64:
+            return None
+        with self.db.session() as session:
+            return session.scalar(select(DocumentRow.version)
+                                  .where(DocumentRow.share_token == token))
+
     @staticmethod
     def _row(session, doc_id: str) -> DocumentRow:
         row = session.get(DocumentRow, doc_id)

@@ -1,34 +1,37 @@
 """Test doubles for model backends. They live here, never in the product code path.
 
-ScriptedLM follows the LanguageModel protocol: it replies from a queue of scripted replies,
-or, when the queue is empty, with a plausible reply for each kind of prompt the composer
-sends (outline, section, slots, caption, selection), so whole compositions run without a
-real model. It streams word by word and honours stop strings, max_new_tokens and cancel.
+ScriptedLM follows the LanguageModel protocol, streaming word by word and honouring stop
+strings, max_new_tokens and cancel. It has two modes:
+
+- scripted (the default): it replies from the queue of replies the test gave it, in order,
+  and fails (AssertionError naming the call number and the start of the last user message)
+  on any call beyond them, so a test states every reply its code path needs;
+- article (ArticleWriter, opted into by whole-composition tests, and by CLI/app tests as
+  COMPOSER_MODEL=tests.fakes:article_factory): once the queue is empty it answers each
+  composer prompt, recognised by the product's own prompt templates (tests/fake_article.py),
+  with a reply of the right shape, and fails on a prompt it does not recognise.
+
+A test may also pass its own `responder(messages, prefix) -> reply` for calls past the queue.
+BatchScriptedLM adds batched decoding with its own queue of batches, equally strict.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import re
 import threading
 import time
-import zlib
 from typing import Callable, Iterator
 
 from composer.types import ChatMessage, GenerationConfig
-
-WORDS = (
-    "light river stone garden morning history engine market voice signal harbor forest "
-    "museum letter orbit bridge season kitchen lantern archive mountain field painting"
-).split()
+from tests.fake_article import UnknownPrompt, article_reply, user_text
 
 
 class ScriptedLM:
-    """A fake LanguageModel: scripted replies first, then a reply shaped by the prompt."""
+    """A fake LanguageModel: the queued replies, then the responder's (if any), else a failure."""
 
     name = "scripted"
     context_length = 100_000
+    sees_images = False  # messages' images (ChatMessage.images) are ignored
     languages = ("en", "zh")  # what it declares it writes (composer/languages.py)
 
     def __init__(self, replies: list[str] | None = None, delay: float = 0.0,
@@ -39,13 +42,13 @@ class ScriptedLM:
         self.supports_json_schema = json_schema
         self.replies = list(replies or [])
         self.delay = delay
-        self.responder = responder or default_reply
+        self.responder = responder
         self.calls: list[tuple[list[ChatMessage], str, GenerationConfig]] = []
 
     def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
         self.calls.append((messages, prefix, config))
-        reply = self.replies.pop(0) if self.replies else self.responder(messages, prefix)
+        reply = self._reply(messages, prefix)
         emitted = ""
         for count, piece in enumerate(re.findall(r"\S+\s*|\s+", reply)):
             if count >= config.max_new_tokens or (cancel is not None and cancel.is_set()):
@@ -61,116 +64,44 @@ class ScriptedLM:
                 time.sleep(self.delay)
             yield piece
 
+    def _reply(self, messages: list[ChatMessage], prefix: str) -> str:
+        """The next queued reply, else the responder's; an unscripted call fails."""
+        if self.replies:
+            return self.replies.pop(0)
+        why = "no reply queued"
+        if self.responder is not None:
+            try:
+                return self.responder(messages, prefix)
+            except UnknownPrompt as error:
+                why = str(error)
+        raise AssertionError(unscripted(len(self.calls), why, messages))
+
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
 
-def _user_text(messages: list[ChatMessage]) -> str:
-    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+def unscripted(number: int, why: str, messages: list[ChatMessage]) -> str:
+    """The failure message of an unscripted call: its number and the last user message."""
+    return f"unscripted model call {number} ({why}): {user_text(messages)[:200]!r}"
 
 
-def default_reply(messages: list[ChatMessage], prefix: str) -> str:
-    """A reply of the right shape for each composer prompt, deterministic in the prompt."""
-    user = _user_text(messages)
-    if "Reply with the new paragraph only" in user or "只回复新段落" in user:
-        # composer/edit_prompts.py: one paragraph of the asked length (the last "about N").
-        found = re.findall(r"about (\d+) words|约(\d+)字", user)
-        words = int(next(g for g in found[-1] if g)) if found else 60
-        seed = zlib.crc32(user.encode())
-        if "只回复新段落" in user:
-            return _chinese(max(3, words), seed * 7919 + 1)
-        return _edit_sentences(max(3, words), seed)
-    if "Reply in JSON" in user or "用JSON回答" in user:
-        count = _number(r"and (\d+) sections|分为(\d+)个部分", user, 3)
-        sections = [{"title": f"Part {WORDS[n].title()}",
-                     "key_points": [f"the {WORDS[n]} idea", f"{WORDS[n + 1]} facts"]}
-                    for n in range(count)]
-        return json.dumps({"title": "A Scripted Title", "sections": sections})
-    if prefix == "1.":
-        count = _number(r"List (\d+) section headings|列出(\d+)个", user, 3)
-        lines = [f" Part {WORDS[0].title()}: the {WORDS[0]} idea; why it matters"]
-        lines += [f"{n}. Part {WORDS[(n - 1) % len(WORDS)].title()}: {WORDS[n]} facts; examples"
-                  for n in range(2, count + 1)]
-        return "\n".join(lines)
-    if "Write about" in user or "现在请写" in user:
-        words = _number(r"Write about (\d+) words|写约(\d+)字", user, 100)
-        paragraphs = _number(r"in (\d+) paragraph|分(\d+)段", user, 1)
-        per = max(5, words // paragraphs)
-        seed = zlib.crc32(user.encode())
-        write = _chinese if "现在请写" in user else _sentences
-        return "\n\n".join(write(per, seed + p) for p in range(paragraphs))
-    if prefix.endswith("<Seg"):
-        return '1>, <Seg3>\n'
-    if prefix.startswith("Photo") or prefix.startswith("照片"):
-        return 'a quiet harbor at sunrise with boats" and more'
-    if prefix.startswith("The best image") or prefix.startswith("最合适"):
-        return " B."
-    if prefix.startswith("Title"):
-        return 'A Scripted Title"'
-    return "ok"
+class ArticleWriter(ScriptedLM):
+    """A ScriptedLM that, once its queue is empty, writes whole articles: it answers every
+    composer prompt (tests/fake_article.py) and fails on any other."""
+
+    def __init__(self, replies: list[str] | None = None, delay: float = 0.0,
+                 json_schema: bool = False):
+        super().__init__(replies, delay, responder=article_reply, json_schema=json_schema)
 
 
-def _number(pattern: str, text: str, default: int) -> int:
-    match = re.search(pattern, text)
-    return int(next(g for g in match.groups() if g)) if match else default
+def article_factory(settings: object) -> ArticleWriter:
+    """Plugin factory (COMPOSER_MODEL=tests.fakes:article_factory) for CLI/app tests."""
+    return ArticleWriter()
 
 
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "st", "tr")
-_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ou")
-
-
-def _word(rng: random.Random) -> str:
-    """A pronounceable made-up word: the scripted text never repeats itself by accident,
-    as a good writer's would not (the paragraph checks reject near-copies)."""
-    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 3)))
-
-
-def _prose(words: int, seed: int, per_sentence: int) -> str:
-    """`words` words of sentences, deterministic in `seed`: the first word of each sentence
-    is one of WORDS (so texts read as being about something), the rest made up."""
-    rng = random.Random(seed)
-    out, sentence = [], []
-    for i in range(words):
-        sentence.append(WORDS[rng.randrange(len(WORDS))] if not sentence else _word(rng))
-        if len(sentence) == per_sentence or i == words - 1:
-            out.append(" ".join(sentence).capitalize() + ".")
-            sentence = []
-    return " ".join(out)
-
-
-_HANZI = "山水河桥城市花园早晨历史机器市场声音信号港口森林博物馆信件轨道季节厨房灯笼档案田野绘画"
-
-
-def _chinese(characters: int, seed: int) -> str:
-    """`characters` Chinese characters in sentences of about 12, ending with 。"""
-    rng = random.Random(seed)
-    out, sentence = [], ""
-    for i in range(characters):
-        sentence += rng.choice(_HANZI)
-        if len(sentence) == 12 or i == characters - 1:
-            out.append(sentence + "。")
-            sentence = ""
-    return "".join(out)
-
-
-def _sentences(words: int, seed: int) -> str:
-    return _prose(words, seed, 9)
-
-
-def _edit_sentences(words: int, seed: int) -> str:
-    """Like _sentences but from another stream (an edited paragraph really differs from the
-    composed one)."""
-    return _prose(words, seed * 7919 + 1, 8)
-
-
-def scripted_factory(settings: object) -> ScriptedLM:
-    """Plugin factory (COMPOSER_MODEL=tests.fakes:scripted_factory) for CLI/app tests."""
-    return ScriptedLM()
-
-
-def slow_scripted_factory(settings: object) -> ScriptedLM:
-    """Like scripted_factory but each word takes 20 ms, so a test can interrupt it mid-way."""
-    return ScriptedLM(delay=0.02)
+def slow_article_factory(settings: object) -> ArticleWriter:
+    """Like article_factory but each word takes 20 ms, so a test can interrupt it mid-way."""
+    return ArticleWriter(delay=0.02)
 
 
 class WordOverlapRetriever:
@@ -213,7 +144,7 @@ class BatchScriptedLM(ScriptedLM):
                           cancel: threading.Event | None = None) -> Iterator[list[str]]:
         self.batch_calls.append((messages, config, count))
         if not self.batches:
-            raise AssertionError(f"unexpected batch call: {messages[-1].content[:80]!r}")
+            raise AssertionError(unscripted(len(self.batch_calls), "no batch queued", messages))
         replies = self.batches.pop(0)
         if len(replies) != count:
             raise AssertionError(f"{count} drafts asked for, {len(replies)} queued")

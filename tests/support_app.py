@@ -1,4 +1,4 @@
-"""Fixtures for UI and web tests: Services over temp SQLite with the scripted model."""
+"""Fixtures for UI and web tests: Services over temp SQLite with the fake article writer."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import pytest
 
 from composer.config import Settings
 from composer.services import Services
-from tests.fakes import ScriptedLM, WordOverlapRetriever
+from tests.fakes import ArticleWriter, WordOverlapRetriever
 from tests.support_pipeline import LIBRARY, png_bytes
 
 
 def make_services(home, lm=None) -> Services:
-    """Services on a fresh data dir with a small real image library and the scripted model."""
+    """Services on a fresh data dir with a small real image library and the article writer
+    (tests/fakes.py) unless `lm` is given."""
     # The word-overlap retriever's scores are not calibrated: the best image is placed at any
     # score (tests/test_image_fit.py tests the threshold).
     services = Services(Settings.from_env({}, home=home, image_threshold=0.0),
-                        lm=lm or ScriptedLM())
+                        lm=lm or ArticleWriter())
     for caption, color in LIBRARY:
         services.images.add(png_bytes(color), caption=caption, source="test", license="CC0",
                             allow_near_duplicate=True,  # one drawing in several colours
@@ -73,9 +74,9 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def live_app(tmp_path_factory):
-    """One running app per test module, on the scripted model (20 ms a word, so it streams)."""
+    """One running app per test module, on the article writer (20 ms a word, so it streams)."""
     services = make_services(tmp_path_factory.mktemp("live") / "home",
-                             lm=ScriptedLM(delay=0.002))
+                             lm=ArticleWriter(delay=0.002))
     with LiveServer(services) as server:
         server.services = services
         yield server

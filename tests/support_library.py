@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from composer.library import seed_default_library
+from composer.retrieval.retriever import Retriever
 from models.embed import SentenceEmbedder, embedded_embedder_path
-from models.retrieval import Retriever
 from storage.db import Database
 from storage.images import ImageStore
 

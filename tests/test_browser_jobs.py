@@ -12,7 +12,7 @@ import pytest
 
 from composer.config import Settings
 from composer.services import Services
-from tests.fakes import ScriptedLM
+from tests.fakes import ArticleWriter
 from tests.support_app import LiveServer, make_services
 from tests.support_browser import SHOTS, browser, needs_chromium  # noqa: F401
 
@@ -23,10 +23,10 @@ ERROR_TOAST = ".toast-body.error, [data-testid='toast-body'].error"
 
 @pytest.fixture(scope="module")
 def slow_app(tmp_path_factory):
-    """The app on a scripted model slow enough (50 ms a word) that a composition keeps the
+    """The app on the article writer, slow enough (50 ms a word) that a composition keeps the
     model queue busy for a while."""
     services = make_services(tmp_path_factory.mktemp("slow") / "home",
-                             lm=ScriptedLM(delay=0.05))
+                             lm=ArticleWriter(delay=0.05))
     with LiveServer(services) as server:
         server.services = services
         yield server

@@ -393,7 +393,7 @@ def test_over_long_captions_are_cut_to_the_limit(store):
 
 
 def test_new_captions_become_searchable(store):
-    from models.retrieval import Retriever
+    from composer.retrieval.retriever import Retriever
     from tests.support_library import shared_embedder
 
     add(store, BLUE, 1, caption="a snowy mountain under the sky")

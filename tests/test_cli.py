@@ -14,7 +14,7 @@ from composer.cli import main
 from tests.support_pipeline import png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = "tests.fakes:scripted_factory"
+FAKE = "tests.fakes:article_factory"
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_sigterm_mid_composition_keeps_the_text_and_marks_interrupted(tmp_path):
     env = {**os.environ, "COMPOSER_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "composer", "--model", "tests.fakes:slow_scripted_factory",
+        [sys.executable, "-m", "composer", "--model", "tests.fakes:slow_article_factory",
          "compose", "A slow article", "--words", "1000", "--text-only", "--quiet"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     database = tmp_path / "home" / "composer.db"
@@ -184,7 +184,7 @@ def caption_vectors(home: Path) -> int:
 def test_an_interrupted_library_add_says_what_is_kept_and_library_index_finishes(
         home, tmp_path, capsys, monkeypatch, stage, expected):
     from composer.cli_library import StageBars
-    from models import retrieval
+    from composer.retrieval import retriever as retrieval
 
     monkeypatch.setattr(retrieval, "INDEX_BATCH", 2)
     show = StageBars.__call__

@@ -159,5 +159,5 @@ def test_train_dpo_input_errors_exit_2(home, tmp_path, capsys, tiny_dir):
     code, _, err = run(capsys, "train-dpo", "--out", str(tmp_path / "a"), "--beta", "0")
     assert code == 2 and "beta" in err
     code, _, err = run(capsys, "train-dpo", "--out", str(tmp_path / "a"), "--model",
-                       "tests.fakes:scripted_factory")
+                       "tests.fakes:article_factory")
     assert code == 2 and "plugin" in err

@@ -224,7 +224,7 @@ def test_dtype_setting(tiny_clip_dir):  # noqa: F811
     vectors = half.encode(["a cat"])
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="dtype='int3'"):
+    with pytest.raises(ValueError, match="dtype 'int3'"):
         ClipEmbedder.from_pretrained(tiny_clip_dir, dtype="int3")
 
 

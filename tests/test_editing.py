@@ -12,7 +12,9 @@ import threading
 import pytest
 from PIL import Image
 
-from composer.editing import MAX_EDIT_INSTRUCTION_CHARS, Editor, match_sections
+from composer.edit_checks import MAX_EDIT_INSTRUCTION_CHARS
+from composer.edit_outline import match_sections
+from composer.editing import Editor
 from composer.pairs_capture import capture, is_trivial, prompt_context
 from composer.pipeline import Composer
 from composer.types import (
@@ -27,7 +29,7 @@ from composer.types import (
     count_words,
 )
 from storage.pairs import PairRepository
-from tests.fakes import ScriptedLM, WordOverlapRetriever
+from tests.fakes import ArticleWriter, ScriptedLM, WordOverlapRetriever
 from tests.support_pipeline import LIBRARY, png_bytes
 from tests.support_storage import *  # noqa: F403
 
@@ -57,7 +59,8 @@ def pairs(db):
 
 @pytest.fixture
 def lm():
-    return ScriptedLM()
+    """The article writer: it answers every edit prompt with a paragraph of the asked length."""
+    return ArticleWriter()
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def editor(lm, repo, library, pairs):
 
 def compose(repo, library, language="en", images=1, outline=OUTLINE):
     """A composed, saved document: 5 paragraphs in 3 sections, `images` image(s)."""
-    composer = Composer(ScriptedLM(), repo, WordOverlapRetriever(library))
+    composer = Composer(ArticleWriter(), repo, WordOverlapRetriever(library))
     request = ComposeRequest(outline.title, language=language, target_words=460,
                              images=images, text_only=images == 0)
     return composer.compose_document(request, outline=outline)
@@ -538,7 +541,7 @@ def test_outline_add_remove_reorder_then_write_only_new_sections(editor, repo, d
 
 def test_write_sections_stop_keeps_what_was_written(repo, library, doc):
     outline = Outline(doc.title, doc.outline.sections + [SectionPlan("Omega", ["end"], 300)])
-    editor = Editor(ScriptedLM(), repo)
+    editor = Editor(ArticleWriter(), repo)
     saved, new_sections = editor.update_outline(doc.id, outline, expected_version=doc.version)
     assert new_sections == [3]
     cancel = threading.Event()
@@ -604,7 +607,7 @@ def test_checks_travel_from_preview_to_the_saved_paragraph_and_back_with_undo(ed
 def test_a_rewrite_that_leaks_the_prompt_is_rewritten_before_it_is_proposed(repo, library,
                                                                             doc):
     leaked = "Here is the rewritten paragraph: Section Headings: List of Sections."
-    lm = ScriptedLM(replies=[leaked, leaked, leaked])
+    lm = ArticleWriter(replies=[leaked, leaked, leaked])  # then the writer's clean repair
     editor = Editor(lm, repo, retriever=WordOverlapRetriever(library))
     target = doc.text_blocks[0]
     proposal = run(editor.preview(doc.id, "rewrite", block_id=target.id))[-1].proposal

@@ -3,7 +3,6 @@ right columns; composed through the app (its paragraph checks), a scripted model
 writes them gives an article with none of them, and a clean one zeros."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ from composer.cli import main
 from composer.config import Settings
 from composer.services import Services
 from composer.types import Document, ImageBlock, InputError, Outline, SectionPlan, TextBlock
-from tests.fakes import ScriptedLM, default_reply
+from tests.fake_article import article_reply, recognise, user_text
+from tests.fakes import ScriptedLM
 from tests.support_library import shared_embedder
 
 BRIEFS = Path(__file__).parent / "data" / "briefs.jsonl"
@@ -71,23 +71,21 @@ def _subject(user: str) -> str:
 
 
 def misbehaving_reply(messages, prefix):
-    """Per brief (found by a word of its title): the quoted outline and section texts."""
-    user = next(m.content for m in reversed(messages) if m.role == "user")
-    if prefix == "1.":
+    """Per brief (found by a word of its title): the quoted outline and section texts; a
+    corrective rewrite comes back clean (the article writer's), as does any other prompt."""
+    user = user_text(messages)
+    kind, _, fields = recognise(user)  # a leaked "现在请写第1部分" in the article so far is
+    if kind == "outline":  # not taken for the prompt's own section number
         return OUTLINES[_subject(user)]
-    if "Reply with the new paragraph only" in user or "只回复新段落" in user:
-        return default_reply(messages, prefix)  # a corrective rewrite comes back clean
-    asked = re.findall(r"of section (\d+),|现在请写第(\d+)部分", user)
-    if asked:  # the last one: a leaked "现在请写第1部分" may sit in the article so far
-        number = int(next(g for g in asked[-1] if g))
-        return SECTIONS[_subject(user)][number - 1]
-    return default_reply(messages, prefix)
+    if kind in ("section", "paragraph"):
+        return SECTIONS[_subject(user)][int(fields["number"]) - 1]
+    return article_reply(messages, prefix)
 
 
 @pytest.fixture
 def services(tmp_path):
     settings = Settings.from_env({}, home=tmp_path / "home",
-                                 model="tests.fakes:scripted_factory")
+                                 model="tests.fakes:article_factory")
     made = Services(settings, lm=ScriptedLM(responder=misbehaving_reply))
     made.provide("embedder", shared_embedder())
     return made
@@ -239,7 +237,7 @@ def test_cli_prints_the_table_and_writes_json(home, tmp_path, capsys):
                                                     language="en", words=300)
                                                for n, b in enumerate(THREE)])
     out = tmp_path / "results" / "eval.json"
-    code = main(["--model", "tests.fakes:scripted_factory", "eval", str(path), "--text-only",
+    code = main(["--model", "tests.fakes:article_factory", "eval", str(path), "--text-only",
                  "--ids", "b0,b2", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -250,7 +248,7 @@ def test_cli_prints_the_table_and_writes_json(home, tmp_path, capsys):
     assert data["settings"]["text_only"] and data["settings"]["ids"] == ["b0", "b2"]
     assert [b["id"] for b in data["briefs"]] == ["b0", "b2"]
     assert data["summary"]["measured"] == 2 and data["briefs"][0]["length_score"] > 0
-    assert main(["--model", "tests.fakes:scripted_factory", "eval", str(path), "--ids",
+    assert main(["--model", "tests.fakes:article_factory", "eval", str(path), "--ids",
                  "nope"]) == 2
     assert "nope: no such brief" in capsys.readouterr().err
 
@@ -269,7 +267,7 @@ def test_ctrl_c_prints_the_table_of_the_briefs_done(home, tmp_path, capsys, monk
 
     monkeypatch.setattr(evaluation, "run_brief", interrupted_second)
     out = tmp_path / "eval.json"
-    code = main(["--model", "tests.fakes:scripted_factory", "eval", str(path), "--text-only",
+    code = main(["--model", "tests.fakes:article_factory", "eval", str(path), "--text-only",
                  "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 130 and "Interrupted: 1 of 3 briefs done" in captured.err

@@ -13,11 +13,11 @@ from composer.config import DEFAULT_IMAGE_THRESHOLD, Settings
 from composer.editing import Editor
 from composer.illustrate import shown_caption
 from composer.pipeline import Composer
+from composer.retrieval.retriever import Retriever
 from composer.types import ComposeRequest
 from models.ocr import VisibleText
-from models.retrieval import Retriever
 from models.visual_text import asks_for_text, flat_share, readable
-from tests.fakes import ScriptedLM, WordOverlapRetriever
+from tests.fakes import ArticleWriter, WordOverlapRetriever
 from tests.support_library import embedder, shared_embedder  # noqa: F401  (fixture)
 from tests.support_pipeline import database, documents, png_bytes  # noqa: F401  (fixtures)
 from tests.tiny_diffusion import FakeGenerator
@@ -54,7 +54,7 @@ def test_a_slot_nothing_fits_gets_no_image_and_the_status_says_why(documents, da
                                                                    tmp_path):
     store = _store(database, tmp_path, ["a red lighthouse on a rocky cliff",
                                         "a snowy mountain under a blue sky"])
-    composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store))
+    composer = Composer(ArticleWriter(), documents, WordOverlapRetriever(store))
     events, doc = _compose(composer)
     assert doc.image_blocks == []
     [warning] = [e.message for e in events if e.stage == "warning"]
@@ -64,7 +64,7 @@ def test_a_slot_nothing_fits_gets_no_image_and_the_status_says_why(documents, da
 
 def test_a_fitting_image_is_placed_with_its_own_caption(documents, database, tmp_path):
     store = _store(database, tmp_path, [HARBOR, "a red lighthouse on a rocky cliff"])
-    events, doc = _compose(Composer(ScriptedLM(), documents, WordOverlapRetriever(store)))
+    events, doc = _compose(Composer(ArticleWriter(), documents, WordOverlapRetriever(store)))
     [block] = doc.image_blocks
     assert store.get(block.image_id).caption == HARBOR
     assert block.caption == HARBOR  # the library caption, not the query the model wrote
@@ -75,7 +75,7 @@ def test_below_the_threshold_a_configured_generator_makes_the_picture(documents,
                                                                      tmp_path):
     store = _store(database, tmp_path, ["a red lighthouse on a rocky cliff"])
     generator = FakeGenerator()
-    composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store),
+    composer = Composer(ArticleWriter(), documents, WordOverlapRetriever(store),
                         generator=generator)
     events, doc = _compose(composer)
     assert any(e.stage == "generate" for e in events)
@@ -92,7 +92,7 @@ def test_a_failing_generator_is_a_warning_and_the_slot_stays_empty(documents, da
             raise RuntimeError("out of memory")
 
     store = _store(database, tmp_path, ["a red lighthouse on a rocky cliff"])
-    composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store),
+    composer = Composer(ArticleWriter(), documents, WordOverlapRetriever(store),
                         generator=Broken())
     events, doc = _compose(composer)
     warnings = [e.message for e in events if e.stage == "warning"]
@@ -103,13 +103,13 @@ def test_a_failing_generator_is_a_warning_and_the_slot_stays_empty(documents, da
 
 def test_below_the_threshold_web_search_is_asked_and_an_unfitting_result_is_not_placed(
         documents, database, tmp_path):
-    from composer.web_images import OpenverseSearch
+    from composer.retrieval.web.openverse import OpenverseSearch
     from tests.fake_image_api import FakeImageAPI
 
     store = _store(database, tmp_path, ["a red lighthouse on a rocky cliff"])
     with FakeImageAPI() as api:
         web = OpenverseSearch(base_url=api.url, timeout=2)
-        composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store), web_search=web)
+        composer = Composer(ArticleWriter(), documents, WordOverlapRetriever(store), web_search=web)
         events, doc = _compose(composer)
     assert any(e.stage == "web" for e in events)
     assert store.count() > 1  # the web images were imported into the library ...
@@ -118,9 +118,9 @@ def test_below_the_threshold_web_search_is_asked_and_an_unfitting_result_is_not_
 
 def test_hand_written_caption_stays_until_the_picture_is_swapped(documents, database, tmp_path):
     store = _store(database, tmp_path, [HARBOR, "a harbor with boats at night"])
-    _, doc = _compose(Composer(ScriptedLM(), documents, WordOverlapRetriever(store)))
+    _, doc = _compose(Composer(ArticleWriter(), documents, WordOverlapRetriever(store)))
     [block] = doc.image_blocks
-    editor = Editor(ScriptedLM(), documents, retriever=WordOverlapRetriever(store), images=store)
+    editor = Editor(ArticleWriter(), documents, retriever=WordOverlapRetriever(store), images=store)
     doc = editor.set_caption(doc.id, block.id, "Our harbor, last June",
                              expected_version=doc.version)
     assert doc.image_blocks[0].caption == "Our harbor, last June"

@@ -15,7 +15,7 @@ from composer.languages import (
     writer_languages,
 )
 from composer.types import ComposeRequest, ComposerError, InputError
-from tests.fakes import ScriptedLM
+from tests.fakes import ArticleWriter, ScriptedLM
 from tests.support_app import make_services, services  # noqa: F401
 from ui import handlers as h
 
@@ -39,7 +39,7 @@ def settings(tmp_path, **env):
     ("HuggingFaceTB/SmolLM2-1.7B-Instruct", ("en",)),
     ("/models/gpt2", ("en",)),
     ("Qwen/Qwen2.5-7B-Instruct", ("en", "zh")),
-    ("tests.fakes:scripted_factory", ("en", "zh")),
+    ("tests.fakes:article_factory", ("en", "zh")),
 ])
 def test_the_writers_languages_come_from_its_name(tmp_path, model, languages):
     assert writer_languages(settings(tmp_path, COMPOSER_MODEL=model)) == languages
@@ -143,7 +143,7 @@ def test_chinese_length_messages_say_characters():
 def test_cli_names_a_chinese_articles_length_in_characters(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COMPOSER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    code = main(["--model", "tests.fakes:scripted_factory", "compose", "茶的历史", "--lang",
+    code = main(["--model", "tests.fakes:article_factory", "compose", "茶的历史", "--lang",
                  "zh", "--words", "200", "--text-only"])
     out = capsys.readouterr().out
     assert code == 0 and "characters (字)" in out.rsplit("Saved document", 1)[1]
@@ -153,7 +153,7 @@ def test_cli_names_a_chinese_articles_length_in_characters(tmp_path, monkeypatch
 def test_the_composer_refuses_a_language_its_writer_does_not_declare(tmp_path):
     from composer.pipeline import Composer
 
-    english = ScriptedLM()
+    english = ArticleWriter()
     english.languages = ("en",)
     services = make_services(tmp_path / "home", lm=english)
     try:

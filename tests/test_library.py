@@ -20,8 +20,8 @@ from composer.library import (
     available_seed_photos,
     seed_default_library,
 )
-from models.retrieval import Retriever
-from storage.images import NEAR_DUPLICATE_DISTANCE
+from composer.retrieval.retriever import Retriever
+from storage.imaging import NEAR_DUPLICATE_DISTANCE
 from tests.support_library import *  # noqa: F403
 from tests.support_library import png_bytes
 from tests.test_imaging import encoded
@@ -251,7 +251,7 @@ def _captioned(store, count: int) -> list[str]:
 
 
 def test_index_embeds_in_batches_writing_each_before_reporting_it(store, embedder, monkeypatch):
-    from models import retrieval
+    from composer.retrieval import retriever as retrieval
 
     monkeypatch.setattr(retrieval, "INDEX_BATCH", 4)
     _captioned(store, 10)
@@ -273,7 +273,7 @@ def test_index_embeds_in_batches_writing_each_before_reporting_it(store, embedde
 
 def test_an_interrupted_index_keeps_its_batches_and_the_next_run_embeds_the_rest(
         store, embedder, monkeypatch):
-    from models import retrieval
+    from composer.retrieval import retriever as retrieval
 
     monkeypatch.setattr(retrieval, "INDEX_BATCH", 4)
     _captioned(store, 10)
@@ -295,7 +295,7 @@ def test_an_interrupted_index_keeps_its_batches_and_the_next_run_embeds_the_rest
 def test_a_stop_event_ends_indexing_after_the_current_batch(store, embedder, monkeypatch):
     import threading
 
-    from models import retrieval
+    from composer.retrieval import retriever as retrieval
 
     monkeypatch.setattr(retrieval, "INDEX_BATCH", 4)
     _captioned(store, 10)
@@ -308,7 +308,7 @@ def test_a_stop_event_ends_indexing_after_the_current_batch(store, embedder, mon
 
 
 def test_text_reading_reports_each_image_and_resumes_where_it_stopped(store, embedder):
-    from models import retrieval
+    from composer.retrieval import retriever as retrieval
 
     ids = _captioned(store, 5)
     spotter = CountingSpotter()

@@ -116,6 +116,16 @@ def test_beam_search_yields_the_generate_result_once(lm):
     assert pieces[0] == hf_reply(lm, lm.prompt_ids(MESSAGES, 20), config)
 
 
+def test_seeded_beam_sampling_repeats_and_leaves_the_global_rng_alone(lm):
+    config = GenerationConfig(max_new_tokens=12, num_beams=2, do_sample=True, seed=3)
+    torch.manual_seed(123)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(123)
+    first = "".join(lm.stream(MESSAGES, config))
+    assert torch.equal(torch.rand(1), expected_draw)  # the caller's random stream is as it was
+    assert "".join(lm.stream(MESSAGES, config)) == first
+
+
 def test_long_prompt_is_cut_from_the_left_keeping_the_system_message(tiny_dir):
     small = TransformersLM(tiny_dir, device="cpu", context_length=64)
     long_turns = [ChatMessage("system", "Be brief."),

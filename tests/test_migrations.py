@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from datetime import timezone
@@ -15,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 
+import storage.db
 from composer.config import Settings
 from composer.types import TextBlock
 from storage.db import Database, alembic_config, head_revision
@@ -82,6 +84,32 @@ def test_concurrent_migrations(empty_database_url: str) -> None:
         assert database.current_revision() == head_revision() and _diffs(database) == []
     finally:
         database.dispose()
+
+
+class _RacingCursor:
+    """A cursor whose first pragmas meet another process turning on WAL: "locked" at once."""
+
+    def __init__(self, locked_times: int, message: str = "database is locked") -> None:
+        self.locked_times, self.message, self.tries = locked_times, message, 0
+
+    def execute(self, statement: str) -> None:
+        self.tries += 1
+        if self.tries <= self.locked_times:
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_turning_on_wal_retries_while_another_process_does(monkeypatch) -> None:
+    """SQLite answers "locked" without waiting when two processes switch a new file to WAL
+    (test_concurrent_migrations failed so once in a while): the pragma is tried again."""
+    monkeypatch.setattr(storage.db, "WAL_RETRY_S", 0.0)
+    racing = _RacingCursor(locked_times=3)
+    storage.db._set_wal(racing)
+    assert racing.tries == 4
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        storage.db._set_wal(_RacingCursor(locked_times=1, message="disk I/O error"))
+    monkeypatch.setattr(storage.db, "SQLITE_BUSY_TIMEOUT_S", -1.0)  # waited long enough
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        storage.db._set_wal(_RacingCursor(locked_times=1))
 
 
 def test_migration_files_are_one_ordered_chain() -> None:

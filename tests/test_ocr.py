@@ -5,8 +5,8 @@ import io
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from composer.retrieval.retriever import Retriever
 from models.ocr import RapidTextSpotter, load_text_spotter, text_match_share, words_of
-from models.retrieval import Retriever
 from tests.support_library import embedder, store  # noqa: F401
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"

@@ -1,4 +1,4 @@
-"""storage/pgvector.py: detection everywhere, and the index itself on a server with pgvector.
+"""composer/retrieval/pgvector.py: detection everywhere, and the index on a server with pgvector.
 
 The server with pgvector: COMPOSER_TEST_PGVECTOR (a psycopg2 URL) when set, else a throwaway
 PostgreSQL 16 + pgvector started from the `pgserver` wheel (requirements-dev.txt) in a
@@ -23,13 +23,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from storage.db import Database
-from storage.pgvector import (
+from composer.retrieval.pgvector import (
     PgVectorIndex,
     drop_vectors,
     pgvector_available,
     table_name,
 )
+from storage.db import Database
 from tests.support_storage import postgres_server
 from tests.test_vector_index import DIM, brute_force, clustered, found, names
 
@@ -43,7 +43,7 @@ __all__ = ["postgres_server"]  # the fixture, re-exported for pytest
 def test_sqlite_has_no_pgvector(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
     db = Database(f"sqlite:///{tmp_path / 'app.db'}")
     try:
-        with caplog.at_level(logging.INFO, logger="storage.pgvector"):
+        with caplog.at_level(logging.INFO, logger="composer.retrieval.pgvector"):
             assert pgvector_available(db) is False
         assert "not PostgreSQL" in caplog.text
         with pytest.raises(RuntimeError, match="no pgvector extension"):
@@ -234,7 +234,7 @@ def test_bad_input_is_rejected_before_the_database(filled_once) -> None:
 
 
 def test_retriever_keeps_its_vectors_in_pgvector(vector_db: Database, tmp_path) -> None:
-    from models.retrieval import Retriever
+    from composer.retrieval.retriever import Retriever
     from storage.images import ImageStore
     from tests.support_library import shared_embedder
     from tests.support_storage import photo_bytes

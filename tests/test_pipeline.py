@@ -1,4 +1,4 @@
-"""The composer end to end on the scripted model, real SQLite storage and a real image store."""
+"""The composer end to end on the fake article writer, real SQLite storage and a real image store."""
 
 import threading
 
@@ -13,14 +13,15 @@ from composer.types import (
     SectionPlan,
     TextBlock,
 )
-from tests.fakes import ScriptedLM, WordOverlapRetriever
+from tests.fake_article import recognise, sentences, user_text
+from tests.fakes import ArticleWriter, ScriptedLM, WordOverlapRetriever
 from tests.support_pipeline import database, documents, image_store  # noqa: F401
 
 
 def make(documents, image_store, lm=None, image_threshold=0.0):
     """A composer that places the best image whatever its score (the placement mechanics);
     tests of the threshold pass one."""
-    return Composer(lm or ScriptedLM(), documents, WordOverlapRetriever(image_store),
+    return Composer(lm or ArticleWriter(), documents, WordOverlapRetriever(image_store),
                     image_threshold=image_threshold)
 
 
@@ -70,13 +71,13 @@ def test_model_selection_mode_uses_the_letter(documents, image_store):
 
 
 def test_text_only_has_no_images_and_no_retrieval(documents):
-    composer = Composer(ScriptedLM(), documents, retriever=None)
+    composer = Composer(ArticleWriter(), documents, retriever=None)
     doc = composer.compose_document(ComposeRequest("Tea", target_words=300, text_only=True))
     assert doc.status == "done" and doc.image_blocks == [] and doc.text_blocks
 
 
 def test_more_images_than_paragraphs_warns_and_places_one_per_paragraph(documents, image_store):
-    lm = ScriptedLM(replies=["1. Only: one point", "A single short paragraph here."])
+    lm = ArticleWriter(replies=["1. Only: one point", "A single short paragraph here."])
     events = list(make(documents, image_store, lm).compose(
         ComposeRequest("Tiny", target_words=120, images=2)))
     warnings = [e.message for e in events if e.stage == "warning"]
@@ -145,7 +146,7 @@ def test_closing_the_stream_midway_marks_interrupted_and_keeps_partial_text(docu
     assert doc.word_count >= 20 and doc.text_blocks[0].text.split()[:5] == streamed.split()[:5]
 
 
-class ExplodingLM(ScriptedLM):
+class ExplodingLM(ArticleWriter):
     """Fails on a given call (or on the first prompt holding `fail_on_text`), like a model
     server that goes away."""
 
@@ -202,10 +203,11 @@ def test_closing_after_the_first_event_still_leaves_no_document_composing(docume
 
 
 def test_a_section_that_runs_long_is_cut_near_its_budget(documents, image_store):
-    from tests.fakes import _sentences
+    def long_reply(messages, prefix):
+        if recognise(user_text(messages))[0] in ("section", "paragraph"):
+            return sentences(1200, len(messages[-1].content))
+        return "1. One: a\n2. Two: b"
 
-    long_reply = lambda messages, prefix: _sentences(1200, len(messages[-1].content)) if \
-        "Write about" in messages[-1].content else "1. One: a\n2. Two: b"
     composer = make(documents, image_store, ScriptedLM(responder=long_reply))
     doc = composer.compose_document(ComposeRequest("Tea", target_words=400, text_only=True))
     assert doc.status == "done"
@@ -219,14 +221,14 @@ def _empty_store(database, tmp_path):
 
 
 def test_web_images_fill_slots_the_library_cannot(documents, database, tmp_path):
-    from composer.web_images import OpenverseSearch
+    from composer.retrieval.web.openverse import OpenverseSearch
     from tests.fake_image_api import FakeImageAPI
 
     store = _empty_store(database, tmp_path)
     with FakeImageAPI() as api:
         web = OpenverseSearch(base_url=api.url, timeout=2)
         # The word-overlap double scores the fake API's titles low: any score places here.
-        composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store), web_search=web,
+        composer = Composer(ArticleWriter(), documents, WordOverlapRetriever(store), web_search=web,
                             image_threshold=0.0)
         events = list(composer.compose(ComposeRequest("Harbors of the north", target_words=400,
                                                       images=1)))
@@ -240,14 +242,14 @@ def test_web_images_fill_slots_the_library_cannot(documents, database, tmp_path)
 
 
 def test_a_failing_web_search_falls_back_with_a_clear_message(documents, database, tmp_path):
-    from composer.web_images import OpenverseSearch
+    from composer.retrieval.web.openverse import OpenverseSearch
     from tests.fake_image_api import FakeImageAPI
 
     store = _empty_store(database, tmp_path)
     with FakeImageAPI() as api:
         api.search_mode = "503"
         web = OpenverseSearch(base_url=api.url, timeout=2)
-        composer = Composer(ScriptedLM(), documents, WordOverlapRetriever(store), web_search=web)
+        composer = Composer(ArticleWriter(), documents, WordOverlapRetriever(store), web_search=web)
         events = list(composer.compose(ComposeRequest("Harbors of the north", target_words=400,
                                                       images=1)))
     assert events[-1].stage == "done"
@@ -275,7 +277,7 @@ def test_image_license_filter_keeps_only_images_with_that_license(documents, ima
 
 def test_compose_reports_each_planned_section_before_the_outline_is_complete(documents,
                                                                                image_store):
-    lm = ScriptedLM(json_schema=True)
+    lm = ArticleWriter(json_schema=True)
     events = list(make(documents, image_store, lm).compose(
         ComposeRequest("Write a guide to tea for beginners", target_words=600, text_only=True)))
     plan = [e.message for e in events if e.stage == "plan"]

@@ -64,7 +64,9 @@ def test_title_is_the_instruction_when_it_reads_as_one():
 
 
 def test_outline_from_model_has_requested_sections_and_budgets():
-    lm = ScriptedLM()
+    lm = ScriptedLM([" Part Light: the light idea; why it matters\n2. Part River: stone facts; "
+                     "examples\n3. Part Stone: garden facts; examples\n4. Part Garden: morning "
+                     "facts; examples"])
     request = ComposeRequest("Lighthouses of the world", target_words=800)
     outline = Planner(lm).outline(request, "Lighthouses", GenerationConfig())
     assert outline.title == "Lighthouses"
@@ -75,9 +77,9 @@ def test_outline_from_model_has_requested_sections_and_budgets():
 
 
 def test_garbage_outline_reply_falls_back_to_generic_sections():
-    lm = ScriptedLM(replies=["I cannot do that."])
+    lm = ScriptedLM(replies=["I cannot do that."] * RESAMPLE_TRIES)
     outline = Planner(lm).outline(ComposeRequest("x", target_words=600), "X", GenerationConfig())
-    assert len(outline.sections) == 3 and outline.total_words == 600
+    assert len(outline.sections) == 3 and outline.total_words == 600 and lm.replies == []
     assert all(section.title for section in outline.sections)
 
 
@@ -216,7 +218,7 @@ def test_off_topic_key_points_are_dropped():
 
 def test_models_without_a_schema_still_get_checked_line_outlines():
     lm = ScriptedLM(["1. Key Points: Section Headings:; List of Sections:\n2. 2018-03-04: a\n"
-                     "3. Opening day: the ribbon"])
+                     "3. Opening day: the ribbon"] * RESAMPLE_TRIES + ['Library Opening Day"'])
     outline = plan(lm)[-1]
     assert outline.sections[0].title == "Opening day"
     assert all(lm_call[2].json_schema is None for lm_call in lm.calls)

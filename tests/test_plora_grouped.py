@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from models.plora import PLoRALinear, image_mask, inject_plora, plora_layers, set_plora_merge
+from models.plora import image_mask, inject_plora, plora_layers, set_plora_merge
 from models.plora_grouped import plan_grouping, prefill_last_logits
+from models.plora_layer import PLoRALinear
 from tests.tiny_models import build_plora_llama
 
 # A multiple of 16: torch 2.13's compiled flex_attention on the CPU returns wrong values for

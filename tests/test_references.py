@@ -110,30 +110,21 @@ class SeeingLM:
     sees_images = True
 
     def __init__(self):
-        from tests.fakes import ScriptedLM
+        from tests.fakes import ArticleWriter
 
-        self.inner = ScriptedLM()
+        self.inner = ArticleWriter()
         self.name, self.context_length = "seeing", self.inner.context_length
         self.calls = []
 
     def stream(self, messages, config, *, prefix="", cancel=None):
         self.calls.append(messages)
-        texts = [message if hasattr(message, "role") else _as_text(message)
-                 for message in messages]
-        return self.inner.stream(texts, config, prefix=prefix, cancel=cancel)
+        return self.inner.stream(messages, config, prefix=prefix, cancel=cancel)
 
     def count_tokens(self, text):
         return self.inner.count_tokens(text)
 
 
-def _as_text(message):
-    from composer.types import ChatMessage
-
-    text = "".join(part["text"] for part in message["content"] if part["type"] == "text")
-    return ChatMessage(message["role"], text)
-
-
-def test_reference_images_reach_a_seeing_writer_as_image_parts(services, tmp_path):
+def test_reference_images_travel_in_every_prompt_to_a_seeing_writer(services, tmp_path):
     from composer.pipeline import Composer
     from composer.types import ComposeRequest
 
@@ -142,10 +133,8 @@ def test_reference_images_reach_a_seeing_writer_as_image_parts(services, tmp_pat
     events = list(composer.compose(ComposeRequest("Harbors", target_words=200, text_only=True,
                                                   reference_images=["/refs/a.png"])))
     assert events[-1].stage == "done"
+    assert lm.calls
     for messages in lm.calls:
-        first_user = next(m for m in messages if (m["role"] if isinstance(m, dict)
-                                                  else m.role) == "user")
-        assert first_user["content"][0] == {"type": "image", "image": "/refs/a.png"}
-        assert first_user["content"][-1]["type"] == "text"
+        assert [m.images for m in messages] == [(), ("/refs/a.png",)]  # system, user
     with pytest.raises(InputError, match="11 reference images were given; the limit is 10"):
         list(composer.compose(ComposeRequest("Harbors", reference_images=["x.png"] * 11)))

@@ -8,8 +8,6 @@ the real model.
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from composer.config import Settings
 from composer.types import ChatMessage, ComposerError, GenerationConfig
 from models import embedded, registry
 from models.lm import LanguageModel, TransformersLM
-from models.registry import is_plugin, load_embedder, load_language_model, spaces_gpu
+from models.registry import is_plugin, load_embedder, load_language_model
 from tests.fakes import ScriptedLM
 from tests.tiny_models import tiny_lm_dir  # noqa: F401
 
@@ -144,18 +142,6 @@ def test_load_embedder_delegates_to_models_embed(tmp_path):
         "some/model-id")
     plugin = load_embedder(make_settings(tmp_path, embedder="tests.test_registry:fake_factory"))
     assert isinstance(plugin, ScriptedLM)
-
-
-def test_spaces_gpu_is_a_no_op_without_spaces(monkeypatch):
-    def handler(x):
-        return x + 1
-
-    monkeypatch.setitem(sys.modules, "spaces", None)  # import fails
-    assert spaces_gpu(handler) is handler
-    fake = types.SimpleNamespace(GPU=lambda fn: lambda *a: ("gpu", fn(*a)))
-    monkeypatch.setitem(sys.modules, "spaces", fake)
-    assert spaces_gpu(handler)(1) == ("gpu", 2)
-    assert registry.spaces_gpu is spaces_gpu
 
 
 @pytest.mark.slow

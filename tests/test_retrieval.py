@@ -1,11 +1,11 @@
-"""models/retrieval.py: indexing captions and cosine search over a real ImageStore."""
+"""composer/retrieval/retriever.py: indexing captions and cosine search over a real ImageStore."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.retrieval import Retriever
+from composer.retrieval.retriever import Retriever
 from tests.support_library import *  # noqa: F403
 from tests.support_library import png_bytes
 from tests.tiny_models import tiny_clip_dir  # noqa: F401  (fixture)

@@ -6,7 +6,8 @@ import pytest
 
 from composer.config import Settings
 from composer.services import Services
-from composer.web_images import OpenverseSearch, WikimediaSearch
+from composer.retrieval.web.openverse import OpenverseSearch
+from composer.retrieval.web.wikimedia import WikimediaSearch
 from tests.fakes import ScriptedLM
 from tests.support_storage import photo_bytes
 from tests.tiny_models import tiny_clip_dir  # noqa: F401  (fixture)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -214,12 +213,16 @@ def test_delete_cascades(repo: DocumentRepository, db: Database) -> None:
     assert _texts(repo.get(other.id)) == ["kept"]
 
 
-def test_list_newest_first_with_owner_and_words(repo: DocumentRepository) -> None:
+def test_list_newest_first_with_owner_and_words(repo: DocumentRepository,
+                                                db: Database) -> None:
     first = _doc(repo, "First", owner="ann")
-    time.sleep(0.002)
     second = _doc(repo, "Second", owner="bob")
-    time.sleep(0.002)
     third = _doc(repo, "Third", owner="ann")
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    with db.session() as session:  # explicit creation times, one minute apart
+        for minutes, document in enumerate([first, second, third]):
+            session.execute(update(DocumentRow).where(DocumentRow.id == document.id)
+                            .values(created_at=start + timedelta(minutes=minutes)))
     repo.append_blocks(first.id, [TextBlock("one two three"), ImageBlock("x"),
                                   TextBlock("四五")])
     assert [s.id for s in repo.list()] == [third.id, second.id, first.id]

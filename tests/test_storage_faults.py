@@ -199,7 +199,7 @@ def test_a_full_disk_while_composing_keeps_what_was_written(home, capsys, monkey
 
 def test_a_full_disk_writing_an_image_file_stops_the_import(home, tmp_path, capsys,
                                                             monkeypatch):
-    import storage.images
+    import storage.image_files
 
     photo = tmp_path / "photo.png"
     photo.write_bytes(png_bytes((200, 30, 30)))
@@ -207,7 +207,7 @@ def test_a_full_disk_writing_an_image_file_stops_the_import(home, tmp_path, caps
     def no_space(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage.images.os, "fsync", no_space)
+    monkeypatch.setattr(storage.image_files.os, "fsync", no_space)
     code, _, stderr = run(capsys, "library", "add", str(photo), "--caption", "a red square")
     assert code == 1
     line = one_line(stderr)

@@ -20,14 +20,8 @@ from composer.types import (
     SectionPlan,
     TextBlock,
 )
-from storage.documents import (
-    DeleteBlock,
-    DocumentRepository,
-    InsertBlock,
-    MoveBlock,
-    UpdateBlock,
-    UpdateMeta,
-)
+from storage.documents import DocumentRepository
+from storage.edit_ops import DeleteBlock, InsertBlock, MoveBlock, UpdateBlock, UpdateMeta
 from storage.feedback import FeedbackRepository
 from storage.images import ImageStore
 from storage.pairs import PairRepository

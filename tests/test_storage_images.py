@@ -14,19 +14,15 @@ import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import event, select, update
 
-import storage.images as images_module
+import storage.image_files as image_files_module
 from composer.config import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from composer.types import ImageBlock, InputError, NotFoundError
 from storage.db import Database
 from storage.documents import DocumentRepository
-from storage.images import (
-    NEAR_DUPLICATE_DISTANCE,
-    THUMBNAIL_SIZES,
-    ImageStore,
-    NearDuplicateError,
-    validate_image,
-)
-from storage.imaging import has_location
+from storage.image_files import THUMBNAIL_SIZES, validate_image
+from storage.images import ImageStore
+from storage.imaging import NEAR_DUPLICATE_DISTANCE, has_location
+from storage.near_duplicates import NearDuplicateError
 from storage.tables import ImageEmbeddingRow, ImageRow, utcnow
 from tests.support_storage import *  # noqa: F403
 from tests.support_storage import image_bytes, png_bomb
@@ -356,7 +352,7 @@ def test_thumbnails(store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
     with Image.open(store.thumbnail(tall.id, 512)) as thumb:
         assert thumb.size == (200, 300)  # never enlarged
     made: list[int] = []
-    monkeypatch.setattr(images_module, "make_thumbnail",
+    monkeypatch.setattr(image_files_module, "make_thumbnail",
                         lambda path, size: made.append(size) or b"")
     assert store.thumbnail(wide.id) == store.thumbs_dir / wide.id[:2] / f"{wide.id}-256.jpg"
     assert made == []  # made once, then served from the cache

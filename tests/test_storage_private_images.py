@@ -7,7 +7,8 @@ import hashlib
 
 import pytest
 
-from storage.images import ImageStore, NearDuplicateError, copy_id
+from storage.images import ImageStore, copy_id
+from storage.near_duplicates import NearDuplicateError
 from storage.tables import ImageRow
 from tests.support_storage import *  # noqa: F403
 from tests.test_storage_images import _photo_bytes

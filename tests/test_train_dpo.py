@@ -1,5 +1,6 @@
-"""composer/train_dpo.py and models/writer_adapter.py: DPO (+ SFT) LoRA training on a tiny
-random Llama with a tiny tokenizer, saving, and loading the adapters onto the writer."""
+"""composer/train_dpo.py, models/adapters.py and models/writer_adapter.py: DPO (+ SFT) LoRA
+training on a tiny random Llama with a tiny tokenizer, saving, and loading the adapters onto
+the writer."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ import torch
 
 from composer.config import Settings
 from composer.train_dpo import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
-    DPO_RECORD,
     DPOSettings,
     check_record,
     load_writer,
@@ -25,7 +23,8 @@ from composer.train_dpo import (
     training_rows,
 )
 from composer.types import ComposerError
-from models.writer_adapter import AdapterError, apply_writer_adapter
+from models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DPO_RECORD, AdapterError
+from models.writer_adapter import apply_writer_adapter
 from tests.tiny_models import build_tiny_lm, build_tokenizer
 
 GOOD = ["The river runs past the old stone bridge in the morning light.",
@@ -152,7 +151,7 @@ def test_a_folder_that_is_not_an_adapter_is_refused(tmp_path, base_dir):
         load(base_dir)
     with pytest.raises(ComposerError, match="transformers writer only"):
         load_language_model(Settings.from_env({}, home=tmp_path,
-                                              model="tests.fakes:scripted_factory",
+                                              model="tests.fakes:article_factory",
                                               writer_adapter=str(base_dir)))
 
 

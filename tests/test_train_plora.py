@@ -14,17 +14,14 @@ from PIL import Image, ImageDraw
 
 from composer.train_plora import (
     IGNORE,
-    PLORA_DIR,
-    TRAIN_JSON,
-    VISION_ADAPTER,
     TrainConfig,
     build_batch,
     caption_loss,
     library_pairs,
-    load_trained,
     save_trained,
     train_plora,
 )
+from models.adapters import PLORA_DIR, TRAIN_JSON, VISION_ADAPTER, load_trained
 from models.interleave import IMAGE_TOKEN_ID
 from models.plora import plora_layers
 from models.vision import ImageEncoder

@@ -104,7 +104,7 @@ def test_likes_toggle_and_are_kept_with_the_paragraph_kind(services):
     doc = _doc(services)
     block = doc.text_blocks[0]
     assert "liked the paragraph" in ed.rate(services, doc.id, OWNER, block.id, 1)
-    assert "paragraph liked" in ed.rating_text(services, doc, OWNER, block.id)
+    assert "paragraph liked" in ed.rating_text(services, doc.id, OWNER, block.id)
     assert ed.rate(services, doc.id, OWNER, block.id, 1) == "Rating cleared"
     ed.rate(services, doc.id, OWNER, block.id, -1)
     ed.rate(services, doc.id, OWNER, None, 1)

@@ -66,6 +66,43 @@ def test_write_streams_updates_and_saves_for_the_owner(services):
     assert h.list_documents(services, OTHER) == []
 
 
+def test_the_streamed_view_is_the_stored_document_rendered_without_reading_it(services):
+    # Each saved paragraph comes in its event and is appended to the view: the document is
+    # read while planning, placing images and at the end, not every 0.25 s while text streams.
+    import re
+
+    from ui.article_view import render_document
+
+    request = h.build_request("Harbors", "", h.ComposeOptions(words=400, images="2"))
+    get, reads, read = services.documents.get, [], []
+    services.documents.get = lambda doc_id: reads.append(doc_id) or get(doc_id)
+    try:
+        for update in h.write_article(services, request, None, OWNER, threading.Event(),
+                                      interval=0.0):
+            stored = get(update.document_id)
+            shown = re.sub(r'(<h2>[^<]*</h2>)?<p class="streaming">.*?▍</p>', "", update.html,
+                           flags=re.S)
+            assert shown == render_document(services, stored)
+            read.append(update.document is not None)
+    finally:
+        services.documents.get = get
+    assert read[-1] and not all(read) and len(stored.text_blocks) > 3
+    assert len(reads) <= sum(read) < len(read) / 10, (len(reads), len(read))
+
+
+def test_the_ui_checks_a_request_once_and_the_composer_takes_it_as_checked(services,
+                                                                          monkeypatch):
+    import composer.validation as validation
+
+    checks = []
+    check = validation.check_generation
+    monkeypatch.setattr(validation, "check_generation",
+                        lambda config: checks.append(config) or check(config))
+    compose(services, images="1")  # build_request, then write_article (compose, plan_stream)
+    h.plan_outline(services, "Lighthouses", "", h.ComposeOptions(words=800))
+    assert len(checks) == 2
+
+
 def test_edited_outline_is_used(services):
     outline = h.outline_from_rows("Given title", [["Only section", "x", 120]])
     doc_id = compose(services, outline=outline, images="1")[-1].document_id

@@ -12,7 +12,7 @@ from composer.validation import visible_text
 from tests.support_app import services  # noqa: F401
 from tests.support_threads import _DONE, next_in_new_thread
 from ui import handlers as h
-from ui.layout import JobFlags
+from ui.jobs import JobFlags
 
 OWNER = "key:owner-of-these-tests-0123456789"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from composer.types import ComposeRequest, GenerationConfig, InputError
-from composer.validation import check_request
+from composer.validation import CheckedRequest, check_request
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -36,3 +36,14 @@ def test_valid_request_passes_and_text_only_ignores_image_count():
     check_request(ComposeRequest("Tea", images=3))
     check_request(ComposeRequest("Tea", images=99, text_only=True))
     check_request(ComposeRequest("茶的历史", language="zh"))
+
+
+def test_a_checked_request_is_read_only_and_not_checked_again():
+    request = ComposeRequest("Tea", images=3, reference_images=["a.png"])
+    checked = check_request(request)
+    assert isinstance(checked, CheckedRequest) and check_request(checked) is checked
+    assert checked.options() == request.options()
+    request.reference_images.append("b.png")  # the checked copy keeps what was checked
+    assert checked.reference_images == ["a.png"]
+    with pytest.raises(AttributeError, match="read-only"):
+        checked.target_words = 5

@@ -1,4 +1,5 @@
-"""models/vector_index.py: exact and HNSW indexes, filters, updates, persistence, promotion."""
+"""composer/retrieval/{exact,hnsw,choose,index_files}.py: exact and HNSW indexes, filters,
+updates, persistence, promotion."""
 
 from __future__ import annotations
 
@@ -10,17 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import vector_index
-from models.vector_index import (
-    SMALL_ALLOWED,
-    ApproximateIndex,
-    ExactIndex,
-    IndexFileError,
-    build_index,
-    choose_index,
-    load_index,
-    maybe_promote,
-)
+from composer.retrieval import index_files
+from composer.retrieval.choose import build_index, choose_index, load_index, maybe_promote
+from composer.retrieval.contract import SMALL_ALLOWED, IndexFileError
+from composer.retrieval.exact import ExactIndex
+from composer.retrieval.hnsw import ApproximateIndex
 
 DIM = 32
 KINDS = [pytest.param(ExactIndex, id="exact"), pytest.param(ApproximateIndex, id="hnsw")]
@@ -263,7 +258,7 @@ def test_a_failed_save_keeps_the_previous_index(kind: type, tmp_path: Path,
     def broken(path: Path, value: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(vector_index, "_write_json", broken)
+    monkeypatch.setattr(index_files, "write_json", broken)
     with pytest.raises(OSError, match="disk full"):
         index.save(tmp_path)
     monkeypatch.undo()

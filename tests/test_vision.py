@@ -1,5 +1,6 @@
-"""models/vision.py: vision tower, position interpolation, projector, tiling with skip tokens
-and the image encoder, on tiny random CLIP / SigLIP vision models loaded from folders."""
+"""models/vision.py, vision_tower.py, tiling.py, vision_adapter.py: vision tower, position
+interpolation, projector, tiling with skip tokens and the image encoder, on tiny random
+CLIP / SigLIP vision models loaded from folders."""
 
 from __future__ import annotations
 
@@ -9,14 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
-from models.vision import (
-    CLIP_MEAN,
-    ImageEncoder,
-    Projector,
-    VisionTower,
-    cut_views,
-    plan_tiles,
-)
+from models.tiling import cut_views, plan_tiles
+from models.vision import ImageEncoder, Projector
+from models.vision_tower import CLIP_MEAN, VisionTower
 from tests.tiny_models import (  # noqa: F401
     build_tiny_clip_vision,
     build_tiny_siglip_vision,

@@ -108,6 +108,18 @@ def test_dict_messages_with_string_content_work_too(writer):
         list(writer.generate_ids(TEXT_MESSAGES, GREEDY))
 
 
+def test_a_chat_messages_images_are_read_as_image_parts_before_its_text(writer, tmp_path):
+    path = tmp_path / "ref.png"
+    drawn().save(path)
+    text = "Write about the river and the bridge."
+    message = ChatMessage("user", text, images=(str(path),))
+    parts = [{"role": "user", "content": [{"type": "image", "image": str(path)},
+                                          {"type": "text", "text": text}]}]
+    assert list(writer.generate_ids([message], GREEDY)) == \
+        list(writer.generate_ids(parts, GREEDY))
+    assert writer.pieces([message]) != writer.pieces([ChatMessage("user", text)])
+
+
 def full_recompute_greedy(model, batch, steps: int, eos: set[int]) -> list[int]:
     """Greedy decoding with no cache: each step one full forward over the prompt embeddings
     plus the embedded reply, the image mask extended with False for the reply."""

@@ -11,23 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from composer.types import ComposerError
-from composer.web_images import (
-    DEFAULT_USER_AGENT,
-    MAX_REDIRECTS,
-    OpenverseSearch,
+from composer.retrieval.web.fetch import DEFAULT_USER_AGENT, MAX_REDIRECTS, fetch_image
+from composer.retrieval.web.importer import import_web_image, make_web_search, search_web_images
+from composer.retrieval.web.openverse import OpenverseSearch, openverse_license
+from composer.retrieval.web.results import (
     WebImage,
     WebImageError,
-    WikimediaSearch,
     clean_text,
-    fetch_image,
-    import_web_image,
     make_attribution,
-    make_web_search,
-    openverse_license,
-    search_web_images,
     web_caption,
 )
+from composer.retrieval.web.wikimedia import WikimediaSearch
+from composer.types import ComposerError
 from storage.db import Database
 from storage.images import ImageStore
 from tests.fake_image_api import FakeImageAPI
@@ -239,7 +234,7 @@ def test_redirects_are_followed(api: FakeImageAPI, store: ImageStore) -> None:
 
 
 class RecordingStore:
-    """A store whose add() takes caption_source, as ImageStore.add may."""
+    """A store that records what add() was given."""
 
     def __init__(self, inner: ImageStore) -> None:
         self.inner = inner
@@ -250,8 +245,7 @@ class RecordingStore:
         return self.inner.add(data, **fields)
 
 
-def test_caption_source_is_passed_when_the_store_takes_it(api: FakeImageAPI,
-                                                          store: ImageStore) -> None:
+def test_an_import_records_caption_source_web(api: FakeImageAPI, store: ImageStore) -> None:
     (image, *_) = openverse(api).search("bicycle", 1)
     recording = RecordingStore(store)
     import_web_image(recording, image, timeout=TIMEOUT)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import threading
 from dataclasses import asdict
 from typing import Any, Iterator
 
+from composer.edit_checks import find_block
 from composer.types import (
     Change,
     Document,
@@ -20,7 +21,8 @@ from composer.types import (
     NotFoundError,
     TextBlock,
 )
-from ui.handlers import owned_document, render_document, whole_number
+from ui.article_view import render_document
+from ui.handlers import owned_document, whole_number
 
 PARAGRAPH_OPS = ("rewrite", "expand", "abbreviate", "insert_before", "insert_after",
                  "regenerate")
@@ -43,15 +45,14 @@ def paragraph_choices(doc: Document) -> list[tuple[str, int]]:
     return choices
 
 
-def find_block(doc: Document, block_id: Any, kind: type | None = None) -> TextBlock | ImageBlock:
-    """The block `block_id` of `doc` (of `kind` if given); NotFoundError / InputError."""
+def picked_block(doc: Document, block_id: Any, kind: type | None = None
+                 ) -> TextBlock | ImageBlock:
+    """The block a picker chose (a form value), of `kind` if given; InputError when nothing
+    or the wrong kind is picked, NotFoundError when it is gone (composer's find_block)."""
     if block_id in (None, ""):
         raise InputError("pick a paragraph or image first")
     wanted = whole_number("block", block_id)
-    block = next((b for b in doc.blocks if b.id == wanted), None)
-    if block is None:
-        raise NotFoundError(f"document {doc.id} has no block {wanted}: it may have been "
-                            "deleted in another tab; reload the document")
+    _, block = find_block(doc, wanted)
     if kind is not None and not isinstance(block, kind):
         what = "a paragraph" if kind is TextBlock else "an image"
         raise InputError(f"block {wanted} is not {what}: pick {what}")
@@ -61,7 +62,7 @@ def find_block(doc: Document, block_id: Any, kind: type | None = None) -> TextBl
 def paragraph_text(services: Any, doc_id: str, owner: str, block_id: Any) -> str:
     """The current text of one paragraph (loaded into the manual-edit box)."""
     doc = owned_document(services, doc_id, owner)
-    return find_block(doc, block_id, TextBlock).text
+    return picked_block(doc, block_id, TextBlock).text
 
 
 # -- feedback ----------------------------------------------------------------------------------
@@ -73,13 +74,13 @@ def rate(services: Any, doc_id: str, owner: str, block_id: Any, value: int) -> s
 
     doc = owned_document(services, doc_id, owner)
     current = services.feedback.for_document(doc.id, owner)
-    target = None if block_id in (None, "") else find_block(doc, block_id, TextBlock).id
+    block = None if block_id in (None, "") else picked_block(doc, block_id, TextBlock)
+    target = None if block is None else block.id
     if current.get(target) == value:
         services.feedback.rate(doc.id, target, owner, 0)
         return "Rating cleared"
     kind, origin = "", ""
-    if target is not None:
-        block = find_block(doc, target, TextBlock)
+    if block is not None:
         sections = len(doc.outline.sections) if doc.outline else 1
         kind, origin = paragraph_kind(block.section, sections), block.origin
     services.feedback.rate(doc.id, target, owner, value, kind=kind, origin=origin)
@@ -87,9 +88,10 @@ def rate(services: Any, doc_id: str, owner: str, block_id: Any, value: int) -> s
     return f"You {'liked' if value > 0 else 'disliked'} {what}: thanks, it is stored"
 
 
-def rating_text(services: Any, doc: Document, owner: str, block_id: Any) -> str:
-    """What the person said so far, shown beside the buttons: "liked" / "disliked" / "–"."""
-    ratings = services.feedback.for_document(doc.id, owner)
+def rating_text(services: Any, doc_id: str, owner: str, block_id: Any) -> str:
+    """What the person said so far, shown beside the buttons: "liked" / "disliked" / "–"
+    (the owner's own ratings only: the document need not be loaded again)."""
+    ratings = services.feedback.for_document(doc_id, owner)
     words = {1: "liked 👍", -1: "disliked 👎"}
     paragraph = words.get(ratings.get(whole_number("block", block_id)), "–") if block_id else "–"
     return f"Your rating: paragraph {paragraph}, article {words.get(ratings.get(None), '–')}"
@@ -154,7 +156,7 @@ def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, inst
         raise InputError(f"operation {op!r} is not one of {list(PARAGRAPH_OPS)}")
     doc = owned_document(services, doc_id, owner)
     services.check_language(doc.language)  # an English-only writer cannot edit Chinese
-    block = find_block(doc, block_id, TextBlock)
+    block = picked_block(doc, block_id, TextBlock)
     editor = services.editor(with_images=False)
     options: dict[str, Any] = {"block_id": block.id, "instruction": instruction or ""}
     if op == "regenerate":
@@ -188,7 +190,7 @@ def checks_status(proposal: dict[str, Any]) -> str:
 def accept(services: Any, owner: str, proposal: dict[str, Any] | None, edited_text: str,
            version: Any) -> Document:
     """Apply a previewed edit (with the person's tweaks to the preview text, if any)."""
-    from composer.editing import Proposal
+    from composer.edit_previews import Proposal
 
     if not proposal:
         raise InputError("there is no preview to accept: press Preview first")
@@ -202,7 +204,7 @@ def save_text(services: Any, doc_id: str, owner: str, block_id: Any, text: str,
               version: Any) -> Document:
     """Save a paragraph edited by hand."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id, TextBlock)
+    block = picked_block(doc, block_id, TextBlock)
     return services.editor(with_images=False).edit_text(
         doc.id, block.id, text or "", expected_version=_version(version), owner=owner)
 
@@ -211,7 +213,7 @@ def insert_typed(services: Any, doc_id: str, owner: str, block_id: Any, text: st
                  where: str, version: Any) -> Document:
     """Insert a paragraph typed by the person before or after the picked block."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id)
+    block = picked_block(doc, block_id)
     side = {"before_block_id": block.id} if where == "before" else {"after_block_id": block.id}
     return services.editor(with_images=False).insert_text(
         doc.id, text=text or "", expected_version=_version(version), **side)
@@ -221,7 +223,7 @@ def delete_block(services: Any, doc_id: str, owner: str, block_id: Any,
                  version: Any) -> Document:
     """Delete a paragraph or an image (undo brings it back)."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id)
+    block = picked_block(doc, block_id)
     return services.editor(with_images=False).delete_block(
         doc.id, block.id, expected_version=_version(version))
 
@@ -230,7 +232,7 @@ def move_block(services: Any, doc_id: str, owner: str, block_id: Any, offset: in
                version: Any) -> Document:
     """Move a block up (-1) or down (+1) by one place."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id)
+    block = picked_block(doc, block_id)
     index = doc.blocks.index(block)
     target = index + offset
     if not 0 <= target < len(doc.blocks):
@@ -244,14 +246,14 @@ def move_block(services: Any, doc_id: str, owner: str, block_id: Any, offset: in
 def image_caption(services: Any, doc_id: str, owner: str, block_id: Any) -> str:
     """The caption of one image block (loaded into the caption box)."""
     doc = owned_document(services, doc_id, owner)
-    return find_block(doc, block_id, ImageBlock).caption
+    return picked_block(doc, block_id, ImageBlock).caption
 
 
 def search_again(services: Any, doc_id: str, owner: str, block_id: Any, caption: str,
                  version: Any) -> Document:
     """Search the library again with an edited caption; the best match is shown."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id, ImageBlock)
+    block = picked_block(doc, block_id, ImageBlock)
     return services.editor().search_again(doc.id, block.id, caption or "",
                                            expected_version=_version(version), owner=owner)
 
@@ -260,7 +262,7 @@ def choose_candidate(services: Any, doc_id: str, owner: str, block_id: Any, inde
                      version: Any) -> Document:
     """Show candidate `index` (as the gallery lists them: only those still in the library)."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id, ImageBlock)
+    block = picked_block(doc, block_id, ImageBlock)
     live = [c for c in block.candidates if _in_library(services, c.image_id)]
     if not 0 <= index < len(live):
         raise InputError(f"candidate {index + 1} does not exist: this image has {len(live)}")
@@ -288,7 +290,7 @@ def upload_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, file
     from composer.library import add_images
 
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id, ImageBlock)
+    block = picked_block(doc, block_id, ImageBlock)
     if not file:
         raise InputError("choose an image file to upload first")
     path = Path(file if isinstance(file, str) else getattr(file, "name", str(file)))
@@ -311,7 +313,7 @@ def generate_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, ca
                        cancel: threading.Event | None = None) -> Document:
     """Generate a picture for the caption (COMPOSER_IMAGE_GENERATOR) and show it."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, block_id, ImageBlock)
+    block = picked_block(doc, block_id, ImageBlock)
     if not services.settings.image_generator:
         raise InputError("no image generator is configured: start the app with "
                          "COMPOSER_IMAGE_GENERATOR set to a diffusers model id or folder")
@@ -336,7 +338,7 @@ def insert_image(services: Any, doc_id: str, owner: str, after_block_id: Any, ca
                  version: Any) -> Document:
     """Insert an image (searched by `caption`) after the picked paragraph."""
     doc = owned_document(services, doc_id, owner)
-    block = find_block(doc, after_block_id)
+    block = picked_block(doc, after_block_id)
     if not (caption or "").strip():
         raise InputError("write a caption for the new image first: it is what the library "
                          "is searched for")

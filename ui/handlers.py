@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from composer.render import article_html
-from composer.validation import check_request
 from composer.types import (
     ComposeRequest,
     Document,
@@ -25,9 +23,14 @@ from composer.types import (
     Outline,
     SectionPlan,
 )
+from composer.validation import CheckedRequest, check_request
+from ui.article_view import ArticleView, render_document
 
 ANY_VALUE = "(any)"  # a filter drop-down's "no filter" choice
-RENDER_INTERVAL = 0.25  # seconds between article re-renders while text streams
+RENDER_INTERVAL = 0.25  # seconds between article updates while text streams
+# Stages whose change to the document the events carry (or that change none): the view
+# follows them without reading the document.
+TEXT_STAGES = ("write", "draft", "check")
 OUTLINE_HEADERS = ["Section title", "Key points (separated by ;)", "Words"]
 WAITING = "Waiting for the model (other work runs first)…"
 STOPPED_BEFORE_START = "Stopped before it started: nothing was written"
@@ -43,7 +46,7 @@ class WriteUpdate:
     status: str
     fraction: float
     document_id: str | None
-    document: Document | None = None
+    document: Document | None = None  # as read now; None while text streams (not read)
     finished: bool = False
 
 
@@ -120,8 +123,9 @@ def reference_material(services: Any, material: str, files: list[Any] | None
 
 
 def build_request(instruction: str, material: str, options: ComposeOptions,
-                  reference_images: list[str] | None = None) -> ComposeRequest:
-    """A ComposeRequest from the form, checked against every limit (InputError)."""
+                  reference_images: list[str] | None = None) -> CheckedRequest:
+    """The form as a request checked against every limit (InputError): the UI is where a
+    request enters, so the composer takes it as it is (composer/validation.py)."""
     images = None if str(options.images).lower() in ("auto", "automatic", "") else whole_number(
         "images", options.images)
     generation = GenerationConfig(
@@ -141,8 +145,7 @@ def build_request(instruction: str, material: str, options: ComposeOptions,
         image_source=_filter_value(options.image_source),
         reference_images=list(reference_images or []),
     )
-    check_request(request)
-    return request
+    return check_request(request)
 
 
 def check_form(instruction: str, material: str, references: list[Any] | None, title: str,
@@ -233,31 +236,27 @@ def owned_document(services: Any, doc_id: str | None, owner: str) -> Document:
     return doc
 
 
-def render_document(services: Any, doc: Document, streaming_tail: str = "",
-                    section: int | None = None) -> str:
-    """The editor's view of a document (images served from /media/), with the checks each
-    model paragraph passed; `streaming_tail` is text still being written into outline
-    section `section`."""
-    def info(image_id: str):
-        try:
-            return services.images.get(image_id)
-        except NotFoundError:
-            return None
-    return article_html(doc, lambda image_id: f"/media/{image_id}", info, streaming_tail,
-                        section, show_checks=True)
-
-
 def write_article(services: Any, request: ComposeRequest, outline: Outline | None, owner: str,
                   cancel: threading.Event, interval: float = RENDER_INTERVAL,
                   ) -> Iterator[WriteUpdate]:
-    """Compose and save, yielding a re-rendered view at each stage and every `interval` s."""
+    """Compose and save, yielding the view at each stage and every `interval` s.
+
+    Linear in the article's length: each saved paragraph comes in its "write" event and is
+    appended to the view (ui/article_view.py). The document is read only when the events do
+    not say what changed: while planning (no text yet), while images are placed (a few
+    times per image, MAX_IMAGES at most) and at the end; those updates carry it in
+    `document`.
+    """
     services.check_language(request.language)
     composer = services.composer(with_images=not request.text_only)
+    view: ArticleView | None = None
     doc_id: str | None = None
     pending, status, fraction, last, section = "", "", 0.0, 0.0, None
     for event in composer.compose(request, outline=outline, cancel=cancel, owner=owner):
-        doc_id = event.document_id or doc_id
+        doc_id, doc = event.document_id or doc_id, None
         fraction = max(fraction, event.fraction)
+        if event.block is not None and view is not None:
+            view.append(event.block)
         if event.stage in ("write", "draft"):
             pending = event.pending
             section = event.section if event.section is not None else section
@@ -266,12 +265,15 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
         now = time.monotonic()
         if event.message or now - last >= interval:
             last = now
-            doc = services.documents.get(doc_id)
-            yield WriteUpdate(render_document(services, doc, pending, section), status,
-                              fraction, doc_id, doc)
-    doc = services.documents.get(doc_id)
+            if view is None or event.stage not in TEXT_STAGES:
+                doc = services.documents.get(doc_id)
+                if view is None:
+                    view = ArticleView(services, doc)
+                else:
+                    view.reset(doc)
+            yield WriteUpdate(view.html(pending, section), status, fraction, doc_id, doc)
+    doc = doc or services.documents.get(doc_id)  # read at the last event ("done"), or now
     yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, doc, finished=True)
-
 
 
 DOCUMENT_HEADERS = ["Title", "Updated", "Status", "Words", "Id"]

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from composer.captioning import CaptionStatus
-from composer.library import add_images
+from composer.library import add_images, visible_text
 from composer.types import InputError, LibraryImage, NotFoundError
-from models.ocr import caption_spells_text
 from ui.handlers import ANY_VALUE
 
 PAGE_SIZE = 40
@@ -153,12 +152,12 @@ def library_page(services: Any, owner: str, search: str = "", source: str = ANY,
 def image_details(services: Any, image_id: str, owner: str) -> ImageDetails:
     """The editor panel's content for one image."""
     image = visible_image(services, image_id, owner)
-    words, area = services.images.texts([image.id]).get(image.id, ([], 0.0))
+    words, area, spelled = visible_text(services.images, image)
     near = [(other, distance) for other, distance in services.images.near_duplicates(image.id)
             if other.owner is None or other.owner == owner]
     return ImageDetails(image=image, editable=can_edit(services.settings, image, owner),
                         visible_words=words, text_area=area,
-                        spelled_caption=caption_spells_text(image.caption, words),
+                        spelled_caption=spelled,
                         near_duplicates=near)
 
 

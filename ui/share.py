@@ -15,12 +15,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
-from sqlalchemy import select
 
 from composer.export import to_markdown
 from composer.render import ARTICLE_CSS, article_html, first_paragraph
 from composer.types import Document, NotFoundError
-from storage.tables import DocumentRow
 
 SHARE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -54,11 +52,7 @@ class SharePages:
 
     def version_of(self, token: str) -> int | None:
         """The shared document's version (one indexed query), None if not shared."""
-        if not token or len(token) > 64:
-            return None
-        with self.services.db.engine.connect() as connection:
-            return connection.execute(select(DocumentRow.version)
-                                      .where(DocumentRow.share_token == token)).scalar()
+        return self.services.shares.shared_version(token)
 
     def page(self, token: str, base_url: str) -> bytes | None:
         """The page's HTML bytes, from the cache when the document has not changed."""

@@ -1,9 +1,9 @@
 """Image vectors in PostgreSQL with the pgvector extension: the index lives in the database.
 
 When the app runs on PostgreSQL and the server has pgvector, vectors can be searched where
-they are stored, shared by every app process, with no index file to keep in sync. Same
-interface as models/vector_index.py: `upsert`, `remove`, `search(query, k, exclude=,
-allowed=)`, `len()`, `in`, `ids()`, `dim`, `model`.
+they are stored, shared by every app process, with no index file to keep in sync. It keeps
+the VectorIndex contract (contract.py): `upsert`, `remove`, `search(query, k, exclude=,
+allowed=)`, `save()`, `len()`, `in`, `ids()`, `dim`, `model`, `synced_at`.
 
 One table per embedder model, `image_vectors_<model slug>_<hash>` (a safe identifier however
 the model is named), with `image_id text primary key, embedding vector(dim)` and an HNSW
@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from models.vector_index import SMALL_ALLOWED, check_batch, check_query
+from composer.retrieval.contract import SMALL_ALLOWED, check_batch, check_query
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class PgVectorIndex:
         if not pgvector_available(db):
             raise RuntimeError("this database has no pgvector extension (see the log for why):"
                                " check pgvector_available(db) first and use the in-process "
-                               "index (models/vector_index.py) otherwise")
+                               "index (composer/retrieval/choose.py) otherwise")
         self.db = db
         self.model = model
         self.dim = dim

@@ -1,131 +1,26 @@
-"""The compose view's editing panel: paragraph and image operations, likes, history.
+"""The editing panel's events: paragraph and image operations, likes, history, the outline.
 
-Components are built by `edit_panel` (below the article) and wired by `wire_editing` to the
-plain functions of ui/editing.py. Every action sends the version of the document the view
-shows; a stale one (another tab saved first) is refused with a message and nothing is lost.
+`wire_editing` connects the components of ui/edit_panel.py to the plain functions of
+ui/editing.py. Every action sends the version of the document the view shows; a stale one
+(another tab saved first) is refused with a message and nothing is lost.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import gradio as gr
 
 from composer.types import ComposerError, Document
-from models.registry import spaces_gpu
 from ui import editing as ed
 from ui import handlers as h
-from ui.i18n import t
-
-OPERATIONS = [("Rewrite", "rewrite"), ("Expand", "expand"), ("Abbreviate", "abbreviate"),
-              ("Write a paragraph before", "insert_before"),
-              ("Write a paragraph after", "insert_after"),
-              ("Regenerate its section", "regenerate")]
-
-
-def edit_panel(settings: Any) -> dict[str, Any]:
-    """The editing components (inside the caller's layout); returns them by name."""
-    e: dict[str, Any] = {}
-    e["proposal"] = gr.State(None)
-    with gr.Accordion(t("edit_panel"), open=True, elem_id="xc-edit"):
-        with gr.Row():
-            e["undo"] = gr.Button(t("undo"), size="sm", elem_id="xc-undo")
-            e["redo"] = gr.Button(t("redo"), size="sm", elem_id="xc-redo")
-            e["like_doc"] = gr.Button(t("like_doc"), size="sm", elem_id="xc-like-doc")
-            e["dislike_doc"] = gr.Button(t("dislike_doc"), size="sm", elem_id="xc-dislike-doc")
-        with gr.Row():
-            e["block"] = gr.Dropdown([], label=t("paragraph"), scale=5, elem_id="xc-paragraph")
-            e["like"] = gr.Button(t("like"), size="sm", scale=0, min_width=110, elem_id="xc-like")
-            e["dislike"] = gr.Button(t("dislike"), size="sm", scale=0, min_width=110,
-                                     elem_id="xc-dislike")
-        e["rating"] = gr.Markdown(elem_id="xc-rating")
-        with gr.Tab(t("ask_model")):
-            with gr.Row():
-                e["op"] = gr.Radio(OPERATIONS, value="rewrite", label=t("operation"),
-                                   elem_id="xc-op")
-            e["instruction"] = gr.Textbox(label=t("edit_instruction"), max_length=2000,
-                                          placeholder=t("edit_instruction_hint"),
-                                          elem_id="xc-edit-instruction")
-            with gr.Row():
-                e["preview"] = gr.Button(t("preview"), elem_id="xc-preview")
-                e["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-edit-stop")
-            e["preview_text"] = gr.Textbox(label=t("preview_text"), lines=6,
-                                           elem_id="xc-preview-text")
-            with gr.Row():
-                e["accept"] = gr.Button(t("accept"), variant="primary", elem_id="xc-accept")
-                e["cancel"] = gr.Button(t("cancel"), elem_id="xc-cancel")
-        with gr.Tab(t("by_hand")):
-            e["text"] = gr.Textbox(label=t("paragraph_text"), lines=6, elem_id="xc-text")
-            with gr.Row():
-                e["save_text"] = gr.Button(t("save_text"), variant="primary", size="sm",
-                                           elem_id="xc-save-text")
-                e["insert_before"] = gr.Button(t("insert_before"), size="sm",
-                                               elem_id="xc-insert-before")
-                e["insert_after"] = gr.Button(t("insert_after"), size="sm",
-                                              elem_id="xc-insert-after")
-            with gr.Row():
-                e["up"] = gr.Button(t("move_up"), size="sm", elem_id="xc-block-up")
-                e["down"] = gr.Button(t("move_down"), size="sm", elem_id="xc-block-down")
-                e["delete"] = gr.Button(t("delete_block"), size="sm", variant="stop",
-                                        elem_id="xc-block-delete")
-        with gr.Tab(t("history")):
-            with gr.Row():
-                e["history"] = gr.Dropdown([], label=t("version"), scale=4,
-                                           elem_id="xc-history")
-                e["view"] = gr.Button(t("view_version"), size="sm", scale=1,
-                                      elem_id="xc-view-version")
-                e["restore"] = gr.Button(t("restore_version"), size="sm", scale=1,
-                                         elem_id="xc-restore-version")
-            e["old"] = gr.HTML(elem_id="xc-old-version")
-    return e
-
-
-def image_tools(settings: Any) -> dict[str, Any]:
-    """The image block tools shown under the candidate gallery."""
-    i: dict[str, Any] = {}
-    i["caption"] = gr.Textbox(label=t("image_caption"), elem_id="xc-image-caption")
-    with gr.Row():
-        i["search"] = gr.Button(t("search_again"), size="sm", elem_id="xc-search-again")
-        i["generate"] = gr.Button(t("generate_image"), size="sm", elem_id="xc-generate",
-                                  interactive=bool(settings.image_generator))
-        i["seed"] = gr.Number(0, precision=0, minimum=0, label=t("image_seed"), scale=0,
-                              min_width=90)
-        i["up"] = gr.Button(t("move_up"), size="sm", elem_id="xc-image-up")
-        i["down"] = gr.Button(t("move_down"), size="sm", elem_id="xc-image-down")
-        i["delete"] = gr.Button(t("delete_image"), size="sm", variant="stop",
-                                elem_id="xc-image-delete")
-    with gr.Row():
-        i["file"] = gr.File(label=t("upload_own"), file_types=["image"], scale=3,
-                            elem_id="xc-image-file")
-        i["use"] = gr.Button(t("use_upload"), size="sm", scale=1, elem_id="xc-use-upload")
-    i["insert"] = gr.Button(t("insert_image"), size="sm", elem_id="xc-insert-image")
-    return i
+from ui.article_view import render_document
+from ui.gpu import spaces_gpu
+from ui.jobs import JobFlags, fail, session_of, state_of, stop_flag
 
 
 PREVIEW_STOPPED = ("Stopped: the preview keeps what was written; change it and Accept, or "
                    "Cancel")
-
-
-def session_of(request: gr.Request | None) -> str:
-    """The browser session a request comes from: its Stop button's key for model jobs."""
-    return getattr(request, "session_hash", None) or "direct"
-
-
-@contextmanager
-def stop_flag(flags: Any, request: gr.Request | None) -> Iterator[Any]:
-    """The stop flag of this browser session's model job, set by its Stop button, for as long
-    as the job runs."""
-    session = session_of(request)
-    flag = flags.start(session)
-    try:
-        yield flag
-    finally:
-        flags.finish(session, flag)
-
-
-def _fail(error: Exception) -> gr.Error:
-    return gr.Error(str(error), print_exception=False)
 
 
 def _keep(choices: list[tuple[str, Any]], value: Any) -> Any:
@@ -140,7 +35,7 @@ def refreshed(services: Any, doc: Document, block: Any = None, slot: Any = None,
     slots = h.image_slots(doc)
     paragraphs = ed.paragraph_choices(doc)
     history = ed.history_choices(services, doc)
-    return (h.render_document(services, doc), {"id": doc.id, "version": doc.version},
+    return (render_document(services, doc), state_of(doc),
             gr.update(choices=slots, value=_keep(slots, _int(slot))),
             gr.update(choices=paragraphs, value=_keep(paragraphs, _int(block))),
             gr.update(choices=history, value=history[0][1] if history else None), message)
@@ -153,7 +48,7 @@ def _int(value: Any) -> Any:
         return value
 
 
-def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
+def wire_editing(services: Any, flags: JobFlags, owner: Callable[[Any], str],
                  c: dict[str, Any], e: dict[str, Any], i: dict[str, Any],
                  doc_state: Any, concurrency: int) -> None:
     """Connect the editing panel, the image tools and "apply outline" to their handlers;
@@ -178,7 +73,7 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
                 doc = action(owner(request), doc_id(state), version(state), block, slot,
                              *values)
             except ComposerError as error:
-                raise _fail(error)
+                raise fail(error)
             return refreshed(services, doc, block, show(doc, block) if show else slot, message)
         return handler
 
@@ -192,8 +87,8 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
         try:
             who = owner(request)
             doc = h.owned_document(services, doc_id(state), who)
-            return (ed.find_block(doc, block).text if block else "",
-                    ed.rating_text(services, doc, who, block))
+            return (ed.picked_block(doc, block).text if block else "",
+                    ed.rating_text(services, doc.id, who, block))
         except ComposerError:
             return "", ""
 
@@ -221,10 +116,9 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
             try:
                 who = owner(request)
                 message = ed.rate(services, doc_id(state), who, None if whole else block, value)
-                doc = h.owned_document(services, doc_id(state), who)
-                return ed.rating_text(services, doc, who, block), message
+                return ed.rating_text(services, doc_id(state), who, block), message
             except ComposerError as error:
-                raise _fail(error)
+                raise fail(error)
         return handler
 
     for name, value, whole in (("like", 1, False), ("dislike", -1, False),
@@ -246,7 +140,7 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
                     last = proposal or last
                     yield text, proposal, gr.skip()
             except ComposerError as error:
-                raise _fail(error)
+                raise fail(error)
         if flag.is_set():
             yield gr.skip(), gr.skip(), PREVIEW_STOPPED
         elif last is not None:
@@ -266,7 +160,7 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
         try:
             doc = ed.accept(services, owner(request), proposal, text, version(state))
         except ComposerError as error:
-            raise _fail(error)
+            raise fail(error)
         return (*refreshed(services, doc, block, slot, "Accepted: undo reverts it"), "", None)
 
     e["accept"].click(accept, [*base, e["proposal"], e["preview_text"]],
@@ -308,7 +202,7 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
         try:
             return ed.view_version(services, doc_id(state), owner(request), wanted)
         except ComposerError as error:
-            raise _fail(error)
+            raise fail(error)
 
     e["view"].click(view, [doc_state, e["history"]], e["old"], api_name="view_version")
     e["restore"].click(edit(lambda who, doc, ver, block, slot, wanted: ed.restore_version(
@@ -347,7 +241,7 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
                         step / max(total, 1), desc=f"Generating: step {step} of {total}"),
                     cancel=flag)
             except ComposerError as error:
-                raise _fail(error)
+                raise fail(error)
         return refreshed(services, doc, block, slot, "Generated")
 
     i["generate"].click(generate, [*base, i["caption"], i["seed"]], outputs,
@@ -360,7 +254,7 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
             doc = ed.choose_candidate(services, doc_id(state), owner(request), slot,
                                       event.index, version(state))
         except ComposerError as error:
-            raise _fail(error)
+            raise fail(error)
         return (*refreshed(services, doc, block, slot, "Image changed"),
                 h.candidate_gallery(services, doc, slot))
 
@@ -383,11 +277,11 @@ def wire_editing(services: Any, flags: Any, owner: Callable[[Any], str],
                 for html, status, fraction, doc in ed.write_new_sections(
                         services, doc, who, new, flag):
                     progress(fraction, desc=status or "Writing")
-                    yield (html, {"id": doc.id, "version": doc.version}, gr.skip(),
+                    yield (html, state_of(doc), gr.skip(),
                            gr.skip(), gr.skip(), status)
-                yield refreshed(services, services.documents.get(doc.id), block, slot, "Done")
+                yield refreshed(services, doc, block, slot, "Done")  # the last one read
             except ComposerError as error:
-                raise _fail(error)
+                raise fail(error)
 
     c["apply_outline"].click(apply_outline, [*base, c["title"], c["outline"]], outputs,
                              concurrency_id="model", concurrency_limit=concurrency,
