@@ -1,7 +1,7 @@
 """The edit operations a person's change is made of, and the recorded revision of a row.
 
 `DocumentRepository.apply` runs a list of these (InsertBlock, UpdateBlock, DeleteBlock,
-MoveBlock, UpdateMeta) as one undoable change; composer/editing.py builds them. Plain data:
+MoveBlock, UpdateMeta) as one undoable change; composer/edit_blocks.py builds them. Plain data:
 no database here, only the conversions between a revision's content dict and a Block.
 """
 
