@@ -148,8 +148,11 @@ def test_the_page_sets_a_signed_http_only_cookie_and_config_holds_no_secret(live
 def test_api_calls_without_a_valid_owner_cookie_are_refused(live_app):
     value, owner = new_browser(live_app.url)
     browser_id, signature = value.split(".")
-    forged = ["a", "", '{"key": "a"}', browser_id, f"{browser_id[:-1]}x.{signature}",
-              f"{browser_id}.{signature[:-1]}x", "key:" + browser_id]
+    def changed(text: str) -> str:  # the last character replaced by a different one
+        return text[:-1] + ("x" if text[-1] != "x" else "y")
+
+    forged = ["a", "", '{"key": "a"}', browser_id, f"{changed(browser_id)}.{signature}",
+              f"{browser_id}.{changed(signature)}", "key:" + browser_id]
     for cookie in [None, *forged]:
         assert call(live_app.url, "documents", [], cookie) == ("error", NO_OWNER), cookie
     assert call(live_app.url, "documents", ["a"])[0] == "error"  # a key as an input: no
