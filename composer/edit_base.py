@@ -10,7 +10,8 @@ from storage.edit_ops import EditOp
 
 
 class EditorBase:
-    """The Editor's components (composer/editing.py documents the arguments) and `_commit`."""
+    """The Editor's components (composer/editing.py documents the arguments), `_document`
+    and `_commit`. Every operation takes a loaded Document or a document id."""
 
     def __init__(self, lm: Any, documents: Any, retriever: Any | None = None,
                  pairs: Any | None = None, generator: Any | None = None,
@@ -25,6 +26,12 @@ class EditorBase:
         self.pairs = pairs
         self.generator = generator
         self.images = images if images is not None else getattr(retriever, "store", None)
+
+    def _document(self, doc: Document | str) -> Document:
+        """The document an operation works on: the one the caller already loaded (the UI
+        checks who owns it first), or the one stored under that id. Either way the change is
+        written only if the stored version is still the expected one (`_commit`)."""
+        return doc if isinstance(doc, Document) else self.documents.get(doc)
 
     def _commit(self, doc_id: str, ops: list[EditOp], label: str,
                 expected_version: int) -> Document:

@@ -33,12 +33,12 @@ class ImageEdits(EditorBase):
 
     # -- images ---------------------------------------------------------------------------------
 
-    def search_again(self, doc_id: str, block_id: int, caption: str, *, expected_version: int,
+    def search_again(self, doc: Document | str, block_id: int, caption: str, *, expected_version: int,
                      owner: str | None = None) -> Document:
         """Search the library with a new caption: new candidates, the best one chosen
         (origin "search"). InputError when nothing matches (nothing is written)."""
         caption = check_caption(caption)
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         _, block = image_block(doc, block_id)
         check_version(doc, expected_version)
         candidates = self._search(doc, caption, used_images(doc, block_id), owner)
@@ -46,14 +46,14 @@ class ImageEdits(EditorBase):
         # `caption` was the query; the caption shown is the found image's own.
         update = UpdateBlock(block_id, caption=self._shown_caption(best.image_id, best.caption),
                              image_id=best.image_id, candidates=candidates, origin="search")
-        return self._commit(doc_id, [update],
+        return self._commit(doc.id, [update],
                             f"search {block_label(doc, block_id)} again", expected_version)
 
-    def choose_candidate(self, doc_id: str, block_id: int, image_id: str, *,
+    def choose_candidate(self, doc: Document | str, block_id: int, image_id: str, *,
                          expected_version: int, owner: str | None = None) -> Document:
         """Show another of the image block's candidates (origin "candidate"), captioned
         with that image's own caption (a caption edited by hand goes with the old image)."""
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         _, block = image_block(doc, block_id)
         chosen = {candidate.image_id: candidate for candidate in block.candidates}.get(image_id)
         if chosen is None:
@@ -63,28 +63,28 @@ class ImageEdits(EditorBase):
         check_version(doc, expected_version)
         update = UpdateBlock(block_id, caption=self._shown_caption(image_id, chosen.caption),
                              image_id=image_id, origin="candidate")
-        return self._commit(doc_id, [update],
+        return self._commit(doc.id, [update],
                             f"choose another picture for {block_label(doc, block_id)}",
                             expected_version)
 
-    def use_image(self, doc_id: str, block_id: int, image_id: str, *, expected_version: int,
+    def use_image(self, doc: Document | str, block_id: int, image_id: str, *, expected_version: int,
                   owner: str | None = None) -> Document:
         """Show an uploaded library image (origin "upload").
 
         Uploading goes through the library (ImageStore.add); pass the new image's id here.
         """
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         image_block(doc, block_id)
         if not image_id:
             raise InputError("no image given: upload an image, then pass its id")
         check_version(doc, expected_version)
         update = UpdateBlock(block_id, caption=self._shown_caption(image_id, "") or None,
                              image_id=image_id, origin="upload")
-        return self._commit(doc_id, [update],
+        return self._commit(doc.id, [update],
                             f"use an uploaded picture for {block_label(doc, block_id)}",
                             expected_version)
 
-    def generate_image(self, doc_id: str, block_id: int, *, expected_version: int,
+    def generate_image(self, doc: Document | str, block_id: int, *, expected_version: int,
                        caption: str | None = None, seed: int = 0, owner: str | None = None,
                        progress: Callable[..., Any] | None = None,
                        cancel: threading.Event | None = None) -> Document:
@@ -95,7 +95,7 @@ class ImageEdits(EditorBase):
                              "to generate images")
         if self.images is None:
             raise InputError("no image library is configured to keep generated images")
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         _, block = image_block(doc, block_id)
         caption = check_caption(caption if caption is not None else block.caption)
         check_version(doc, expected_version)
@@ -105,11 +105,11 @@ class ImageEdits(EditorBase):
                                       owner=owner if owner is not None else doc.owner,
                                       seed=seed, progress=progress, cancel=cancel)
         update = UpdateBlock(block_id, caption=caption, image_id=image.id, origin="generated")
-        return self._commit(doc_id, [update],
+        return self._commit(doc.id, [update],
                             f"generate a picture for {block_label(doc, block_id)}",
                             expected_version)
 
-    def insert_image(self, doc_id: str, after_block_id: int, caption: str, *,
+    def insert_image(self, doc: Document | str, after_block_id: int, caption: str, *,
                      expected_version: int, owner: str | None = None) -> Document:
         """Insert an image after a block, searched by `caption` (origin "search").
 
@@ -117,7 +117,7 @@ class ImageEdits(EditorBase):
         so that the person can upload or generate one.
         """
         caption = check_caption(caption)
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         position, anchor = find_block(doc, after_block_id)
         check_version(doc, expected_version)
         try:
@@ -131,18 +131,18 @@ class ImageEdits(EditorBase):
         shown = self._shown_caption(best.image_id, best.caption) if best else caption
         block = ImageBlock(caption=shown, image_id=best.image_id if best else None,
                            candidates=candidates, section=anchor.section, origin="search")
-        return self._commit(doc_id, [InsertBlock(position + 1, block)],
+        return self._commit(doc.id, [InsertBlock(position + 1, block)],
                             f"insert an image after {block_label(doc, after_block_id)}",
                             expected_version)
 
-    def set_caption(self, doc_id: str, block_id: int, caption: str, *, expected_version: int,
+    def set_caption(self, doc: Document | str, block_id: int, caption: str, *, expected_version: int,
                     owner: str | None = None) -> Document:
         """Write an image's caption by hand; it stays until another picture is chosen."""
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         image_block(doc, block_id)
         caption = check_caption(caption)
         check_version(doc, expected_version)
-        return self._commit(doc_id, [UpdateBlock(block_id, caption=caption)],
+        return self._commit(doc.id, [UpdateBlock(block_id, caption=caption)],
                             f"caption {block_label(doc, block_id)}", expected_version)
 
     def _shown_caption(self, image_id: str, caption: str) -> str:

@@ -27,7 +27,7 @@ from storage.edit_ops import DeleteBlock, EditOp, MoveBlock, UpdateBlock, Update
 class OutlineEdits(EditorBase):
     """Changes a written document's outline and writes its new sections."""
 
-    def update_outline(self, doc_id: str, outline: Outline, *, expected_version: int,
+    def update_outline(self, doc: Document | str, outline: Outline, *, expected_version: int,
                        sources: list[int | None] | None = None,
                        owner: str | None = None) -> tuple[Document, list[int]]:
         """Change the outline of a written document: add, remove, rename or reorder sections.
@@ -46,17 +46,17 @@ class OutlineEdits(EditorBase):
         from composer.pipeline import check_outline
 
         check_outline(outline)
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         old = section_outline(doc)
         mapping = match_sections(old, outline, sources)
         check_version(doc, expected_version)
         if outline == doc.outline and mapping == list(range(len(old.sections))):
             return doc, []  # the same outline: nothing to change
         ops, new_sections = outline_ops(doc, outline, mapping)
-        saved = self._commit(doc_id, ops, "change the outline", expected_version)
+        saved = self._commit(doc.id, ops, "change the outline", expected_version)
         return saved, new_sections
 
-    def write_sections(self, doc_id: str, sections: list[int], *, expected_version: int,
+    def write_sections(self, doc: Document | str, sections: list[int], *, expected_version: int,
                        owner: str | None = None, cancel: threading.Event | None = None,
                        ) -> Iterator[ProgressEvent]:
         """Write the given sections (new ones, without text) in place, streaming progress.
@@ -68,7 +68,7 @@ class OutlineEdits(EditorBase):
         save needs `expected_version`, the next ones follow on from it. InputError (raised on
         the first next()) for a section that is unknown or already has text.
         """
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         check_version(doc, expected_version)
         outline = section_outline(doc)
         for index in sections:

@@ -58,7 +58,7 @@ class ParagraphEdits(EditorBase):
 
     # -- model operations: preview, then accept ------------------------------------------------
 
-    def preview(self, doc_id: str, op: str, *, block_id: int | None = None,
+    def preview(self, doc: Document | str, op: str, *, block_id: int | None = None,
                 section: int | None = None, instruction: str = "",
                 cancel: threading.Event | None = None,
                 seed: int | None = None) -> Iterator[EditPreview]:
@@ -75,7 +75,7 @@ class ParagraphEdits(EditorBase):
         reproduce a preview.
         """
         check_instruction(instruction)
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         if op == "regenerate":
             plan = regenerate_plan(doc, section, block_id, instruction)
         elif op in PARAGRAPH_OPS:
@@ -86,7 +86,7 @@ class ParagraphEdits(EditorBase):
         return stream_plan(self.sections, plan, cancel)
 
     def accept(self, proposal: Proposal, *, expected_version: int, owner: str | None = None,
-               edited_text: str | None = None) -> Document:
+               edited_text: str | None = None, doc: Document | None = None) -> Document:
         """Apply a previewed proposal as one change; returns the document after it.
 
         `expected_version` is the version the person's view is based on; it must be the
@@ -94,12 +94,16 @@ class ParagraphEdits(EditorBase):
         `edited_text` is the preview as the person tweaked it before accepting: when it differs
         from the proposal, it is used (split at blank lines) and the paragraphs' origin is
         "manual". A model paragraph replaced non-trivially yields a preference pair.
+        `doc`: the proposal's document when the caller has loaded it already.
         """
         if expected_version != proposal.base_version:
             raise ConflictError(f"the preview was made from version {proposal.base_version} "
                                 f"but your view is at version {expected_version}: make the "
                                 "preview again")
-        doc = self.documents.get(proposal.doc_id)
+        if doc is not None and doc.id != proposal.doc_id:
+            raise InputError(f"the preview belongs to document {proposal.doc_id!r}, not "
+                             f"{doc.id!r}: make the preview again")
+        doc = self._document(doc if doc is not None else proposal.doc_id)
         check_version(doc, expected_version)
         paragraphs, origin = final_paragraphs(proposal, edited_text)
         checks = proposal.checks if origin != "manual" else []
@@ -116,7 +120,7 @@ class ParagraphEdits(EditorBase):
 
     # -- direct paragraph edits ---------------------------------------------------------------
 
-    def edit_text(self, doc_id: str, block_id: int, text: str, *, expected_version: int,
+    def edit_text(self, doc: Document | str, block_id: int, text: str, *, expected_version: int,
                   owner: str | None = None) -> Document:
         """Replace a paragraph's text with what the person typed (origin "manual").
 
@@ -125,18 +129,18 @@ class ParagraphEdits(EditorBase):
         trivial. InputError for empty text (delete the paragraph instead) or over the limit.
         """
         text = check_text(text)
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         _, block = text_block(doc, block_id)
         check_version(doc, expected_version)
         if text == block.text:
             return doc  # nothing changed: no change in the history, the origin stays
         label = f"edit {block_label(doc, block_id)}"
         ops = [UpdateBlock(block_id, text=text, origin="manual")]
-        saved = self._commit(doc_id, ops, label, expected_version)
+        saved = self._commit(doc.id, ops, label, expected_version)
         self._capture(doc, block, text, "manual", owner)
         return saved
 
-    def insert_text(self, doc_id: str, text: str, *, expected_version: int,
+    def insert_text(self, doc: Document | str, text: str, *, expected_version: int,
                     after_block_id: int | None = None, before_block_id: int | None = None,
                     owner: str | None = None) -> Document:
         """Insert a typed paragraph (origin "typed") after or before a block.
@@ -145,30 +149,30 @@ class ParagraphEdits(EditorBase):
         the section of the block it is placed next to.
         """
         text = check_text(text)
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         position, section, label = insert_place(doc, after_block_id, before_block_id)
         check_version(doc, expected_version)
         block = TextBlock(text=text, section=section, origin="typed")
-        return self._commit(doc_id, [InsertBlock(position, block)], f"type a paragraph {label}",
+        return self._commit(doc.id, [InsertBlock(position, block)], f"type a paragraph {label}",
                             expected_version)
 
-    def delete_block(self, doc_id: str, block_id: int, *, expected_version: int,
+    def delete_block(self, doc: Document | str, block_id: int, *, expected_version: int,
                      owner: str | None = None) -> Document:
         """Delete a paragraph or an image (one change; undo brings it back)."""
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         find_block(doc, block_id)
         check_version(doc, expected_version)
-        return self._commit(doc_id, [DeleteBlock(block_id)],
+        return self._commit(doc.id, [DeleteBlock(block_id)],
                             f"delete {block_label(doc, block_id)}", expected_version)
 
-    def move_block(self, doc_id: str, block_id: int, position: int, *, expected_version: int,
+    def move_block(self, doc: Document | str, block_id: int, position: int, *, expected_version: int,
                    owner: str | None = None) -> Document:
         """Move a block (an image, or a paragraph) to `position` (0..n-1, final position).
 
         The block joins the section of the block it ends up after (the first block's when
         moved to the top), so that outline changes keep it with its new neighbours.
         """
-        doc = self.documents.get(doc_id)
+        doc = self._document(doc)
         current, _ = find_block(doc, block_id)
         if not 0 <= position < len(doc.blocks):
             raise InputError(f"position {position} is outside 0..{len(doc.blocks) - 1}: pick a "
@@ -180,7 +184,7 @@ class ParagraphEdits(EditorBase):
         ops: list[EditOp] = [MoveBlock(block_id, position)]
         if section != doc.blocks[current].section:
             ops.append(UpdateBlock(block_id, section=section))
-        return self._commit(doc_id, ops, f"move {block_label(doc, block_id)}",
+        return self._commit(doc.id, ops, f"move {block_label(doc, block_id)}",
                             expected_version)
 
     # -- preference pairs -------------------------------------------------------------------

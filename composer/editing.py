@@ -10,6 +10,8 @@ and inputs are checked in composer/edit_checks.py.
   EditPreview as it is written (the person watches, may stop it: what was streamed is kept);
   the last preview carries a Proposal. `Editor.accept(proposal, expected_version=...)` applies
   it; dropping the proposal is "cancel" (nothing was written).
+* Every operation takes the document as a loaded Document (the UI has just loaded it to check
+  who owns it: it is not read again) or as its id.
 * Every accepted change (accept, edit_text, an image operation, update_outline, each written
   section) is ONE change in the document's history (one undo), applied with optimistic
   concurrency: `expected_version` is the version the person's view was based on, and a

@@ -30,12 +30,29 @@ max-width:46rem;margin:0 auto}
 margin:-.8rem 0 1.1rem}
 .xc-article .checks .failed{color:#b45309}
 """
-CHECK_LABELS = {"clean": "clean", "no_leak": "no leaked prompt", "new": "new",
-                "complete": "complete", "language": "right language",
-                "no_gibberish": "no gibberish", "on_topic": "on topic",
-                "long_enough": "long enough"}
-HOW_LABELS = {"kept": "kept as drafted", "rewritten": "rewritten after failing a check",
-              "trimmed": "bad sentences removed", "stopped": "stopped early"}
+# The checks line under a paragraph in the editor's view, in the article's language.
+CHECK_LABELS = {
+    "en": {"clean": "clean", "no_leak": "no leaked prompt", "new": "new",
+           "complete": "complete", "language": "right language",
+           "no_gibberish": "no gibberish", "on_topic": "on topic",
+           "long_enough": "long enough"},
+    "zh": {"clean": "干净", "no_leak": "无提示泄漏", "new": "不重复", "complete": "完整",
+           "language": "语言正确", "no_gibberish": "无乱码", "on_topic": "切题",
+           "long_enough": "长度足够"},
+}
+HOW_LABELS = {
+    "en": {"kept": "kept as drafted", "rewritten": "rewritten after failing a check",
+           "trimmed": "bad sentences removed", "stopped": "stopped early"},
+    "zh": {"kept": "按草稿保留", "rewritten": "未通过检查后重写", "trimmed": "已删去不合格的句子",
+           "stopped": "提前停止"},
+}
+DRAFTS_READ = {"en": "{how}, {drafts} draft{s} read", "zh": "{how}，读了 {drafts} 份草稿"}
+
+
+def check_labels(language: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(check name -> label, how-kept -> label) in `language` (English for others)."""
+    known = language if language in CHECK_LABELS else "en"
+    return CHECK_LABELS[known], HOW_LABELS[known]
 
 
 def credit_text(image: LibraryImage | None) -> str:
@@ -92,22 +109,25 @@ def figure_html(block: ImageBlock, image_url: ImageUrl, image_info: ImageInfo) -
             f'loading="lazy"><figcaption>{caption}{credit_html}</figcaption></figure>')
 
 
-def checks_html(checks: dict | None) -> str:
+def checks_html(checks: dict | None, language: str = "en") -> str:
     """One small line under a model paragraph: the checks it passed (✓) and failed (✗), how
     it was kept and from how many drafts; "" for a paragraph without recorded checks."""
     if not checks:
         return ""
-    passed = [CHECK_LABELS.get(name, name) for name in checks.get("passed", [])]
-    failed = [CHECK_LABELS.get(name, name) for name in checks.get("failed", {})]
+    labels, hows = check_labels(language)
+    passed = [labels.get(name, name) for name in checks.get("passed", [])]
+    failed = [labels.get(name, name) for name in checks.get("failed", {})]
     drafts = checks.get("drafts", 0)
-    how = HOW_LABELS.get(str(checks.get("how", "")), "")
+    how = hows.get(str(checks.get("how", "")), "")
     parts = [f"✓ {html.escape(' · '.join(passed))}"] if passed else []
     if failed:
         reasons = "; ".join(str(reason) for reason in checks.get("failed", {}).values())
         parts.append(f'<span class="failed" title="{html.escape(reasons)}">✗ '
                      f'{html.escape(" · ".join(failed))}</span>')
     if how:
-        parts.append(html.escape(f"{how}, {drafts} draft{'s' if drafts != 1 else ''} read"))
+        template = DRAFTS_READ["zh" if language == "zh" else "en"]
+        parts.append(html.escape(template.format(how=how, drafts=drafts,
+                                                 s="s" if drafts != 1 else "")))
     return f'<div class="checks">{" — ".join(parts)}</div>'
 
 
@@ -123,7 +143,7 @@ def article_html(doc: Document, image_url: ImageUrl, image_info: ImageInfo,
     for position, block in enumerate(doc.blocks):
         if position in headings:
             parts.append(heading_html(headings[position]))
-        parts.append(block_html(block, image_url, image_info, show_checks))
+        parts.append(block_html(block, image_url, image_info, show_checks, doc.language))
     if streaming_tail.strip():
         shown = any(b.section == streaming_section and shows(b) for b in doc.blocks)
         heading = "" if streaming_section is None or shown else section_title(
@@ -147,11 +167,12 @@ def heading_html(title: str) -> str:
 
 
 def block_html(block: TextBlock | ImageBlock, image_url: ImageUrl, image_info: ImageInfo,
-               show_checks: bool = False) -> str:
-    """One block as escaped HTML: a paragraph (with its checks line when `show_checks`) or a
-    figure; a section's heading is the caller's (section_headings)."""
+               show_checks: bool = False, language: str = "en") -> str:
+    """One block as escaped HTML: a paragraph (with its checks line in the article's
+    `language` when `show_checks`) or a figure; a section's heading is the caller's
+    (section_headings)."""
     if isinstance(block, TextBlock):
-        return f"<p>{html.escape(block.text)}</p>" + (checks_html(block.checks)
+        return f"<p>{html.escape(block.text)}</p>" + (checks_html(block.checks, language)
                                                       if show_checks else "")
     if isinstance(block, ImageBlock):
         return figure_html(block, image_url, image_info)

@@ -47,9 +47,10 @@ def _latest(services: Services):
     return services.documents.list(limit=1)[0]
 
 
-def _wait_status(page, text: str, timeout: int = 60_000) -> None:
-    page.wait_for_function("text => document.querySelector('#xc-status')?.innerText"
-                           ".includes(text)", arg=text, timeout=timeout)
+def _wait_status(page, text: str, timeout: int = 60_000, selector: str = "#xc-status") -> None:
+    """Wait for `text` in the Compose tab's status line (or the one at `selector`)."""
+    page.wait_for_function("([s, text]) => document.querySelector(s)?.innerText"
+                           ".includes(text)", arg=[selector, text], timeout=timeout)
 
 
 def _error_shown(page, text: str, timeout: int = 15_000) -> None:
@@ -116,16 +117,22 @@ def test_stop_ends_an_edit_preview_and_keeps_its_text(slow_app, browser):
     page.click("label:has-text('Text only')")
     page.click("#xc-write")
     _wait_status(page, "Done")
+    page.locator("button[role='tab']", has_text="Edit").first.click()
+    page.wait_for_selector("#xc-edit-article h1", timeout=10_000)
     page.click("#xc-paragraph input")
     page.locator("ul[role='listbox'] li", has_text="¶1").first.click()
-    page.click("label:has-text('Expand')")
+    page.click("#xc-op label:has-text('Expand')")
     page.click("#xc-preview")
     page.wait_for_function("document.querySelector('#xc-preview-text textarea')?.value"
                            ".length > 20", timeout=30_000)
+    assert page.locator("#xc-edit-stop").is_visible()
     page.click("#xc-edit-stop")
-    _wait_status(page, "Stopped: the preview keeps what was written", timeout=20_000)
+    _wait_status(page, "Stopped: the preview keeps what was written", timeout=20_000,
+                 selector="#xc-edit-status")
     kept = page.locator("#xc-preview-text textarea").input_value()
-    page.wait_for_timeout(1000)  # nothing more arrives after the stop
+    # the preview is over (Stop gone, Accept there): nothing more arrives after the stop
+    page.wait_for_function("!document.querySelector('#xc-edit-stop')?.offsetParent && "
+                           "!document.querySelector('#xc-accept')?.disabled", timeout=20_000)
     assert page.locator("#xc-preview-text textarea").input_value() == kept and kept
     page.screenshot(path=str(SHOTS / "preview_stopped.png"), full_page=True)
 

@@ -88,7 +88,8 @@ def test_manual_edits_moves_and_history_views(services):
         ed.move_block(services, doc.id, OWNER, moved.blocks[0].id, -1, moved.version)
     deleted = ed.delete_block(services, doc.id, OWNER, second.id, moved.version)
     assert second.id not in {b.id for b in deleted.blocks}
-    history = ed.history_choices(services, deleted)
+    history, can_undo, can_redo = ed.history_view(services, deleted)
+    assert can_undo and not can_redo
     assert len(history) == 5 and history[-1] == (f"v{doc.version} · as written", doc.version)
     assert "Hand &lt;b&gt;written&lt;/b&gt;." not in ed.view_version(services, doc.id, OWNER,
                                                                        doc.version)
@@ -166,3 +167,33 @@ def test_outline_after_writing_writes_only_the_new_section(services):
     assert [b.text for b in kept] == [b.text for b in doc.text_blocks]
     with pytest.raises(InputError, match="outline is empty"):
         ed.apply_outline(services, doc.id, OWNER, doc.title, [], final.version)
+
+
+def test_each_edit_reads_the_document_once(services, monkeypatch):
+    """The handler loads the document to check its owner; the Editor works on that copy."""
+    doc = _doc(services)
+    block, image = doc.text_blocks[0].id, doc.image_blocks[0].id
+    reads: list[str] = []
+    real_get = services.documents.get
+    monkeypatch.setattr(services.documents, "get",
+                        lambda doc_id: reads.append(doc_id) or real_get(doc_id))
+
+    def reads_of(action):
+        reads.clear()
+        result = action()
+        return len(reads), result
+
+    count, doc = reads_of(lambda: ed.save_text(services, doc.id, OWNER, block,
+                                               "A harbor paragraph typed by hand.", doc.version))
+    assert count == 1 and doc.text_blocks[0].text == "A harbor paragraph typed by hand."
+    count, doc = reads_of(lambda: ed.move_block(services, doc.id, OWNER, block, 1, doc.version))
+    assert count == 1 and doc.text_blocks[1].id == block
+    count, doc = reads_of(lambda: ed.search_again(services, doc.id, OWNER, image, "boats",
+                                                  doc.version))
+    assert count == 1
+    composed = doc.text_blocks[2].id
+    count, steps = reads_of(lambda: list(ed.preview(services, doc.id, OWNER, "rewrite",
+                                                    composed, "", threading.Event())))
+    assert count == 1
+    count, doc = reads_of(lambda: ed.accept(services, OWNER, steps[-1][1], "", doc.version))
+    assert count == 1 and doc.text_blocks[2].origin == "rewrite"

@@ -193,3 +193,15 @@ def test_plan_streams_rows_before_their_budgets(services):
     assert steps[0][1] and all(row[2] == 0 for row in steps[0][1])  # planned, not yet budgeted
     title, rows = steps[-1]
     assert title == "Lighthouses" and sum(row[2] for row in rows) == 800
+
+
+def test_updates_say_the_stage_the_section_and_the_words_for_the_progress_line(services):  # noqa: F811
+    updates = compose(services, words=400)
+    writing = [u for u in updates if u.stage in ("write", "draft") and not u.finished]
+    assert writing and all(u.sections and 0 <= u.section < u.sections for u in writing)
+    words = [u.words for u in updates]  # saved words only: they never go back
+    assert words == sorted(words) and any(0 < w < words[-1] for w in words)
+    last = updates[-1]
+    assert last.finished and last.stage == "done" and last.words == last.document.word_count
+    assert any(u.stage == "plan" for u in updates)
+    assert any(u.stage in ("slots", "caption", "retrieve", "select") for u in updates)

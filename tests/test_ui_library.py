@@ -29,10 +29,10 @@ def test_page_lists_the_shared_library_with_cached_thumbnails(services):
     thumb, label = page.items[0]
     with Image.open(thumb) as opened:
         assert opened.format == "JPEG" and max(opened.size) <= lh.THUMB_SIZE
-    assert label and page.summary == f"{page.total} images · page 1 of 1"
+    assert label and page.summary() == f"{page.total} images · page 1 of 1"
     harbor = lh.library_page(services, ALICE, search="HARBOR")
     assert harbor.total == 1 and "harbor" in harbor.items[0][1]
-    assert lh.library_page(services, ALICE, license="no such license").summary == \
+    assert lh.library_page(services, ALICE, license="no such license").summary() == \
         "No images match."
     with pytest.raises(InputError, match="page 'x' must be a number from 1 to 1"):
         lh.library_page(services, ALICE, page="x")

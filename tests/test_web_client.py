@@ -34,16 +34,21 @@ def client(live_app):
 
 
 def test_compose_through_the_api_saves_for_the_cookie_and_shares(live_app, client):
-    html, status, slots = client.predict(
+    # the compose article, the progress line, then what the Edit tab shows (its article,
+    # image and paragraph pickers, versions, the editing panel's visibility)
+    html, status, edit_html, slots, paragraphs, versions, *_ = client.predict(
         "Harbors of the north", "", None, "", NO_OUTLINE, *OPTIONS, api_name="/write")
-    assert status == "Done"
+    assert status.startswith("✓ Done · ") and " words · " in status
     assert html.count("<figure>") == 2 and "Harbors of the north" in html
-    rows = client.predict(api_name="/documents")["data"]
+    assert edit_html == html and len(slots["choices"]) == 2 and paragraphs["choices"]
+    table, *_ = client.predict(api_name="/documents")
+    assert table["headers"] == ["Title", "Updated", "Status", "Words"]
+    rows = table["data"]
     assert len(rows) == 1 and rows[0][0] == "Harbors of the north" and rows[0][2] == "done"
-    doc_id = rows[0][4]
+    doc_id = live_app.services.documents.list(limit=1)[0].id
     stranger = Client(live_app.url + "/", verbose=False,
                       headers={"Cookie": owner_cookie(live_app.url)})
-    assert stranger.predict(api_name="/documents")["data"] == []
+    assert stranger.predict(api_name="/documents")[0]["data"] == []
     link = client.predict({"id": doc_id, "version": 0}, api_name="/share")
     assert link.startswith(live_app.url + "/a/")
     page = urllib.request.urlopen(link).read().decode()

@@ -84,4 +84,5 @@ class ArticleView:
             title = section_title(self.doc, block.section)
             if title:
                 self._body.append(heading_html(title))
-        self._body.append(block_html(block, media_url, self._info, show_checks=True))
+        self._body.append(block_html(block, media_url, self._info, show_checks=True,
+                                     language=self.doc.language))

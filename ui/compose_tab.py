@@ -1,13 +1,16 @@
-"""The Compose tab: the form, the outline table, the article, sharing and the image picker.
+"""The Compose tab: the brief, plan and write, the outline, and the article as it is written.
 
-`compose_tab` builds the components (the editing panel and image tools of ui/edit_panel.py
-included) and `wire_compose` connects them to the plain functions of ui/handlers.py. Bad input
-is answered by a check event at once; the model work behind it waits in the queue under the
-"model" concurrency id, with a Stop button per browser session (ui/jobs.py).
+`compose_tab` builds the components and `wire_compose` connects them to the plain functions
+of ui/handlers.py. Bad input is answered by a check event at once; the model work behind it
+waits in the queue under the "model" concurrency id, with a Stop button (shown only while
+something runs) per browser session (ui/jobs.py). Gradio's progress overlay is hidden: the
+article stays readable while it streams, and one progress line (ui/progress_line.py) says
+the stage, the words written and the time.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import gradio as gr
@@ -15,15 +18,17 @@ import gradio as gr
 from composer.references import reference_note
 from composer.types import ComposerError
 from ui import handlers as h
-from ui.edit_events import wire_editing
-from ui.edit_panel import edit_panel, image_tools
 from ui import library as lh
+from ui.doc_view import DocView
 from ui.gpu import spaces_gpu
-from ui.i18n import t
-from ui.jobs import JobFlags, fail, session_of, state_of, stop_flag
+from ui.i18n import language_of, say, t
+from ui.jobs import JobFlags, fail, session_of, stop_flag
+from ui.outline_table import OUTLINE_WIDTHS, outline_value
+from ui.progress_line import Progress, progress_line
 
 OwnerOf = Callable[[Any], str]  # gr.Request -> owner (Identities.owner_of)
-IMAGE_CHOICES = ["auto"] + [str(n) for n in range(1, 16)]
+IMAGE_CHOICES = [(t("auto"), "auto")] + [(str(n), str(n)) for n in range(1, 16)]
+QUIET = {"show_progress": "hidden"}  # no overlay: the progress line says what runs
 
 
 def compose_tab(settings: Any) -> dict[str, Any]:
@@ -31,69 +36,71 @@ def compose_tab(settings: Any) -> dict[str, Any]:
     c: dict[str, Any] = {}
     c["instruction"] = gr.Textbox(label=t("instruction"), placeholder=t("instruction_hint"),
                                   lines=2, elem_id="xc-instruction")
-    with gr.Accordion(t("material"), open=False):
-        c["material"] = gr.Textbox(label=t("material"), placeholder=t("material_hint"), lines=6)
+    with gr.Row(equal_height=True):
+        c["language"] = gr.Radio([("English", "en"), ("中文", "zh")], value="en",
+                                 label=t("language"), min_width=150, elem_id="xc-language")
+        # A number field, not a slider: a slider silently moves 5 to its minimum, while
+        # this sends what was typed and the check names the limit.
+        c["words"] = gr.Number(800, precision=0, step=50, label=t("words"), min_width=150,
+                               elem_id="xc-words")
+        c["images"] = gr.Dropdown(IMAGE_CHOICES, value="auto", label=t("images"),
+                                  min_width=110, elem_id="xc-images")
+        c["text_only"] = gr.Checkbox(False, label=t("text_only"), min_width=110,
+                                     elem_id="xc-text-only")
+    with gr.Accordion(t("more_options"), open=False, elem_id="xc-options"):
+        c["material"] = gr.Textbox(label=t("material"), placeholder=t("material_hint"), lines=4)
         c["references"] = gr.File(label=t("reference_images"), file_count="multiple",
                                   file_types=["image"], elem_id="xc-references")
         gr.Markdown(reference_note(settings), elem_id="xc-references-note")
-    with gr.Row():
-        c["language"] = gr.Radio(["en", "zh"], value="en", label=t("language"))
-        # A number field, not a slider: a slider silently moves 5 to its minimum, while
-        # this sends what was typed and the check names the limit.
-        c["words"] = gr.Number(800, precision=0, step=50, label=t("words"), elem_id="xc-words")
-        c["images"] = gr.Dropdown(IMAGE_CHOICES, value="auto", label=t("images"))
-        c["text_only"] = gr.Checkbox(False, label=t("text_only"))
-        c["seed"] = gr.Number(0, precision=0, label=t("seed"), minimum=0)
-    with gr.Accordion(t("decoding"), open=False):
         with gr.Row():
-            c["sample"] = gr.Checkbox(False, label=t("sample"))
+            c["seed"] = gr.Number(0, precision=0, label=t("seed"), minimum=0, min_width=120)
+            c["sample"] = gr.Checkbox(False, label=t("sample"), min_width=120)
             c["temperature"] = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label=t("temperature"))
             c["top_p"] = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label=t("top_p"))
+        with gr.Row():
             c["repetition_penalty"] = gr.Slider(1.0, 2.0, value=1.1, step=0.05,
                                                 label=t("repetition_penalty"))
             c["beams"] = gr.Slider(1, 6, value=1, step=1, label=t("beams"))
             c["candidates"] = gr.Slider(1, 8, value=3, step=1, label=t("candidates"),
                                         info=t("candidates_info"))
-            c["decoding"] = gr.Radio(["default", "opera"], value="default",
-                                     label=t("decoding_method"), info=t("decoding_info"))
             c["max_tokens"] = gr.Slider(64, 4096, value=1024, step=64, label=t("max_tokens"))
-            c["selection"] = gr.Radio(["score", "model"], value="score", label=t("selection"))
-    with gr.Accordion(t("image_filters"), open=False):
         with gr.Row():
-            c["image_license"] = gr.Dropdown([lh.ANY], value=lh.ANY, label=t("image_license"),
+            c["decoding"] = gr.Radio([(t("decoding_default"), "default"),
+                                      (t("decoding_opera"), "opera")], value="default",
+                                     label=t("decoding_method"), info=t("decoding_info"))
+            c["selection"] = gr.Radio([(t("selection_score"), "score"),
+                                       (t("selection_model"), "model")], value="score",
+                                      label=t("selection"))
+        with gr.Row():
+            any_value = [(t("any"), lh.ANY)]
+            c["image_license"] = gr.Dropdown(any_value, value=lh.ANY, label=t("image_license"),
                                              allow_custom_value=True, elem_id="xc-image-license")
-            c["image_source"] = gr.Dropdown([lh.ANY], value=lh.ANY, label=t("image_source"),
+            c["image_source"] = gr.Dropdown(any_value, value=lh.ANY, label=t("image_source"),
                                             allow_custom_value=True, elem_id="xc-image-source")
-    with gr.Row():
-        c["plan"] = gr.Button(t("plan"), elem_id="xc-plan")
-        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write")
-        c["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-stop")
-    with gr.Accordion(t("outline"), open=True):
-        c["title"] = gr.Textbox(label=t("article_title"), elem_id="xc-title")
-        c["outline"] = gr.Dataframe(headers=h.OUTLINE_HEADERS, datatype=["str", "str", "number"],
-                                    column_count=(3, "fixed"), row_count=(0, "dynamic"),
-                                    interactive=True, elem_id="xc-outline")
-        with gr.Row():
-            c["row"] = gr.Number(1, precision=0, label=t("row"), minimum=1)
-            c["up"] = gr.Button(t("up"), size="sm")
-            c["down"] = gr.Button(t("down"), size="sm")
-            c["remove"] = gr.Button(t("remove"), size="sm")
-            c["add"] = gr.Button(t("add"), size="sm")
-            c["clear"] = gr.Button(t("clear_outline"), size="sm")
-        c["apply_outline"] = gr.Button(t("apply_outline"), size="sm", elem_id="xc-apply-outline")
+    with gr.Row(elem_id="xc-actions"):
+        c["plan"] = gr.Button(t("plan"), elem_id="xc-plan", min_width=120)
+        c["write"] = gr.Button(t("write"), variant="primary", elem_id="xc-write", min_width=120)
+        c["stop"] = gr.Button(t("stop"), variant="stop", elem_id="xc-stop", visible=False,
+                              min_width=100)
     c["status"] = gr.Markdown(elem_id="xc-status")
+    with gr.Accordion(t("outline"), open=False, elem_id="xc-outline-box") as c["outline_box"]:
+        c["title"] = gr.Textbox(label=t("article_title"), elem_id="xc-title")
+        c["outline"] = gr.Dataframe(value=outline_value("en", []),
+                                    datatype=["str", "str", "number"],
+                                    column_count=(3, "fixed"), row_count=(0, "dynamic"),
+                                    interactive=True, wrap=True, column_widths=OUTLINE_WIDTHS,
+                                    show_row_numbers=True, elem_id="xc-outline")
+        with gr.Row():
+            c["row"] = gr.Number(1, precision=0, label=t("row"), minimum=1, min_width=80)
+            c["up"] = gr.Button(t("up"), size="sm", min_width=80)
+            c["down"] = gr.Button(t("down"), size="sm", min_width=80)
+            c["remove"] = gr.Button(t("remove"), size="sm", min_width=80)
+            c["add"] = gr.Button(t("add"), size="sm", min_width=80)
+        with gr.Row():
+            c["clear"] = gr.Button(t("clear_outline"), size="sm")
+            c["apply_outline"] = gr.Button(t("apply_outline"), size="sm", visible=False,
+                                           elem_id="xc-apply-outline")
     c["article"] = gr.HTML(elem_id="xc-article")
-    with gr.Row():
-        c["share"] = gr.Button(t("share"), size="sm", elem_id="xc-share")
-        c["revoke"] = gr.Button(t("revoke"), size="sm", elem_id="xc-revoke")
-        c["link"] = gr.Textbox(label=t("share_link"), interactive=False, elem_id="xc-link",
-                               buttons=["copy"])
-    c["edit"] = edit_panel(settings)
-    with gr.Accordion(t("images_panel"), open=True):
-        c["slot"] = gr.Dropdown([], label=t("slot"), elem_id="xc-slot")
-        c["gallery"] = gr.Gallery(columns=4, height=220, allow_preview=False,
-                                  elem_id="xc-gallery")
-        c["image_tools"] = image_tools(settings)
     return c
 
 
@@ -107,20 +114,28 @@ def _options(values: list[Any]) -> h.ComposeOptions:
     return h.ComposeOptions(**dict(zip(OPTION_KEYS, values)))
 
 
+def running(busy: bool) -> tuple[Any, Any, Any]:
+    """Plan, Write and Stop while a job runs (busy) or not: Stop only shows while it runs,
+    and the buttons that would start another job are disabled meanwhile."""
+    return (gr.update(interactive=not busy), gr.update(interactive=not busy),
+            gr.update(visible=busy))
+
+
 def wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: OwnerOf,
-                 doc_state: Any, concurrency: int) -> None:
-    """Connect the Compose tab: check, plan, write, stop, the outline table, sharing, the
-    image picker and the editing panel (ui/edit_panel.py, ui/edit_events.py)."""
+                 view: DocView, concurrency: int) -> None:
+    """Connect the Compose tab: check, plan, write, stop and the outline table; a written
+    article is shown in the Edit tab too (`view`, ui/doc_view.py)."""
     options = [c[key] for key in OPTION_KEYS]
     form = [c["instruction"], c["material"], c["references"], c["title"], c["outline"],
             *options]
+    buttons = [c["plan"], c["write"], c["stop"]]
     hidden = {"api_visibility": "undocumented"}
 
     # Handlers take the request first: Gradio injects gr.Request only into positional
     # parameters before a *args. Bad input is answered by `check` at once: it runs in its own
     # unlimited concurrency group (queued, so its error is a toast with the message, which a
     # queue=False event does not show), and only the model work behind it waits in line.
-    checked = {"concurrency_id": "check", "concurrency_limit": None, **hidden}
+    checked = {"concurrency_id": "check", "concurrency_limit": None, **QUIET, **hidden}
 
     def check(request: gr.Request, instruction: str, material: str, references: Any,
               title: str, outline_rows: Any, *values: Any):
@@ -131,35 +146,47 @@ def wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: Ow
         except ComposerError as error:
             raise fail(error)
         flags.arm(session_of(request))
-        return h.WAITING
+        return say(language_of(request), "waiting"), *running(True)
+
+    def idle():
+        return running(False)
 
     @spaces_gpu
     def plan(request: gr.Request, instruction: str, material: str, references: Any,
              title: str, outline_rows: Any, *values: Any):
+        language, started = language_of(request), time.monotonic()
         with stop_flag(flags, request) as flag:
             if flag.is_set():
-                yield gr.skip(), gr.skip(), h.STOPPED_BEFORE_START
+                yield gr.skip(), gr.skip(), say(language, "stopped_before_start"), gr.skip()
                 return
+            yield gr.skip(), gr.skip(), progress_line(language, Progress("plan")), \
+                gr.Accordion(open=True)
             try:
                 material, images = h.reference_material(services, material, references)
-                rows = outline_rows
+                rows = h.table_rows(outline_rows)
                 # the rows appear as the model plans them, then with their word budgets
                 for title, rows in h.plan_outline_stream(services, instruction, material,
                                                          _options(list(values)), images,
                                                          cancel=flag):
-                    yield title, rows, h.PLANNING
+                    line = progress_line(language, Progress(
+                        "plan", sections=len(rows), seconds=time.monotonic() - started,
+                        fraction=0.1 + 0.8 * min(1.0, len(rows) / 8)))
+                    yield title, outline_value(language, rows), line, gr.Accordion(open=True)
             except ComposerError as error:
                 raise fail(error)
-        yield title, rows, h.STOPPED_PLAN if flag.is_set() else ""
+        message = "stopped_plan" if flag.is_set() else "planned"
+        yield title, outline_value(language, rows), say(language, message), gr.skip()
 
-    c["plan"].click(check, form, c["status"], **checked).success(
-        plan, form, [c["title"], c["outline"], c["status"]], concurrency_id="model",
-        concurrency_limit=concurrency, api_name="plan")
+    c["plan"].click(check, form, [c["status"], *buttons], **checked).success(
+        plan, form, [c["title"], c["outline"], c["status"], c["outline_box"]],
+        concurrency_id="model", concurrency_limit=concurrency, api_name="plan", **QUIET,
+    ).then(idle, None, buttons, queue=False, **hidden)
 
     @spaces_gpu
     def write(request: gr.Request, instruction: str, material: str, references: Any,
               title: str, outline_rows: Any, *values: Any):
-        progress = gr.Progress()
+        language, started = language_of(request), time.monotonic()
+        nothing = (gr.skip(),) * len(view.outputs)
         try:
             owner = owner_of(request)
             material, images = h.reference_material(services, material, references)
@@ -171,93 +198,77 @@ def wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: Ow
             raise fail(error)
         with stop_flag(flags, request) as flag:
             if flag.is_set():  # stopped while it waited in the queue
-                yield gr.skip(), h.STOPPED_BEFORE_START, gr.skip(), gr.skip()
+                yield (gr.skip(), say(language, "stopped_before_start"), gr.skip(), *nothing)
                 return
+            # the outline folds away: the article is what the person watches now
+            first = Progress("write" if outline else "plan", sections=len(
+                outline.sections) if outline else None)
+            yield gr.skip(), progress_line(language, first), gr.Accordion(open=False), *nothing
             try:
                 for update in h.write_article(services, compose_request, outline, owner, flag):
-                    progress(update.fraction, desc=update.status)
-                    doc = update.document
-                    if doc is None:  # text streaming in: only the article changed
-                        yield update.html, update.status, gr.skip(), gr.skip()
+                    if update.warning:
+                        gr.Warning(update.warning)
+                    line = progress_line(language, Progress(
+                        update.stage, update.section, update.sections, update.words,
+                        time.monotonic() - started, update.fraction))
+                    if not update.finished:
+                        yield update.html, line, gr.skip(), *nothing
                         continue
-                    slots = h.image_slots(doc)
-                    first = slots[0][1] if slots and update.finished else None
-                    yield (update.html, update.status, state_of(doc),
-                           gr.update(choices=slots, value=first))
+                    # what to do next: the article is open in the Edit tab now
+                    yield (update.html, f"{line} · {say(language, 'next_step')}", gr.skip(),
+                           *view.show(services, update.document, language))
             except ComposerError as error:
                 raise fail(error)
 
-    c["write"].click(check, form, c["status"], **checked).success(
-        write, form, [c["article"], c["status"], doc_state, c["slot"]],
-        concurrency_id="model", concurrency_limit=concurrency, api_name="write")
+    c["write"].click(check, form, [c["status"], *buttons], **checked).success(
+        write, form, [c["article"], c["status"], c["outline_box"], *view.outputs],
+        concurrency_id="model", concurrency_limit=concurrency, api_name="write", **QUIET,
+    ).then(idle, None, buttons, queue=False, **hidden)
+    # on a phone the article is below the form: bring the progress line and it into view
+    c["write"].click(None, None, None, js="() => document.querySelector('#xc-status')"
+                     "?.scrollIntoView({behavior: 'smooth', block: 'start'})", **hidden)
 
     def stop(request: gr.Request):
         flags.stop(session_of(request))
 
     c["stop"].click(stop, None, None, queue=False, api_name="stop")
-
     _wire_outline_editing(c)
-    _wire_sharing_and_images(services, c, owner_of, doc_state)
-    wire_editing(services, flags, owner_of, c, c["edit"], c["image_tools"], doc_state,
-                 concurrency)
 
 
 def _wire_outline_editing(c: dict[str, Any]) -> None:
-    def move(rows: Any, number: Any, offset: int):
+    def move(rows: Any, number: Any, offset: int, request: gr.Request):
         try:
-            return h.move_row(rows, number, offset)
+            return outline_value(language_of(request), h.move_row(rows, number, offset))
         except ComposerError as error:
             raise fail(error)
 
-    def remove(rows: Any, number: Any):
+    def remove(rows: Any, number: Any, request: gr.Request):
         rows = h.table_rows(rows)
         index = int(number or 0) - 1
         if not 0 <= index < len(rows):
             raise gr.Error(f"row {index + 1} does not exist: rows are 1..{len(rows)}")
-        return rows[:index] + rows[index + 1:]
+        return outline_value(language_of(request), rows[:index] + rows[index + 1:])
 
-    def add(rows: Any):
-        return h.table_rows(rows) + [["New section", "", 200]]
+    def add(rows: Any, request: gr.Request):
+        new = "新的部分" if language_of(request) == "zh" else "New section"
+        return outline_value(language_of(request), h.table_rows(rows) + [[new, "", 200]])
+
+    def clear(request: gr.Request):
+        return "", outline_value(language_of(request), [])
+
+    def up(rows: Any, number: Any, request: gr.Request):
+        return move(rows, number, -1, request)
+
+    def down(rows: Any, number: Any, request: gr.Request):
+        return move(rows, number, +1, request)
+
+    def picked_row(event: gr.SelectData):
+        return event.index[0] + 1 if event.index else gr.skip()
 
     hidden = {"api_visibility": "undocumented", "queue": False}
-    c["up"].click(lambda rows, n: move(rows, n, -1), [c["outline"], c["row"]], c["outline"],
-                  **hidden)
-    c["down"].click(lambda rows, n: move(rows, n, +1), [c["outline"], c["row"]], c["outline"],
-                    **hidden)
+    c["outline"].select(picked_row, None, c["row"], **hidden)  # Move/Remove act on it
+    c["up"].click(up, [c["outline"], c["row"]], c["outline"], **hidden)
+    c["down"].click(down, [c["outline"], c["row"]], c["outline"], **hidden)
     c["remove"].click(remove, [c["outline"], c["row"]], c["outline"], **hidden)
     c["add"].click(add, c["outline"], c["outline"], **hidden)
-    c["clear"].click(lambda: ("", []), None, [c["title"], c["outline"]], **hidden)
-
-
-def _wire_sharing_and_images(services: Any, c: dict[str, Any], owner_of: OwnerOf,
-                             doc_state: Any) -> None:
-    def share(state: dict | None, request: gr.Request = None):
-        try:
-            owner = owner_of(request)
-            base = str(request.request.base_url) if request and request.request else ""
-            return h.share_link(services, (state or {}).get("id"), owner, base)
-        except ComposerError as error:
-            raise fail(error)
-
-    def revoke(state: dict | None, request: gr.Request = None):
-        try:
-            h.revoke_link(services, (state or {}).get("id"), owner_of(request))
-            return ""
-        except ComposerError as error:
-            raise fail(error)
-
-    def show_candidates(state: dict | None, slot: Any, request: gr.Request = None):
-        if not state or slot is None:
-            return []
-        try:
-            doc = h.owned_document(services, state["id"], owner_of(request))
-            return h.candidate_gallery(services, doc, slot)
-        except ComposerError as error:
-            raise fail(error)
-
-    c["share"].click(share, [doc_state], c["link"], api_name="share")
-    c["revoke"].click(revoke, [doc_state], c["link"], api_name="revoke")
-    c["slot"].change(show_candidates, [doc_state, c["slot"]], c["gallery"],
-                     api_name="candidates")
-
-
+    c["clear"].click(clear, None, [c["title"], c["outline"]], **hidden)

@@ -1,8 +1,9 @@
-"""The editing panel's events: paragraph and image operations, likes, history, the outline.
+"""The Edit tab's events: paragraph and image operations, likes, history, sharing, the outline.
 
 `wire_editing` connects the components of ui/edit_panel.py to the plain functions of
 ui/editing.py. Every action sends the version of the document the view shows; a stale one
-(another tab saved first) is refused with a message and nothing is lost.
+(another tab saved first) is refused with a message and nothing is lost. Each change is
+shown from the document the action returned (ui/doc_view.py): nothing is read again.
 """
 
 from __future__ import annotations
@@ -15,51 +16,40 @@ from composer.types import ComposerError, Document
 from ui import editing as ed
 from ui import handlers as h
 from ui.article_view import render_document
+from ui.compose_tab import running
+from ui.doc_view import DocView
 from ui.gpu import spaces_gpu
+from ui.i18n import language_of, say
 from ui.jobs import JobFlags, fail, session_of, state_of, stop_flag
 
-
-PREVIEW_STOPPED = ("Stopped: the preview keeps what was written; change it and Accept, or "
-                   "Cancel")
+QUIET = {"show_progress": "hidden"}  # the article is never greyed while it changes
 
 
-def _keep(choices: list[tuple[str, Any]], value: Any) -> Any:
-    """`value` if it is still one of the choices, else the first choice (or None)."""
-    values = [choice[1] for choice in choices]
-    return value if value in values else (values[0] if values else None)
+def doc_id(state: dict | None) -> str | None:
+    return (state or {}).get("id")
 
 
-def refreshed(services: Any, doc: Document, block: Any = None, slot: Any = None,
-              message: str = "") -> tuple[Any, ...]:
-    """What every edit updates: article, state, image slots, paragraphs, history, status."""
-    slots = h.image_slots(doc)
-    paragraphs = ed.paragraph_choices(doc)
-    history = ed.history_choices(services, doc)
-    return (render_document(services, doc), state_of(doc),
-            gr.update(choices=slots, value=_keep(slots, _int(slot))),
-            gr.update(choices=paragraphs, value=_keep(paragraphs, _int(block))),
-            gr.update(choices=history, value=history[0][1] if history else None), message)
-
-
-def _int(value: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return value
+def version(state: dict | None) -> Any:
+    return (state or {}).get("version")
 
 
 def wire_editing(services: Any, flags: JobFlags, owner: Callable[[Any], str],
-                 c: dict[str, Any], e: dict[str, Any], i: dict[str, Any],
-                 doc_state: Any, concurrency: int) -> None:
-    """Connect the editing panel, the image tools and "apply outline" to their handlers;
-    `owner(request)` says who the request comes from (ui/identity.py)."""
-    outputs = [c["article"], doc_state, c["slot"], e["block"], e["history"], c["status"]]
+                 c: dict[str, Any], e: dict[str, Any], view: DocView,
+                 concurrency: int) -> None:
+    """Connect the Edit tab (`e`) and the Compose tab's "apply outline" (`c`) to their
+    handlers; `owner(request)` says who the request comes from (ui/identity.py)."""
+    i = e["image"]
+    e["state"] = view.state
+    outputs = [c["article"], *view.outputs, e["status"]]
+    hidden = {"api_visibility": "undocumented"}
+    model = {"concurrency_id": "model", "concurrency_limit": concurrency}
 
-    def doc_id(state: dict | None) -> str | None:
-        return (state or {}).get("id")
-
-    def version(state: dict | None) -> Any:
-        return (state or {}).get("version")
+    def shown(doc: Document, request: Any, block: Any, slot: Any, message: str) -> tuple:
+        """The values of `outputs` for `doc`, with `message` (a MESSAGES key) translated."""
+        html = render_document(services, doc)
+        language = language_of(request)
+        return (html, *view.show(services, doc, language, block, slot, html=html),
+                say(language, message) if message else "")
 
     def edit(action: Callable[..., Document], message: str,
              show: Callable[[Document, Any], Any] | None = None) -> Callable[..., tuple]:
@@ -74,11 +64,10 @@ def wire_editing(services: Any, flags: JobFlags, owner: Callable[[Any], str],
                              *values)
             except ComposerError as error:
                 raise fail(error)
-            return refreshed(services, doc, block, show(doc, block) if show else slot, message)
+            return shown(doc, request, block, show(doc, block) if show else slot, message)
         return handler
 
-    base = [doc_state, e["block"], c["slot"]]
-    hidden = {"api_visibility": "undocumented"}
+    base = [view.state, e["block"], i["slot"]]
 
     # -- picking a paragraph: its text and the person's ratings --------------------------------
     def pick(state: dict | None, block: Any, request: gr.Request = None):
@@ -87,68 +76,121 @@ def wire_editing(services: Any, flags: JobFlags, owner: Callable[[Any], str],
         try:
             who = owner(request)
             doc = h.owned_document(services, doc_id(state), who)
-            return (ed.picked_block(doc, block).text if block else "",
-                    ed.rating_text(services, doc.id, who, block))
+            return (ed.picked_block(doc, block).text,
+                    ed.rating_text(services, doc.id, who, block, language_of(request)))
         except ComposerError:
             return "", ""
 
-    e["block"].change(pick, [doc_state, e["block"]], [e["text"], e["rating"]],
-                      **hidden)
-
-    def on_state(state: dict | None, block: Any, request: gr.Request = None):
-        """A document was written or opened: refresh the paragraph picker and history."""
-        if not doc_id(state):
-            return gr.skip(), gr.skip()
-        try:
-            doc = h.owned_document(services, doc_id(state), owner(request))
-        except ComposerError:
-            return gr.skip(), gr.skip()
-        paragraphs, history = ed.paragraph_choices(doc), ed.history_choices(services, doc)
-        return (gr.update(choices=paragraphs, value=_keep(paragraphs, _int(block))),
-                gr.update(choices=history, value=history[0][1] if history else None))
-
-    doc_state.change(on_state, [doc_state, e["block"]], [e["block"], e["history"]],
-                     **hidden)
+    e["block"].change(pick, [view.state, e["block"]], [e["text"], e["rating"]], **hidden)
 
     # -- likes ---------------------------------------------------------------------------------
     def rater(value: int, whole: bool):
         def handler(state: dict | None, block: Any, request: gr.Request = None):
             try:
-                who = owner(request)
-                message = ed.rate(services, doc_id(state), who, None if whole else block, value)
-                return ed.rating_text(services, doc_id(state), who, block), message
+                who, language = owner(request), language_of(request)
+                message = ed.rate(services, doc_id(state), who, None if whole else block, value,
+                                  language)
+                return ed.rating_text(services, doc_id(state), who, block, language), message
             except ComposerError as error:
                 raise fail(error)
         return handler
 
     for name, value, whole in (("like", 1, False), ("dislike", -1, False),
                                ("like_doc", 1, True), ("dislike_doc", -1, True)):
-        e[name].click(rater(value, whole), [doc_state, e["block"]],
-                      [e["rating"], c["status"]], api_name=name)
+        e[name].click(rater(value, whole), [view.state, e["block"]],
+                      [e["rating"], e["status"]], api_name=name)
 
-    # -- model operations: preview (streamed), accept, cancel ------------------------------------
+    _wire_preview(services, flags, owner, e, outputs, shown, model)
+
+    # -- by hand -------------------------------------------------------------------------------
+    def by_hand(action: Callable[..., Document]):
+        return lambda who, doc, ver, block, slot, text: action(services, doc, who, block, text,
+                                                               ver)
+
+    e["save_text"].click(edit(by_hand(ed.save_text), "saved"), [*base, e["text"]], outputs,
+                         api_name="save_text", **QUIET)
+    for side in ("before", "after"):
+        e[f"insert_{side}"].click(edit(
+            lambda who, doc, ver, block, slot, text, side=side: ed.insert_typed(
+                services, doc, who, block, text, side, ver), "inserted"),
+            [*base, e["text"]], outputs, api_name=f"insert_{side}", **QUIET)
+    for name, offset in (("up", -1), ("down", +1)):
+        e[name].click(edit(lambda who, doc, ver, block, slot, offset=offset: ed.move_block(
+            services, doc, who, block, offset, ver), "moved"), base, outputs, **hidden, **QUIET)
+        i[name].click(edit(lambda who, doc, ver, block, slot, offset=offset: ed.move_block(
+            services, doc, who, slot, offset, ver), "moved"), base, outputs, **hidden, **QUIET)
+    e["delete"].click(edit(lambda who, doc, ver, block, slot: ed.delete_block(
+        services, doc, who, block, ver), "deleted"), base, outputs, api_name="delete_block",
+        **QUIET)
+    i["delete"].click(edit(lambda who, doc, ver, block, slot: ed.delete_block(
+        services, doc, who, slot, ver), "deleted"), base, outputs, api_name="delete_image",
+        **QUIET)
+
+    # -- history -------------------------------------------------------------------------------
+    e["undo"].click(edit(lambda who, doc, ver, block, slot: ed.undo(services, doc, who, ver),
+                         "undone"), base, outputs, api_name="undo", **QUIET)
+    e["redo"].click(edit(lambda who, doc, ver, block, slot: ed.redo(services, doc, who, ver),
+                         "redone"), base, outputs, api_name="redo", **QUIET)
+
+    def view_old(state: dict | None, wanted: Any, request: gr.Request = None):
+        try:
+            return ed.view_version(services, doc_id(state), owner(request), wanted)
+        except ComposerError as error:
+            raise fail(error)
+
+    e["view"].click(view_old, [view.state, e["history"]], e["old"], api_name="view_version")
+    e["restore"].click(edit(lambda who, doc, ver, block, slot, wanted: ed.restore_version(
+        services, doc, who, wanted, ver), "restored"),
+        [*base, e["history"]], outputs, api_name="restore_version", **QUIET)
+
+    _wire_images(services, flags, owner, e, outputs, base, edit, shown, model)
+    _wire_document(services, owner, c, e, view, outputs, shown)
+    _wire_apply_outline(services, flags, owner, c, view, base, shown, model)
+
+
+def _wire_preview(services: Any, flags: JobFlags, owner: Callable[[Any], str],
+                  e: dict[str, Any], outputs: list[Any], shown: Callable[..., tuple],
+                  model: dict[str, Any]) -> None:
+    """Preview (streamed) with Stop shown while it runs; Accept and Cancel once it is there."""
+    hidden = {"api_visibility": "undocumented"}
+    buttons = [e["preview"], e["stop"], e["accept"], e["cancel"]]
+
+    def busy(request: gr.Request):
+        flags.arm(session_of(request))  # a Stop pressed while it waits in line stops it
+        return (gr.update(interactive=False), gr.update(visible=True),
+                gr.update(interactive=False), gr.update(interactive=False),
+                say(language_of(request), "preview_running"))
+
+    def idle(proposal: Any):
+        ready = bool(proposal)
+        return (gr.update(interactive=True), gr.update(visible=False),
+                gr.update(interactive=ready), gr.update(interactive=ready))
+
     @spaces_gpu
     def preview(state: dict | None, block: Any, op: str, instruction: str,
-                request: gr.Request = None, progress=gr.Progress()):
+                request: gr.Request = None):
+        language = language_of(request)
         with stop_flag(flags, request) as flag:
             try:
                 stream = ed.preview(services, doc_id(state), owner(request), op, block,
                                     instruction, flag)
                 last = None
                 for text, proposal, fraction in stream:
-                    progress(fraction, desc="Writing the preview")
                     last = proposal or last
-                    yield text, proposal, gr.skip()
+                    line = f'<progress value="{fraction:.3f}" max="1"></progress> ' + \
+                        say(language, "preview_running")
+                    yield text, proposal, line
             except ComposerError as error:
                 raise fail(error)
         if flag.is_set():
-            yield gr.skip(), gr.skip(), PREVIEW_STOPPED
+            yield gr.skip(), gr.skip(), say(language, "preview_stopped")
         elif last is not None:
-            yield gr.skip(), gr.skip(), ed.checks_status(last)
+            yield gr.skip(), gr.skip(), ed.checks_status(last, language)
 
-    e["preview"].click(preview, [doc_state, e["block"], e["op"], e["instruction"]],
-                       [e["preview_text"], e["proposal"], c["status"]], concurrency_id="model",
-                       concurrency_limit=concurrency, api_name="preview_edit")
+    e["preview"].click(busy, None, [*buttons, e["status"]], queue=False, **hidden).then(
+        preview, [e["state"], e["block"], e["op"], e["instruction"]],
+        [e["preview_text"], e["proposal"], e["status"]], api_name="preview_edit", **model,
+        **QUIET).then(idle, e["proposal"], buttons, queue=False, **hidden)
 
     def stop(request: gr.Request):
         flags.stop(session_of(request))
@@ -161,92 +203,83 @@ def wire_editing(services: Any, flags: JobFlags, owner: Callable[[Any], str],
             doc = ed.accept(services, owner(request), proposal, text, version(state))
         except ComposerError as error:
             raise fail(error)
-        return (*refreshed(services, doc, block, slot, "Accepted: undo reverts it"), "", None)
+        return (*shown(doc, request, block, slot, "accepted"), "", None,
+                gr.update(interactive=False), gr.update(interactive=False))
 
-    e["accept"].click(accept, [*base, e["proposal"], e["preview_text"]],
-                      [*outputs, e["preview_text"], e["proposal"]], api_name="accept_edit")
-    e["cancel"].click(lambda: ("", None), None, [e["preview_text"], e["proposal"]],
+    e["accept"].click(accept, [e["state"], e["block"], e["image"]["slot"], e["proposal"],
+                               e["preview_text"]],
+                      [*outputs, e["preview_text"], e["proposal"], e["accept"], e["cancel"]],
+                      api_name="accept_edit", **QUIET)
+    e["cancel"].click(lambda: ("", None, gr.update(interactive=False),
+                               gr.update(interactive=False)), None,
+                      [e["preview_text"], e["proposal"], e["accept"], e["cancel"]],
                       queue=False, **hidden)
 
-    # -- by hand -------------------------------------------------------------------------------
-    def by_hand(action: Callable[..., Document]):
-        return lambda who, doc, ver, block, slot, text: action(services, doc, who, block, text,
-                                                               ver)
 
-    e["save_text"].click(edit(by_hand(ed.save_text), "Saved"), [*base, e["text"]], outputs,
-                         api_name="save_text")
-    for side in ("before", "after"):
-        e[f"insert_{side}"].click(edit(
-            lambda who, doc, ver, block, slot, text, side=side: ed.insert_typed(
-                services, doc, who, block, text, side, ver), f"Inserted {side}"),
-            [*base, e["text"]], outputs, api_name=f"insert_{side}")
-    for name, offset in (("up", -1), ("down", +1)):
-        e[name].click(edit(lambda who, doc, ver, block, slot, offset=offset: ed.move_block(
-            services, doc, who, block, offset, ver), "Moved"), base, outputs, **hidden)
-        i[name].click(edit(lambda who, doc, ver, block, slot, offset=offset: ed.move_block(
-            services, doc, who, slot, offset, ver), "Moved"), base, outputs, **hidden)
-    e["delete"].click(edit(lambda who, doc, ver, block, slot: ed.delete_block(
-        services, doc, who, block, ver), "Deleted: undo brings it back"), base, outputs,
-        api_name="delete_block")
-    i["delete"].click(edit(lambda who, doc, ver, block, slot: ed.delete_block(
-        services, doc, who, slot, ver), "Deleted: undo brings it back"), base, outputs,
-        api_name="delete_image")
+def _wire_images(services: Any, flags: JobFlags, owner: Callable[[Any], str],
+                 e: dict[str, Any], outputs: list[Any], base: list[Any],
+                 edit: Callable[..., Callable[..., tuple]], shown: Callable[..., tuple],
+                 model: dict[str, Any]) -> None:
+    """The image tools: the picked image's candidates and caption, and what changes it."""
+    i = e["image"]
+    hidden = {"api_visibility": "undocumented"}
 
-    # -- history -------------------------------------------------------------------------------
-    e["undo"].click(edit(lambda who, doc, ver, block, slot: ed.undo(services, doc, who, ver),
-                         "Undone"), base, outputs, api_name="undo")
-    e["redo"].click(edit(lambda who, doc, ver, block, slot: ed.redo(services, doc, who, ver),
-                         "Redone"), base, outputs, api_name="redo")
-
-    def view(state: dict | None, wanted: Any, request: gr.Request = None):
-        try:
-            return ed.view_version(services, doc_id(state), owner(request), wanted)
-        except ComposerError as error:
-            raise fail(error)
-
-    e["view"].click(view, [doc_state, e["history"]], e["old"], api_name="view_version")
-    e["restore"].click(edit(lambda who, doc, ver, block, slot, wanted: ed.restore_version(
-        services, doc, who, wanted, ver), "Restored (one edit: undo reverts it)"),
-        [*base, e["history"]], outputs, api_name="restore_version")
-
-    # -- images --------------------------------------------------------------------------------
-    def caption_of(state: dict | None, slot: Any, request: gr.Request = None):
+    def picked_image(state: dict | None, slot: Any, request: gr.Request = None):
         if not doc_id(state) or slot in (None, ""):
-            return ""
+            return "", []
         try:
-            return ed.image_caption(services, doc_id(state), owner(request), slot)
+            doc = h.owned_document(services, doc_id(state), owner(request))
+            return (ed.picked_block(doc, slot).caption,
+                    h.candidate_gallery(services, doc, slot))
         except ComposerError:
-            return ""
+            return "", []
 
-    c["slot"].change(caption_of, [doc_state, c["slot"]], i["caption"], **hidden)
+    i["slot"].change(picked_image, [e["state"], i["slot"]], [i["caption"], i["gallery"]],
+                     api_name="candidates")
     i["search"].click(edit(lambda who, doc, ver, block, slot, caption: ed.search_again(
-        services, doc, who, slot, caption, ver), "Searched again"), [*base, i["caption"]],
-        outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="search_again")
+        services, doc, who, slot, caption, ver), "searched"), [*base, i["caption"]],
+        outputs, api_name="search_again", **model, **QUIET)
     i["use"].click(edit(lambda who, doc, ver, block, slot, file, caption: ed.upload_into_slot(
-        services, doc, who, slot, file, caption, ver), "Your picture is in place"),
-        [*base, i["file"], i["caption"]], outputs, api_name="use_upload")
+        services, doc, who, slot, file, caption, ver), "uploaded"),
+        [*base, i["file"], i["caption"]], outputs, api_name="use_upload", **QUIET)
     i["insert"].click(edit(lambda who, doc, ver, block, slot, caption: ed.insert_image(
-        services, doc, who, block, caption, ver), "Image inserted", show=ed.image_after),
-        [*base, i["caption"]],
-        outputs, concurrency_id="model", concurrency_limit=concurrency, api_name="insert_image")
+        services, doc, who, block, caption, ver), "image_inserted", show=ed.image_after),
+        [*base, i["caption"]], outputs, api_name="insert_image", **model, **QUIET)
 
     @spaces_gpu
     def generate(state: dict | None, block: Any, slot: Any, caption: str,
                  seed: Any, request: gr.Request = None, progress=gr.Progress()):
+        language = language_of(request)
         with stop_flag(flags, request) as flag:
             try:
                 doc = ed.generate_into_slot(
                     services, doc_id(state), owner(request), slot, caption, seed,
                     version(state), progress=lambda step, total: progress(
-                        step / max(total, 1), desc=f"Generating: step {step} of {total}"),
+                        step / max(total, 1),
+                        desc=say(language, "generating", step=step, total=total)),
                     cancel=flag)
             except ComposerError as error:
                 raise fail(error)
-        return refreshed(services, doc, block, slot, "Generated")
+        return shown(doc, request, block, slot, "generated")
 
-    i["generate"].click(generate, [*base, i["caption"], i["seed"]], outputs,
-                        concurrency_id="model", concurrency_limit=concurrency,
-                        api_name="generate_image")
+    # the progress bar shows on the status line only, not over the article; Stop shows
+    # while it runs
+    def busy(request: gr.Request):
+        flags.arm(session_of(request))
+        return gr.update(interactive=False), gr.update(visible=True)
+
+    def idle():
+        return gr.update(interactive=True), gr.update(visible=False)
+
+    def stop(request: gr.Request):
+        flags.stop(session_of(request))
+
+    quick = {"queue": False, **hidden}
+    i["generate"].click(busy, None, [i["generate"], i["stop"]], **quick).then(
+        generate, [*base, i["caption"], i["seed"]], outputs, api_name="generate_image",
+        show_progress_on=[e["status"]], **model).then(idle, None, [i["generate"], i["stop"]],
+                                                      **quick)
+    i["stop"].click(stop, None, None, **quick)
 
     def choose(state: dict | None, block: Any, slot: Any,
                event: gr.SelectData, request: gr.Request = None):
@@ -255,34 +288,106 @@ def wire_editing(services: Any, flags: JobFlags, owner: Callable[[Any], str],
                                       event.index, version(state))
         except ComposerError as error:
             raise fail(error)
-        return (*refreshed(services, doc, block, slot, "Image changed"),
+        return (*shown(doc, request, block, slot, "image_changed"),
                 h.candidate_gallery(services, doc, slot))
 
-    c["gallery"].select(choose, base, [*outputs, c["gallery"]], **hidden)
+    i["gallery"].select(choose, base, [*outputs, i["gallery"]], **hidden, **QUIET)
 
-    # -- the outline after writing -------------------------------------------------------------
+
+def _wire_document(services: Any, owner: Callable[[Any], str], c: dict[str, Any],
+                   e: dict[str, Any], view: DocView, outputs: list[Any],
+                   shown: Callable[..., tuple]) -> None:
+    """Share, stop sharing, duplicate and delete the open document."""
+    def share(state: dict | None, request: gr.Request = None):
+        try:
+            base = str(request.request.base_url) if request and request.request else ""
+            link = h.share_link(services, doc_id(state), owner(request), base)
+        except ComposerError as error:
+            raise fail(error)
+        return link, gr.update(interactive=True), doc_id(state)
+
+    def revoke(state: dict | None, request: gr.Request = None):
+        try:
+            h.revoke_link(services, doc_id(state), owner(request))
+        except ComposerError as error:
+            raise fail(error)
+        return "", gr.update(interactive=False), None
+
+    link = [e["link"], e["revoke"], e["shared_id"]]
+    e["share"].click(share, [view.state], link, api_name="share")
+    e["revoke"].click(revoke, [view.state], link, api_name="revoke")
+
+    def other_document(state: dict | None, shared_id: str | None):
+        # a new version of the shared document keeps its link; another document has none yet
+        if shared_id and doc_id(state) == shared_id:
+            return gr.skip(), gr.skip(), gr.skip()
+        return "", gr.update(interactive=False), None
+
+    view.state.change(other_document, [view.state, e["shared_id"]], link, queue=False,
+                      api_visibility="undocumented")
+
+    def duplicate(state: dict | None, request: gr.Request = None):
+        try:
+            copy = h.duplicate_document(services, doc_id(state), owner(request))
+        except ComposerError as error:
+            raise fail(error)
+        return shown(copy, request, None, None, "")[:-1] + (
+            say(language_of(request), "duplicated", title=copy.title),)
+
+    e["duplicate"].click(duplicate, [view.state], outputs,
+                         api_name="duplicate", **QUIET)
+
+    def delete(state: dict | None, confirmed: bool, request: gr.Request = None):
+        try:
+            doc = h.owned_document(services, doc_id(state), owner(request))
+            h.delete_document(services, doc.id, owner(request), confirmed)
+        except ComposerError as error:
+            gr.Warning(str(error))  # a toast; the tick box stays usable
+            return (gr.skip(),) * (len(outputs) + 1)
+        gr.Info(say(language_of(request), "deleted_document", title=doc.title))
+        return ("", *view.clear(), "", False)
+
+    e["delete_doc"].click(delete, [view.state, e["confirm"]], [*outputs, e["confirm"]],
+                          api_name="delete", **QUIET)
+
+
+def _wire_apply_outline(services: Any, flags: JobFlags, owner: Callable[[Any], str],
+                        c: dict[str, Any], view: DocView, base: list[Any],
+                        shown: Callable[..., tuple], model: dict[str, Any]) -> None:
+    """"Apply to the open article" under the Compose tab's outline: new sections are written
+    in place, streaming into the Compose tab's article."""
+    outputs = [c["article"], *view.outputs, c["status"]]
+
     @spaces_gpu
     def apply_outline(state: dict | None, block: Any, slot: Any, title: str,
-                      rows: Any, request: gr.Request = None, progress=gr.Progress()):
+                      rows: Any, request: gr.Request = None):
+        language = language_of(request)
         with stop_flag(flags, request) as flag:
             try:
                 who = owner(request)
                 doc, new = ed.apply_outline(services, doc_id(state), who, title, rows,
                                             version(state))
-                yield refreshed(services, doc, block, slot,
-                                f"Outline applied: writing {len(new)} new section(s)" if new
-                                else "Outline applied")
                 if not new:
+                    yield shown(doc, request, block, slot, "outline_applied")
                     return
+                yield shown(doc, request, block, slot, "")[:-1] + (
+                    say(language, "outline_applied_new", count=len(new)),)
+                skip = (gr.skip(),) * (len(view.outputs) - 2)  # all but the article and state
                 for html, status, fraction, doc in ed.write_new_sections(
                         services, doc, who, new, flag):
-                    progress(fraction, desc=status or "Writing")
-                    yield (html, state_of(doc), gr.skip(),
-                           gr.skip(), gr.skip(), status)
-                yield refreshed(services, doc, block, slot, "Done")  # the last one read
+                    line = f'<progress value="{fraction:.3f}" max="1"></progress> {status}'
+                    yield (html, html, state_of(doc), *skip, line)
+                yield shown(doc, request, block, slot, "stage_done")  # the last one read
             except ComposerError as error:
                 raise fail(error)
 
-    c["apply_outline"].click(apply_outline, [*base, c["title"], c["outline"]], outputs,
-                             concurrency_id="model", concurrency_limit=concurrency,
-                             api_name="apply_outline")
+    buttons = [c["plan"], c["write"], c["stop"]]
+
+    def busy(request: gr.Request):
+        flags.arm(session_of(request))  # a Stop pressed while it waits in line stops it
+        return running(True)
+
+    hidden = {"api_visibility": "undocumented", "queue": False}
+    c["apply_outline"].click(busy, None, buttons, **hidden).then(
+        apply_outline, [*base, c["title"], c["outline"]], outputs, api_name="apply_outline",
+        **model, **QUIET).then(lambda: running(False), None, buttons, **hidden)

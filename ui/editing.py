@@ -23,6 +23,7 @@ from composer.types import (
 )
 from ui.article_view import render_document
 from ui.handlers import owned_document, whole_number
+from ui.i18n import say
 
 PARAGRAPH_OPS = ("rewrite", "expand", "abbreviate", "insert_before", "insert_after",
                  "regenerate")
@@ -67,7 +68,8 @@ def paragraph_text(services: Any, doc_id: str, owner: str, block_id: Any) -> str
 
 # -- feedback ----------------------------------------------------------------------------------
 
-def rate(services: Any, doc_id: str, owner: str, block_id: Any, value: int) -> str:
+def rate(services: Any, doc_id: str, owner: str, block_id: Any, value: int,
+         language: str = "en") -> str:
     """Like (+1) or dislike (-1) a paragraph (block_id) or the document (None); pressing the
     same rating again clears it. Returns a short message for the status line."""
     from composer.loop import paragraph_kind
@@ -78,30 +80,39 @@ def rate(services: Any, doc_id: str, owner: str, block_id: Any, value: int) -> s
     target = None if block is None else block.id
     if current.get(target) == value:
         services.feedback.rate(doc.id, target, owner, 0)
-        return "Rating cleared"
+        return say(language, "rating_cleared")
     kind, origin = "", ""
     if block is not None:
         sections = len(doc.outline.sections) if doc.outline else 1
         kind, origin = paragraph_kind(block.section, sections), block.origin
     services.feedback.rate(doc.id, target, owner, value, kind=kind, origin=origin)
-    what = "the document" if target is None else "the paragraph"
-    return f"You {'liked' if value > 0 else 'disliked'} {what}: thanks, it is stored"
+    what = "article" if target is None else "paragraph"
+    return say(language, f"{'liked' if value > 0 else 'disliked'}_{what}")
 
 
-def rating_text(services: Any, doc_id: str, owner: str, block_id: Any) -> str:
+def rating_text(services: Any, doc_id: str, owner: str, block_id: Any,
+                language: str = "en") -> str:
     """What the person said so far, shown beside the buttons: "liked" / "disliked" / "–"
     (the owner's own ratings only: the document need not be loaded again)."""
     ratings = services.feedback.for_document(doc_id, owner)
-    words = {1: "liked 👍", -1: "disliked 👎"}
+    words = {1: say(language, "liked"), -1: say(language, "disliked")}
     paragraph = words.get(ratings.get(whole_number("block", block_id)), "–") if block_id else "–"
-    return f"Your rating: paragraph {paragraph}, article {words.get(ratings.get(None), '–')}"
+    return say(language, "your_rating", paragraph=paragraph,
+               article=words.get(ratings.get(None), "–"))
 
 
 # -- history -----------------------------------------------------------------------------------
 
-def history_choices(services: Any, doc: Document) -> list[tuple[str, int]]:
-    """(label, version) for each recorded change, newest first, plus the original version."""
+def history_view(services: Any, doc: Document) -> tuple[list[tuple[str, int]], bool, bool]:
+    """The version picker's choices (history_choices), and whether Undo and Redo can act."""
     changes: list[Change] = services.documents.history(doc.id)
+    can_undo = any(change.state == "done" for change in changes)
+    can_redo = any(change.state == "undone" for change in changes)
+    return history_choices(doc, changes), can_undo, can_redo
+
+
+def history_choices(doc: Document, changes: list[Change]) -> list[tuple[str, int]]:
+    """(label, version) for each recorded change, newest first, plus the original version."""
     choices = []
     for change in reversed(changes):
         state = {"undone": " (undone)", "discarded": " (undone, replaced)"}.get(change.state, "")
@@ -161,7 +172,7 @@ def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, inst
     options: dict[str, Any] = {"block_id": block.id, "instruction": instruction or ""}
     if op == "regenerate":
         options = {"section": block.section, "instruction": instruction or ""}
-    for step in editor.preview(doc.id, op, cancel=cancel, **options):
+    for step in editor.preview(doc, op, cancel=cancel, **options):
         proposal = step.proposal
         if proposal is None:
             yield step.text, None, step.fraction
@@ -169,22 +180,23 @@ def preview(services: Any, doc_id: str, owner: str, op: str, block_id: Any, inst
             yield "\n\n".join(proposal.paragraphs), asdict(proposal), step.fraction
 
 
-def checks_status(proposal: dict[str, Any]) -> str:
+def checks_status(proposal: dict[str, Any], language: str = "en") -> str:
     """The status line after a preview: what the paragraph checks passed and how the text
-    was kept (composer/checked.py), e.g. "Preview ready: best of 3 drafts; passed clean,
-    new, complete, on topic"."""
-    from composer.render import CHECK_LABELS, HOW_LABELS
+    was kept (composer/checked.py), e.g. "Preview ready (kept as drafted, 3 drafts read):
+    passed clean, new, complete, on topic", in the UI's `language`."""
+    from composer.render import check_labels
 
+    labels, hows = check_labels(language)
     checks = next((c for c in proposal.get("checks") or [] if c), None)
     if not proposal.get("paragraphs"):
-        return "⚠ The model wrote nothing clean: run the operation again, or type the text"
+        return say(language, "preview_empty")
     if checks is None:
-        return "Preview ready: Accept saves it"
-    passed = ", ".join(CHECK_LABELS.get(name, name) for name in checks.get("passed", []))
-    failed = ", ".join(CHECK_LABELS.get(name, name) for name in checks.get("failed", {}))
-    how = HOW_LABELS.get(str(checks.get("how")), "")
-    return (f"Preview ready ({how}, {checks.get('drafts', 0)} drafts read): passed {passed}"
-            + (f"; still failing {failed}" if failed else ""))
+        return say(language, "preview_ready")
+    passed = ", ".join(labels.get(name, name) for name in checks.get("passed", []))
+    failed = ", ".join(labels.get(name, name) for name in checks.get("failed", {}))
+    line = say(language, "preview_checked", how=hows.get(str(checks.get("how")), ""),
+               drafts=checks.get("drafts", 0), passed=passed)
+    return line + (say(language, "still_failing", failed=failed) if failed else "")
 
 
 def accept(services: Any, owner: str, proposal: dict[str, Any] | None, edited_text: str,
@@ -194,9 +206,9 @@ def accept(services: Any, owner: str, proposal: dict[str, Any] | None, edited_te
 
     if not proposal:
         raise InputError("there is no preview to accept: press Preview first")
-    owned_document(services, proposal["doc_id"], owner)
+    doc = owned_document(services, proposal["doc_id"], owner)
     return services.editor(with_images=False).accept(
-        Proposal(**proposal), expected_version=_version(version), owner=owner,
+        Proposal(**proposal), doc=doc, expected_version=_version(version), owner=owner,
         edited_text=edited_text if (edited_text or "").strip() else None)
 
 
@@ -206,7 +218,7 @@ def save_text(services: Any, doc_id: str, owner: str, block_id: Any, text: str,
     doc = owned_document(services, doc_id, owner)
     block = picked_block(doc, block_id, TextBlock)
     return services.editor(with_images=False).edit_text(
-        doc.id, block.id, text or "", expected_version=_version(version), owner=owner)
+        doc, block.id, text or "", expected_version=_version(version), owner=owner)
 
 
 def insert_typed(services: Any, doc_id: str, owner: str, block_id: Any, text: str,
@@ -216,7 +228,7 @@ def insert_typed(services: Any, doc_id: str, owner: str, block_id: Any, text: st
     block = picked_block(doc, block_id)
     side = {"before_block_id": block.id} if where == "before" else {"after_block_id": block.id}
     return services.editor(with_images=False).insert_text(
-        doc.id, text=text or "", expected_version=_version(version), **side)
+        doc, text=text or "", expected_version=_version(version), **side)
 
 
 def delete_block(services: Any, doc_id: str, owner: str, block_id: Any,
@@ -225,7 +237,7 @@ def delete_block(services: Any, doc_id: str, owner: str, block_id: Any,
     doc = owned_document(services, doc_id, owner)
     block = picked_block(doc, block_id)
     return services.editor(with_images=False).delete_block(
-        doc.id, block.id, expected_version=_version(version))
+        doc, block.id, expected_version=_version(version))
 
 
 def move_block(services: Any, doc_id: str, owner: str, block_id: Any, offset: int,
@@ -238,7 +250,7 @@ def move_block(services: Any, doc_id: str, owner: str, block_id: Any, offset: in
     if not 0 <= target < len(doc.blocks):
         raise InputError(f"block {block.id} is already {'first' if offset < 0 else 'last'}")
     return services.editor(with_images=False).move_block(
-        doc.id, block.id, target, expected_version=_version(version))
+        doc, block.id, target, expected_version=_version(version))
 
 
 # -- image operations --------------------------------------------------------------------------
@@ -254,7 +266,7 @@ def search_again(services: Any, doc_id: str, owner: str, block_id: Any, caption:
     """Search the library again with an edited caption; the best match is shown."""
     doc = owned_document(services, doc_id, owner)
     block = picked_block(doc, block_id, ImageBlock)
-    return services.editor().search_again(doc.id, block.id, caption or "",
+    return services.editor().search_again(doc, block.id, caption or "",
                                            expected_version=_version(version), owner=owner)
 
 
@@ -267,7 +279,7 @@ def choose_candidate(services: Any, doc_id: str, owner: str, block_id: Any, inde
     if not 0 <= index < len(live):
         raise InputError(f"candidate {index + 1} does not exist: this image has {len(live)}")
     return services.editor(with_images=False).choose_candidate(
-        doc.id, block.id, live[index].image_id, expected_version=_version(version))
+        doc, block.id, live[index].image_id, expected_version=_version(version))
 
 
 def _in_library(services: Any, image_id: str) -> bool:
@@ -305,7 +317,7 @@ def upload_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, file
     image = (result.added or result.existing)[0]
     services.retriever.index()
     return services.editor(with_images=False).use_image(
-        doc.id, block.id, image.id, expected_version=_version(version), owner=owner)
+        doc, block.id, image.id, expected_version=_version(version), owner=owner)
 
 
 def generate_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, caption: str,
@@ -318,7 +330,7 @@ def generate_into_slot(services: Any, doc_id: str, owner: str, block_id: Any, ca
         raise InputError("no image generator is configured: start the app with "
                          "COMPOSER_IMAGE_GENERATOR set to a diffusers model id or folder")
     updated = services.editor().generate_image(
-        doc.id, block.id, expected_version=_version(version), caption=(caption or None),
+        doc, block.id, expected_version=_version(version), caption=(caption or None),
         seed=whole_number("seed", seed or 0), owner=owner, progress=progress, cancel=cancel)
     services.retriever.index()
     return updated
@@ -342,7 +354,7 @@ def insert_image(services: Any, doc_id: str, owner: str, after_block_id: Any, ca
     if not (caption or "").strip():
         raise InputError("write a caption for the new image first: it is what the library "
                          "is searched for")
-    return services.editor().insert_image(doc.id, block.id, caption,
+    return services.editor().insert_image(doc, block.id, caption,
                                           expected_version=_version(version), owner=owner)
 
 
@@ -359,7 +371,7 @@ def apply_outline(services: Any, doc_id: str, owner: str, title: str, rows: Any,
     if not outline.sections:
         raise InputError("the outline is empty: plan or type at least one section")
     return services.editor(with_images=False).update_outline(
-        doc.id, outline, expected_version=_version(version), owner=owner)
+        doc, outline, expected_version=_version(version), owner=owner)
 
 
 def write_new_sections(services: Any, doc: Document, owner: str, sections: list[int],
@@ -370,7 +382,7 @@ def write_new_sections(services: Any, doc: Document, owner: str, sections: list[
     current, pending, status, section = doc, "", "", None
     total = max(1, len(sections))
     done = 0
-    for event in editor.write_sections(doc.id, sections, expected_version=doc.version,
+    for event in editor.write_sections(doc, sections, expected_version=doc.version,
                                        owner=owner, cancel=cancel):
         if event.stage == "write":
             pending = event.pending

@@ -22,6 +22,7 @@ from composer.types import (
     NotFoundError,
     Outline,
     SectionPlan,
+    count_words,
 )
 from composer.validation import CheckedRequest, check_request
 from ui.article_view import ArticleView, render_document
@@ -31,11 +32,6 @@ RENDER_INTERVAL = 0.25  # seconds between article updates while text streams
 # Stages whose change to the document the events carry (or that change none): the view
 # follows them without reading the document.
 TEXT_STAGES = ("write", "draft", "check")
-OUTLINE_HEADERS = ["Section title", "Key points (separated by ;)", "Words"]
-WAITING = "Waiting for the model (other work runs first)…"
-STOPPED_BEFORE_START = "Stopped before it started: nothing was written"
-PLANNING = "Planning the outline…"
-STOPPED_PLAN = "Stopped: the outline is what was planned before the stop"
 
 
 @dataclass
@@ -48,6 +44,11 @@ class WriteUpdate:
     document_id: str | None
     document: Document | None = None  # as read now; None while text streams (not read)
     finished: bool = False
+    stage: str = "plan"  # the latest ProgressEvent stage that was not a warning
+    section: int | None = None  # the section being written (0-based)
+    sections: int | None = None
+    words: int = 0  # words saved so far, not counting a draft (drafts may be redone)
+    warning: str = ""  # a warning that arrived with this update, if any
 
 
 @dataclass
@@ -252,14 +253,24 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
     view: ArticleView | None = None
     doc_id: str | None = None
     pending, status, fraction, last, section = "", "", 0.0, 0.0, None
+    stage, sections, words, warning = "plan", None, 0, ""
     for event in composer.compose(request, outline=outline, cancel=cancel, owner=owner):
         doc_id, doc = event.document_id or doc_id, None
         fraction = max(fraction, event.fraction)
-        if event.block is not None and view is not None:
-            view.append(event.block)
+        if event.block is not None:
+            words += count_words(event.block.text)
+            if view is not None:
+                view.append(event.block)
         if event.stage in ("write", "draft"):
             pending = event.pending
             section = event.section if event.section is not None else section
+        sections = event.sections or sections
+        if event.stage == "warning":
+            warning = event.message
+        else:
+            stage = event.stage
+        if event.stage == "done" and event.words:
+            words = event.words
         if event.message:
             status = f"⚠ {event.message}" if event.stage == "warning" else event.message
         now = time.monotonic()
@@ -271,12 +282,14 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
                     view = ArticleView(services, doc)
                 else:
                     view.reset(doc)
-            yield WriteUpdate(view.html(pending, section), status, fraction, doc_id, doc)
+            yield WriteUpdate(view.html(pending, section), status, fraction, doc_id, doc,
+                              stage=stage, section=section, sections=sections,
+                              words=words, warning=warning)
+            warning = ""
     doc = doc or services.documents.get(doc_id)  # read at the last event ("done"), or now
-    yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, doc, finished=True)
-
-
-DOCUMENT_HEADERS = ["Title", "Updated", "Status", "Words", "Id"]
+    yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, doc, finished=True,
+                      stage=stage, section=section, sections=sections, words=doc.word_count,
+                      warning=warning)
 
 
 def list_documents(services: Any, owner: str) -> list[list[Any]]:
@@ -314,7 +327,7 @@ def revoke_link(services: Any, doc_id: str, owner: str) -> None:
 
 def image_slots(doc: Document) -> list[tuple[str, int]]:
     """(label, block id) for each image block, for the slot picker."""
-    return [(f"Image {number}: {block.caption[:60]}", block.id)
+    return [(f"🖼 {number}: {block.caption[:60]}", block.id)
             for number, block in enumerate(doc.image_blocks, start=1)]
 
 

@@ -19,6 +19,7 @@ from composer.captioning import CaptionStatus
 from composer.library import add_images, visible_text
 from composer.types import InputError, LibraryImage, NotFoundError
 from ui.handlers import ANY_VALUE
+from ui.i18n import say
 
 PAGE_SIZE = 40
 THUMB_SIZE = 256
@@ -36,11 +37,12 @@ class LibraryPage:
     pages: int
     total: int
 
-    @property
-    def summary(self) -> str:
+    def summary(self, language: str = "en") -> str:
+        """"12 images · page 1 of 1" (or that none match) in the UI's `language`."""
         if not self.total:
-            return "No images match."
-        return f"{self.total} images · page {self.page} of {self.pages}"
+            return say(language, "library_none")
+        return say(language, "library_summary", total=self.total, page=self.page,
+                   pages=self.pages)
 
 
 @dataclass
@@ -120,6 +122,11 @@ def filter_choices(services: Any, owner: str) -> tuple[list[str], list[str]]:
     """The source and license values the filters offer (plus "(any)")."""
     return ([ANY] + services.images.sources(owner=owner),
             [ANY] + services.images.licenses(owner=owner))
+
+
+def filter_options(values: list[str], language: str = "en") -> list[tuple[str, str]]:
+    """A filter drop-down's (label, value) choices: "(any)" reads in the UI's language."""
+    return [(say(language, "any") if value == ANY else value, value) for value in values]
 
 
 def library_page(services: Any, owner: str, search: str = "", source: str = ANY,

@@ -11,7 +11,7 @@ import gradio as gr
 
 from composer.types import ComposerError
 from ui import library as lh
-from ui.i18n import t
+from ui.i18n import language_of, say, t
 from ui.jobs import fail
 
 OwnerOf = Callable[[Any], str]  # gr.Request -> owner (Identities.owner_of)
@@ -22,8 +22,9 @@ def library_tab() -> dict[str, Any]:
     lib: dict[str, Any] = {}
     with gr.Row():
         lib["search"] = gr.Textbox(label=t("search_captions"), elem_id="xc-lib-search", scale=3)
-        lib["source"] = gr.Dropdown([lh.ANY], value=lh.ANY, label=t("source"), scale=2)
-        lib["license"] = gr.Dropdown([lh.ANY], value=lh.ANY, label=t("license"), scale=2)
+        any_value = [(t("any"), lh.ANY)]
+        lib["source"] = gr.Dropdown(any_value, value=lh.ANY, label=t("source"), scale=2)
+        lib["license"] = gr.Dropdown(any_value, value=lh.ANY, label=t("license"), scale=2)
         lib["page"] = gr.Number(1, precision=0, minimum=1, label=t("page"), scale=1)
         lib["refresh"] = gr.Button(t("refresh"), size="sm", scale=1, elem_id="xc-lib-refresh")
     lib["summary"] = gr.Markdown(elem_id="xc-lib-summary")
@@ -34,6 +35,8 @@ def library_tab() -> dict[str, Any]:
             lib["gallery"] = gr.Gallery(label=t("library_images"), columns=5, height=520,
                                         allow_preview=False, elem_id="xc-lib-gallery")
         with gr.Column(scale=2):
+            lib["pick_hint"] = gr.Markdown(t("pick_image"), elem_id="xc-lib-pick")
+        with gr.Column(scale=2, visible=False) as lib["details"]:
             lib["preview"] = gr.Image(label=t("selected_image"), interactive=False, height=240,
                                       elem_id="xc-lib-preview")
             lib["caption"] = gr.Textbox(label=t("caption"), lines=3, elem_id="xc-lib-caption")
@@ -47,11 +50,12 @@ def library_tab() -> dict[str, Any]:
                                              elem_id="xc-lib-confirm")
                 lib["delete"] = gr.Button(t("delete"), variant="stop", size="sm",
                                           elem_id="xc-lib-delete")
-    with gr.Accordion(t("upload"), open=False):
+    with gr.Accordion(t("upload"), open=False, elem_id="xc-lib-upload-box"):
         lib["files"] = gr.File(label=t("upload_files"), file_count="multiple",
                                file_types=["image"], elem_id="xc-lib-files")
         with gr.Row():
-            lib["upload_caption"] = gr.Textbox(label=t("upload_caption"), scale=3)
+            lib["upload_caption"] = gr.Textbox(label=t("upload_caption"), scale=3,
+                                               elem_id="xc-lib-upload-caption")
             lib["upload_license"] = gr.Textbox(label=t("license"), scale=1)
             lib["upload_attribution"] = gr.Textbox(label=t("attribution"), scale=2)
         with gr.Row():
@@ -67,7 +71,8 @@ def library_tab() -> dict[str, Any]:
     return lib
 
 
-_EMPTY_DETAILS = (None, None, "", "", "", "", False)
+_EMPTY_DETAILS = (None, None, "", "", "", "", False, gr.update(visible=False),
+                  gr.update(visible=True))
 
 
 def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
@@ -79,9 +84,11 @@ def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
             sources, licenses = lh.filter_choices(services, owner)
         except ComposerError as error:
             raise fail(error)
-        return (gr.Gallery(value=shown.items, selected_index=None), shown.ids, shown.summary,
-                shown.page,
-                gr.update(choices=sources), gr.update(choices=licenses))
+        language = language_of(request)
+        return (gr.Gallery(value=shown.items, selected_index=None), shown.ids,
+                shown.summary(language), shown.page,
+                gr.update(choices=lh.filter_options(sources, language)),
+                gr.update(choices=lh.filter_options(licenses, language)))
 
     def select(ids: list[str], event: gr.SelectData,
                request: gr.Request = None):
@@ -97,7 +104,8 @@ def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
             raise fail(error)
         image = shown.image
         return (image.id, str(services.images.thumbnail(image.id, 512)), image.caption,
-                image.license, image.attribution, shown.notes, False)
+                image.license, image.attribution, shown.notes, False, gr.update(visible=True),
+                gr.update(visible=False))
 
     def save(image_id: str | None, caption: str, license: str,
              attribution: str, request: gr.Request = None):
@@ -106,7 +114,7 @@ def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
                           attribution)
         except ComposerError as error:
             raise fail(error)
-        gr.Info("Saved: the new caption is searchable now.")
+        gr.Info(say(language_of(request), "library_saved"))
         return details(image_id, request)
 
     def delete(image_id: str | None, confirmed: bool,
@@ -121,11 +129,13 @@ def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
     def upload(files: Any, caption: str, license: str, attribution: str,
                keep: bool, request: gr.Request = None, progress=gr.Progress()):
         try:
-            return lh.upload_images(services, owner_of(request), files, caption, license,
-                                    attribution, keep,
-                                    progress=lambda share, text: progress(share, desc=text)), None
+            result = lh.upload_images(services, owner_of(request), files, caption, license,
+                                      attribution, keep,
+                                      progress=lambda share, text: progress(share, desc=text))
         except ComposerError as error:
             raise fail(error)
+        # the form is emptied for the next files; the details of another image are closed
+        return (result, None, "", "", "", False, *_EMPTY_DETAILS)
 
     def caption_hint():
         worker = services.captions
@@ -146,7 +156,8 @@ def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
     page_outputs = [lib["gallery"], lib["ids"], lib["summary"], lib["page"], lib["source"],
                     lib["license"]]
     detail_outputs = [lib["selected"], lib["preview"], lib["caption"], lib["license_text"],
-                      lib["attribution"], lib["notes"], lib["confirm"]]
+                      lib["attribution"], lib["notes"], lib["confirm"], lib["details"],
+                      lib["pick_hint"]]
     hidden = {"api_visibility": "undocumented"}
     lib["refresh"].click(page, filters, page_outputs, api_name="library")
     lib["search"].submit(page, filters, page_outputs, **hidden)
@@ -164,7 +175,9 @@ def wire_library(services: Any, lib: dict[str, Any], owner_of: OwnerOf) -> None:
                         api_name="library_delete").then(page, filters, page_outputs, **hidden)
     lib["upload"].click(upload, [lib["files"], lib["upload_caption"],
                                  lib["upload_license"], lib["upload_attribution"], lib["keep"]],
-                        [lib["upload_result"], lib["files"]], api_name="library_upload") \
+                        [lib["upload_result"], lib["files"], lib["upload_caption"],
+                         lib["upload_license"], lib["upload_attribution"], lib["keep"],
+                         *detail_outputs], api_name="library_upload") \
         .then(page, filters, page_outputs, **hidden)
     lib["caption_all"].click(start_captioning, None, [lib["caption_status"], lib["timer"]],
                              api_name="library_caption")

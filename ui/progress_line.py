@@ -1,0 +1,70 @@
+"""The one progress line under the compose and edit buttons: a bar, the stage, words, time.
+
+Gradio's own progress overlay greys the component it updates; the compose view hides it
+(show_progress="hidden") so the article stays readable while it streams, and shows this
+line instead, in the browser's language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ui.i18n import say
+
+WRITE_STAGES = ("write", "draft", "check", "save")
+IMAGE_STAGES = ("slots", "caption", "retrieve", "select", "generate", "web")
+
+
+@dataclass
+class Progress:
+    """Where a running job stands: its stage (a ProgressEvent stage), the section being
+    written (0-based) of how many, words saved so far, seconds since it started, and the
+    share done (0..1)."""
+
+    stage: str
+    section: int | None = None
+    sections: int | None = None
+    words: int = 0
+    seconds: float = 0.0
+    fraction: float = 0.0
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as m:ss (h:mm:ss past an hour)."""
+    whole = int(max(0.0, seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def stage_text(language: str, progress: Progress) -> str:
+    """The stage in words: "Writing section 2 of 5", "Placing images", "Done"…"""
+    stage = progress.stage
+    if stage == "plan":
+        text = say(language, "stage_plan")
+        if progress.sections:
+            text += " · " + say(language, "sections_count", sections=progress.sections)
+        return text
+    if stage in WRITE_STAGES:
+        if progress.section is not None and progress.sections:
+            return say(language, "stage_write", section=progress.section + 1,
+                       sections=progress.sections)
+        return say(language, "stage_write_any")
+    if stage in IMAGE_STAGES:
+        return say(language, "stage_images")
+    if stage in ("done", "stopped"):
+        return say(language, f"stage_{stage}")
+    return say(language, "stage_write_any")
+
+
+def progress_line(language: str, progress: Progress) -> str:
+    """The line as Markdown: a progress bar (while running), the stage, words and time."""
+    parts = [stage_text(language, progress)]
+    if progress.words:
+        parts.append(say(language, "words_count", words=progress.words))
+    parts.append(clock(progress.seconds))
+    line = " · ".join(parts)
+    if progress.stage in ("done", "stopped"):
+        return ("✓ " if progress.stage == "done" else "■ ") + line
+    share = min(1.0, max(0.0, progress.fraction))
+    return f'<progress value="{share:.3f}" max="1"></progress> {line}'
