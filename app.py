@@ -22,6 +22,7 @@ from composer.services import Services
 from ui.i18n import I18N
 from ui.identity import Identities, OwnerCookie
 from ui.layout import CSS, build_ui
+from ui.progress_line import CLOCK_JS
 from ui.media import LibraryFileGuard, build_media_router
 from ui.share import build_share_router
 from ui.web_security import SecurityHeaders, app_headers
@@ -62,7 +63,7 @@ def create_app(services: Services) -> FastAPI:
                     hf_login=settings.on_spaces)
     demo.queue(default_concurrency_limit=8)
     auth = settings.auth_pairs() or None
-    return gr.mount_gradio_app(app, demo, path="/", i18n=I18N, css=CSS, auth=auth,
+    return gr.mount_gradio_app(app, demo, path="/", i18n=I18N, css=CSS, js=CLOCK_JS, auth=auth,
                                allowed_paths=[str(settings.images_dir), str(settings.thumbs_dir)],
                                footer_links=["api"],
                                show_error=True)

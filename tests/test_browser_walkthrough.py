@@ -128,6 +128,13 @@ def test_a_first_time_user_composes_stops_edits_shares_and_uses_the_library(
     assert page.locator("#xc-article p").first.is_visible()
     article_top = page.locator("#xc-article").bounding_box()["y"]
     assert article_top < page.evaluate("window.scrollY + window.innerHeight")  # in view
+    assert page.locator("#xc-status .xc-clock").count() == 1
+    # between updates the page's clock counts on by itself (a clock rendered at 1:40)
+    page.evaluate("document.body.insertAdjacentHTML('beforeend',"
+                  " '<span id=\"xc-test-clock\" class=\"xc-clock\">1:40</span>')")
+    page.wait_for_function("['1:41', '1:42'].includes("
+                           "document.querySelector('#xc-test-clock').textContent)",
+                           timeout=5_000)
     shot("3_writing")
 
     # 4. stop: what was written stays, Stop goes away, Write is back

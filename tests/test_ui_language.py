@@ -39,9 +39,11 @@ def test_a_missing_message_names_itself():
 
 def test_the_progress_line_says_stage_words_and_time_in_each_language():
     writing = Progress("draft", section=1, sections=5, words=312, seconds=41.7, fraction=0.4)
+    clock_41 = '<span class="xc-clock">0:41</span>'
     assert progress_line("en", writing) == (
-        '<progress value="0.400" max="1"></progress> Writing section 2 of 5 · 312 words · 0:41')
-    assert progress_line("zh", writing).endswith("正在撰写第 2/5 部分 · 312 字 · 0:41")
+        '<progress value="0.400" max="1"></progress> Writing section 2 of 5 · 312 words · '
+        + clock_41)
+    assert progress_line("zh", writing).endswith("正在撰写第 2/5 部分 · 312 字 · " + clock_41)
     done = Progress("done", words=812, seconds=3725)
     assert progress_line("en", done) == "✓ Done · 812 words · 1:02:05"
     assert "<progress" not in progress_line("zh", Progress("stopped", words=5, seconds=3))

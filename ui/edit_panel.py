@@ -89,11 +89,16 @@ def _paragraph_tools(e: dict[str, Any]) -> None:
                                            elem_id="xc-insert-before")
             e["insert_after"] = gr.Button(t("insert_after"), size="sm",
                                           elem_id="xc-insert-after")
-        with gr.Row():
-            e["up"] = gr.Button(t("move_up"), size="sm", elem_id="xc-block-up")
-            e["down"] = gr.Button(t("move_down"), size="sm", elem_id="xc-block-down")
-            e["delete"] = gr.Button(t("delete_block"), size="sm", variant="stop",
-                                    elem_id="xc-block-delete")
+        _block_moves(e, "block", t("delete_block"))
+
+
+def _block_moves(parts: dict[str, Any], kind: str, delete_label: Any) -> None:
+    """Move up, move down and delete the picked block (#xc-{kind}-up/-down/-delete)."""
+    with gr.Row():
+        parts["up"] = gr.Button(t("move_up"), size="sm", elem_id=f"xc-{kind}-up")
+        parts["down"] = gr.Button(t("move_down"), size="sm", elem_id=f"xc-{kind}-down")
+        parts["delete"] = gr.Button(delete_label, size="sm", variant="stop",
+                                    elem_id=f"xc-{kind}-delete")
 
 
 def _document_tools(e: dict[str, Any]) -> None:
@@ -126,11 +131,7 @@ def image_tools(settings: Any) -> dict[str, Any]:
                               min_width=90)
         i["stop"] = gr.Button(t("stop"), size="sm", variant="stop", visible=False,
                               elem_id="xc-generate-stop")
-    with gr.Row():
-        i["up"] = gr.Button(t("move_up"), size="sm", elem_id="xc-image-up")
-        i["down"] = gr.Button(t("move_down"), size="sm", elem_id="xc-image-down")
-        i["delete"] = gr.Button(t("delete_image"), size="sm", variant="stop",
-                                elem_id="xc-image-delete")
+    _block_moves(i, "image", t("delete_image"))
     i["file"] = gr.File(label=t("upload_own"), file_types=["image"], elem_id="xc-image-file")
     i["use"] = gr.Button(t("use_upload"), size="sm", elem_id="xc-use-upload")
     i["insert"] = gr.Button(t("insert_image"), size="sm", elem_id="xc-insert-image")

@@ -29,6 +29,30 @@ class Progress:
     fraction: float = 0.0
 
 
+# Run on page load: while a job runs (its Stop button shows), every clock of a progress line
+# counts on from the elapsed time it was rendered with, so the time moves even while the
+# model has not reported anything new (planning, a long first paragraph).
+CLOCK_JS = """() => {
+  const seconds = (text) => text.split(":").reduce((total, part) => total * 60 + Number(part), 0);
+  const show = (s) => {
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    const mm = h ? String(m).padStart(2, "0") : String(m);
+    return (h ? h + ":" : "") + mm + ":" + String(sec).padStart(2, "0");
+  };
+  setInterval(() => {
+    if (!document.querySelector("#xc-stop")?.offsetParent) return;
+    for (const el of document.querySelectorAll(".xc-clock")) {
+      if (!el.dataset.seen) {  // a clock just rendered: it starts from the time it shows
+        el.dataset.seen = String(Date.now());
+        el.dataset.base = String(seconds(el.textContent));
+      }
+      const since = (Date.now() - Number(el.dataset.seen)) / 1000;
+      el.textContent = show(Math.floor(Number(el.dataset.base) + since));
+    }
+  }, 1000);
+}"""
+
+
 def clock(seconds: float) -> str:
     """Elapsed time as m:ss (h:mm:ss past an hour)."""
     whole = int(max(0.0, seconds))
@@ -62,9 +86,11 @@ def progress_line(language: str, progress: Progress) -> str:
     parts = [stage_text(language, progress)]
     if progress.words:
         parts.append(say(language, "words_count", words=progress.words))
-    parts.append(clock(progress.seconds))
-    line = " · ".join(parts)
     if progress.stage in ("done", "stopped"):
+        line = " · ".join([*parts, clock(progress.seconds)])
         return ("✓ " if progress.stage == "done" else "■ ") + line
+    # the browser keeps this clock ticking between updates (CLOCK_JS)
+    parts.append(f'<span class="xc-clock">{clock(progress.seconds)}</span>')
+    line = " · ".join(parts)
     share = min(1.0, max(0.0, progress.fraction))
     return f'<progress value="{share:.3f}" max="1"></progress> {line}'
