@@ -10,7 +10,7 @@ Per-browser state only: who a request comes from is its signed owner cookie or l
 gr.State, and the stop flags of running jobs in a JobFlags object that belongs to this
 Blocks (keyed by Gradio's session hash). Model work goes through Gradio's queue under one
 concurrency id, so people wait in line instead of crashing each other. Labels follow the
-browser's language (ui/i18n.py): the article language starts as the browser's too.
+browser's language (ui/i18n.py); so does the article language when the writer writes it.
 """
 
 from __future__ import annotations
