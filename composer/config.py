@@ -58,14 +58,28 @@ Environment variables (all optional):
   COMPOSER_AUTH         "user:password,user2:password2" turns on login; documents then
                         belong to the user name instead of the browser.
   COMPOSER_MODEL_CONCURRENCY     how many model jobs run at once (default 1).
+  COMPOSER_WRITER_URL   base URL of an OpenAI-compatible chat server (vLLM, SGLang, TGI,
+                        Ollama, llama.cpp server, a provider), e.g. http://127.0.0.1:8000/v1:
+                        the writer is then remote (models/remote.py) and COMPOSER_MODEL is not
+                        used for writing. Default: none (a local writer).
+  COMPOSER_WRITER_MODEL the model name the server serves. Default: the first of GET /models.
+  COMPOSER_WRITER_KEY   the server's API key. Default: OPENAI_API_KEY, else "none".
+  COMPOSER_WRITER_TIMEOUT  seconds a request may wait for the next byte. Default: 60.
+  COMPOSER_WRITER_RETRIES  retries of a failed request (429, 5xx, no connection) before its
+                        first token, with exponential backoff; never after. Default: 2.
+  COMPOSER_WRITER_CONTEXT  the server model's context length in tokens. Default: the
+                        max_model_len GET /models gives, else 8192.
+  COMPOSER_WRITER_VISION "1" sends messages' images to the server, "0" text only; "auto"
+                        (default) sends them when the model name says VL/vision/llava.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 APP_DIR_NAME = "interleaved-composer"
 
@@ -90,6 +104,10 @@ MAX_CAPTION_CHARS = 2_000
 DEFAULT_IMAGE_THRESHOLD = 0.5
 MAX_REFERENCE_IMAGES = 10
 WEB_IMAGE_CHOICES = ("off", "openverse", "wikimedia")
+WRITER_VISION_CHOICES = ("auto", "1", "0")
+MAX_WRITER_TIMEOUT = 3_600  # seconds
+MAX_WRITER_RETRIES = 10
+MIN_WRITER_CONTEXT = 256  # tokens
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -144,6 +162,13 @@ class Settings:
     image_steps: int = 25
     image_size: int = 512
     plora_merge: bool = True
+    writer_url: str = ""
+    writer_model: str = ""
+    writer_key: str = field(default="none", repr=False)  # a secret: kept out of logs
+    writer_timeout: float = 60.0
+    writer_retries: int = 2
+    writer_context: int = 0  # 0: ask the server (max_model_len), else 8192
+    writer_vision: str = "auto"
 
     @property
     def images_dir(self) -> Path:
@@ -163,7 +188,7 @@ class Settings:
         return self.cache_dir / "index"
 
     @staticmethod
-    def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read settings from the environment; keyword overrides (from CLI flags) win.
 
         Overrides whose value is None are ignored so that unset flags do not clobber env.
@@ -208,6 +233,13 @@ class Settings:
             image_size=int(_number(env, "COMPOSER_IMAGE_SIZE", 512)),
             plora_merge=(env.get("COMPOSER_PLORA_MERGE") or "1").strip().lower()
             not in ("0", "false", "no", "off"),
+            writer_url=(env.get("COMPOSER_WRITER_URL") or "").strip().rstrip("/"),
+            writer_model=(env.get("COMPOSER_WRITER_MODEL") or "").strip(),
+            writer_key=env.get("COMPOSER_WRITER_KEY") or env.get("OPENAI_API_KEY") or "none",
+            writer_timeout=_number(env, "COMPOSER_WRITER_TIMEOUT", 60.0),
+            writer_retries=int(_number(env, "COMPOSER_WRITER_RETRIES", 2)),
+            writer_context=int(_number(env, "COMPOSER_WRITER_CONTEXT", 0)),
+            writer_vision=(env.get("COMPOSER_WRITER_VISION") or "auto").strip().lower(),
         )
         if not -1.0 <= settings.image_threshold <= 2.0:
             raise ValueError(f"COMPOSER_IMAGE_THRESHOLD={settings.image_threshold} is outside "
@@ -215,6 +247,7 @@ class Settings:
         if settings.web_images not in WEB_IMAGE_CHOICES:
             raise ValueError(f"COMPOSER_WEB_IMAGES={settings.web_images!r} is not one of "
                              f"{list(WEB_IMAGE_CHOICES)}: use off, openverse or wikimedia")
+        _check_writer(settings)
         known = {f.name for f in fields(Settings)}
         unknown = set(overrides) - known
         if unknown:
@@ -242,3 +275,23 @@ class Settings:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise directory_error(path, error) from error
+
+
+def _check_writer(settings: Settings) -> None:
+    """ValueError naming the COMPOSER_WRITER_* variable that is outside its limits."""
+    if settings.writer_url and not settings.writer_url.startswith(("http://", "https://")):
+        raise ValueError(f"COMPOSER_WRITER_URL={settings.writer_url!r} is not an http(s) URL: "
+                         "give the server's API base, e.g. http://127.0.0.1:8000/v1")
+    if not 0 < settings.writer_timeout <= MAX_WRITER_TIMEOUT:
+        raise ValueError(f"COMPOSER_WRITER_TIMEOUT={settings.writer_timeout} is outside "
+                         f"(0, {MAX_WRITER_TIMEOUT}] seconds: 60 is the default")
+    if not 0 <= settings.writer_retries <= MAX_WRITER_RETRIES:
+        raise ValueError(f"COMPOSER_WRITER_RETRIES={settings.writer_retries} is outside "
+                         f"0..{MAX_WRITER_RETRIES}: 2 is the default")
+    if settings.writer_context and settings.writer_context < MIN_WRITER_CONTEXT:
+        raise ValueError(f"COMPOSER_WRITER_CONTEXT={settings.writer_context} is under "
+                         f"{MIN_WRITER_CONTEXT} tokens: give the server model's context "
+                         "length, or leave it unset to ask the server")
+    if settings.writer_vision not in WRITER_VISION_CHOICES:
+        raise ValueError(f"COMPOSER_WRITER_VISION={settings.writer_vision!r} is not one of "
+                         f"{list(WRITER_VISION_CHOICES)}: 1 sends images, 0 does not")

@@ -58,12 +58,17 @@ class TimedLanguageModel:
         self.name = lm.name
         self.context_length = lm.context_length
         self.sees_images = lm.sees_images  # it reads each message's images (ChatMessage)
-        self.supports_json_schema = bool(getattr(lm, "supports_json_schema", False))
+        self.supports_beams = bool(getattr(lm, "supports_beams", True))
         self.supports_opera = bool(getattr(lm, "supports_opera", False))
         # Drafts decoded together (composer/checked.py), offered when the backend batches
         # them; a writer that sees images draws its drafts one at a time with the images.
         if callable(getattr(lm, "stream_candidates", None)) and not self.sees_images:
             self.stream_candidates = self._stream_candidates
+
+    @property
+    def supports_json_schema(self) -> bool:
+        """Asked of the backend each time: a model server turns it off when it refuses it."""
+        return bool(getattr(self.lm, "supports_json_schema", False))
 
     def stream(self, messages: list[ChatMessage], config: GenerationConfig, *,
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:

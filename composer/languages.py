@@ -50,6 +50,9 @@ def writer_languages(settings: Settings, lm: Any | None = None) -> tuple[str, ..
     declared = getattr(lm, "languages", None) if lm is not None else None
     if declared:
         return tuple(declared)
+    if settings.writer_url.strip():  # a model server: judged by the model it serves
+        name = settings.writer_model.strip().lower()
+        return ("en",) if any(fragment in name for fragment in ENGLISH_ONLY) else LANGUAGES
     name = settings.model.strip().lower()
     if name == "embedded" or any(fragment in name for fragment in ENGLISH_ONLY):
         return ("en",)

@@ -90,20 +90,31 @@ class Composer:
 
     def compose(self, request: ComposeRequest, outline: Outline | None = None,
                 cancel: threading.Event | None = None, owner: str | None = None,
-                ) -> Iterator[ProgressEvent]:
+                document_id: str | None = None) -> Iterator[ProgressEvent]:
         """Compose and save an article, yielding progress; the last event is "done"/"stopped".
-        The request is checked first, unless it is a CheckedRequest already."""
+        The request is checked first, unless it is a CheckedRequest already.
+
+        `document_id` writes into an existing document instead of a new one (a queued job,
+        or a job resumed after its worker died): its outline and saved paragraphs are kept
+        and writing goes on after the last saved paragraph, so nothing is written twice."""
         request = check_request(request)
         self.check_language(request.language)  # before the document exists
         check_decoding(request.generation, self.lm)
         if outline is not None:
             check_outline(outline, request.language)
         config = _config(request)
-        # 1. Create the document first, so that nothing later can be lost.
-        title = outline.title if outline else request.instruction.strip()[:120]
-        doc = self._store(self.documents.create, title, request.instruction, request.language,
-                          request.options(), outline, owner)
         state = _WriteState(request.language)
+        if document_id is None:
+            # 1. Create the document first, so that nothing later can be lost.
+            title = outline.title if outline else request.instruction.strip()[:120]
+            doc = self._store(self.documents.create, title, request.instruction,
+                              request.language, request.options(), outline, owner)
+        else:
+            doc = self._store(self.documents.get, document_id)
+            outline = outline or doc.outline
+            state.resume(doc)
+            if doc.status != "composing":
+                self._store(self.documents.update_meta, doc.id, status="composing")
         try:
             yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
             # 2. Plan: title and outline with word budgets.
@@ -125,7 +136,7 @@ class Composer:
             # 3. Write each section in turn, saving paragraphs as they complete.
             yield from self._write(doc, request, outline, config, state, cancel)
             # 4. Place images: slots, captions, candidates, selection.
-            if not request.text_only:
+            if not request.text_only and not state.had_images:
                 yield from self._illustrate(doc, request, outline.title, state, config, cancel)
             # 5. Done.
             self._store(self.documents.update_meta, doc.id, status="done")
@@ -159,15 +170,21 @@ class Composer:
         """Write each section paragraph by paragraph: the lead draft streams as "draft"
         events; each kept paragraph is saved with its checks and sent as a "write" event."""
         sections = len(outline.sections)
+        resume_at = max((number for _, number in state.paragraphs), default=0)
         for index, section in enumerate(outline.sections):
+            if index < resume_at:  # written before a restart
+                continue
+            before = "\n\n".join(text for text, number in state.paragraphs if number < index)
+            done = [text for text, number in state.paragraphs if number == index]
             yield ProgressEvent("write", f"Writing section {index + 1} of {sections}: "
                                 f"{section.title}", section=index, sections=sections,
                                 words=state.words, fraction=self._fraction(state, request),
                                 document_id=doc.id)
             state.start_section(index, section.title)
-            steps = self.writer.write_section(outline, index, state.text(), request.material,
+            steps = self.writer.write_section(outline, index, before, request.material,
                                               request.language, config, request.instruction,
-                                              cancel, images=request.reference_images)
+                                              cancel, images=request.reference_images,
+                                              done=done)
             for part, step in steps:
                 if step.restart:
                     state.pending = ""
@@ -354,6 +371,13 @@ class _WriteState:
         self.section_title = ""
         self.words = 0
         self.tokens = 0
+        self.had_images = False
+
+    def resume(self, doc: Document) -> None:
+        """Start from what a document already holds (a job picked up again)."""
+        self.paragraphs = [(block.text, block.section) for block in doc.text_blocks]
+        self.words = sum(count_words(text) for text, _ in self.paragraphs)
+        self.had_images = len(doc.blocks) > len(self.paragraphs)
 
     def start_section(self, index: int, title: str) -> None:
         self.section, self.section_title, self.pending = index, title, ""
@@ -392,6 +416,9 @@ def check_decoding(config: GenerationConfig, lm: Any) -> None:
     if config.decoding == "opera" and not getattr(lm, "supports_opera", False):
         raise InputError(f"OPERA decoding needs a local transformers writer; {lm.name!r} "
                          "is not one: choose the default decoding")
+    if config.num_beams > 1 and not getattr(lm, "supports_beams", True):
+        raise InputError(f"beam search needs a local writer; {lm.name!r} is a model server: "
+                         "set beams to 1")
 
 
 def check_message(section: int, part: int, kept: KeptParagraphs) -> str:

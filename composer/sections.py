@@ -46,17 +46,19 @@ class SectionWriter:
     def write_section(self, outline: Outline, index: int, before: str, material: str,
                       language: str, config: GenerationConfig, instruction: str = "",
                       cancel: threading.Event | None = None, after: str = "",
-                      images: Sequence[str] = ()) -> Iterator[tuple[int, WriteStep]]:
+                      images: Sequence[str] = (), done: Sequence[str] = (),
+                      ) -> Iterator[tuple[int, WriteStep]]:
         """Yield (paragraph number, step) while section `index` is written: pieces of the
         lead draft, then each kept paragraph (a step with `kept`). `before` is the article
         up to the section (the prompt shows its end); `after` the text that follows it,
         which kept paragraphs must not repeat either. `images`: the reference images the
-        prompts show (composer/prompts.py)."""
+        prompts show (composer/prompts.py). `done`: paragraphs of this section already saved
+        (a resumed job): writing goes on after them, within what is left of the budget."""
         section = outline.sections[index]
         parts = paragraphs_for(section.words, language)
         per_part = max(MIN_PARAGRAPH_WORDS, round(section.words / parts))
-        written = ""
-        for part in range(parts):
+        written = join_text(*done)
+        for part in range(len(done), parts):
             # The section's budget holds: a paragraph gets what is left of it (LongWriter's
             # length control), and none when less than half a paragraph is left.
             left = section.words - count_words(written)

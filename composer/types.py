@@ -121,6 +121,15 @@ class ComposeRequest:
         data["generation"]["stop"] = list(data["generation"]["stop"])
         return data
 
+    @staticmethod
+    def from_options(instruction: str, options: dict[str, Any]) -> "ComposeRequest":
+        """The request back from `options()` (a queued job, a stored document)."""
+        values = dict(options)
+        generation = dict(values.pop("generation", {}))
+        generation["stop"] = tuple(generation.get("stop", ()))
+        return ComposeRequest(instruction=instruction, generation=GenerationConfig(**generation),
+                              **values)
+
 
 @dataclass
 class SectionPlan:

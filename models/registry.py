@@ -54,7 +54,10 @@ def load_plugin(spec: str, settings: Settings, setting: str) -> Any:
 
 
 def load_language_model(settings: Settings) -> LanguageModel:
-    """The writer model named by settings.model, loaded and ready to stream."""
+    """The writer model named by settings.model, loaded and ready to stream; a model server
+    (models/remote.py) when settings.writer_url is set."""
+    if settings.writer_url:
+        return _connect_remote(settings)
     name = settings.model.strip()
     if not name:
         raise ComposerError("COMPOSER_MODEL is empty: set it to 'embedded', a model id, a "
@@ -85,6 +88,21 @@ def load_language_model(settings: Settings) -> LanguageModel:
             "count_tokens(), name, context_length or sees_images (see models/lm.py LanguageModel)"
         )
     return model
+
+
+def _connect_remote(settings: Settings) -> LanguageModel:
+    """The writer on an OpenAI-compatible server, checked now (it answers, the key and the
+    model name are right)."""
+    local_only = [name for name, value in (("COMPOSER_WRITER_ADAPTER", settings.writer_adapter),
+                                           ("COMPOSER_VISION_MODEL", settings.vision_model))
+                  if value.strip()]
+    if local_only:
+        raise ComposerError(f"{' and '.join(local_only)} work with a local writer only, and "
+                            "COMPOSER_WRITER_URL makes the writer a model server: unset one "
+                            "or the other (serve the adapted or image-seeing model instead)")
+    from models.remote import RemoteLM
+
+    return RemoteLM.connect(settings)
 
 
 def _load_vision_writer(name: str, settings: Settings) -> LanguageModel:
