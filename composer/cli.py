@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--out", type=Path, help="write the article here (.md, .html or .zip)")
     compose.add_argument("--quiet", action="store_true", help="no streamed text or bars")
 
+    worker = commands.add_parser("worker", help="run queued compositions (needs "
+                                 "COMPOSER_REDIS_URL; see docs/deployment.md)")
+    worker.add_argument("--threads", type=int, default=None,
+                        help="compositions at once (default: COMPOSER_MODEL_CONCURRENCY)")
+
     exporter = commands.add_parser("export", help="export a saved document")
     exporter.add_argument("id")
     exporter.add_argument("--format", choices=exporting.FORMATS, default="md")
@@ -199,7 +204,17 @@ def cmd_list(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compose": cmd_compose, "export": cmd_export, "list": cmd_list,
+def cmd_worker(services: Services, args: argparse.Namespace) -> int:
+    """Run queued compositions until stopped (composer/worker.py)."""
+    from composer.worker import serve
+
+    threads = args.threads or services.settings.model_concurrency
+    if threads < 1:
+        raise InputError(f"--threads {threads}: give at least 1")
+    return serve(services, threads)
+
+
+COMMANDS = {"compose": cmd_compose, "worker": cmd_worker, "export": cmd_export, "list": cmd_list,
             "library": cmd_library, "train-plora": cmd_train_plora, "pairs": cmd_pairs,
             "train-dpo": cmd_train_dpo, "loop": cmd_loop, "eval": cmd_eval}
 

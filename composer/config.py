@@ -71,6 +71,14 @@ Environment variables (all optional):
                         max_model_len GET /models gives, else 8192.
   COMPOSER_WRITER_VISION "1" sends messages' images to the server, "0" text only; "auto"
                         (default) sends them when the model name says VL/vision/llava.
+  COMPOSER_REDIS_URL    e.g. redis://127.0.0.1:6379/0: compositions become durable jobs on
+                        this Redis (composer/queue.py) that `python -m composer worker` runs;
+                        closing the page does not stop them. Default: none (they run in the
+                        app process).
+  COMPOSER_WORKER_HEARTBEAT  seconds without a sign of life after which a worker counts as
+                        dead and its job goes to another worker. Default: 30.
+  COMPOSER_JOBS_PER_OWNER  compositions one person may have waiting or running at once on
+                        the queue. Default: 2.
 """
 
 from __future__ import annotations
@@ -169,6 +177,9 @@ class Settings:
     writer_retries: int = 2
     writer_context: int = 0  # 0: ask the server (max_model_len), else 8192
     writer_vision: str = "auto"
+    redis_url: str = ""
+    worker_heartbeat: float = 30.0
+    jobs_per_owner: int = 2
 
     @property
     def images_dir(self) -> Path:
@@ -240,7 +251,14 @@ class Settings:
             writer_retries=int(_number(env, "COMPOSER_WRITER_RETRIES", 2)),
             writer_context=int(_number(env, "COMPOSER_WRITER_CONTEXT", 0)),
             writer_vision=(env.get("COMPOSER_WRITER_VISION") or "auto").strip().lower(),
+            redis_url=(env.get("COMPOSER_REDIS_URL") or "").strip(),
+            worker_heartbeat=_number(env, "COMPOSER_WORKER_HEARTBEAT", 30.0),
+            jobs_per_owner=int(_number(env, "COMPOSER_JOBS_PER_OWNER", 2)),
         )
+        if settings.worker_heartbeat < 1 or settings.jobs_per_owner < 1:
+            raise ValueError(f"COMPOSER_WORKER_HEARTBEAT={settings.worker_heartbeat} and "
+                             f"COMPOSER_JOBS_PER_OWNER={settings.jobs_per_owner} must be at "
+                             "least 1")
         if not -1.0 <= settings.image_threshold <= 2.0:
             raise ValueError(f"COMPOSER_IMAGE_THRESHOLD={settings.image_threshold} is outside "
                              "-1..2: retrieval scores lie there; 0.5 is the measured default")

@@ -50,7 +50,8 @@ class Services:
 
     @property
     def db(self):
-        """The migrated database; documents left "composing" by a dead process are marked.
+        """The migrated database; documents left "composing" by a dead process are marked
+        (without a queue: with one, a worker goes on with them).
 
         A database this process cannot write is opened read-only (storage/db.py)."""
         def make():
@@ -58,7 +59,8 @@ class Services:
             from storage.documents import DocumentRepository
 
             database = Database.open(self.settings)
-            if not database.read_only:
+            # Queued compositions belong to the workers, which resume them (composer/queue.py).
+            if not database.read_only and not self.settings.redis_url:
                 DocumentRepository(database).mark_stale_composing(STALE_COMPOSING_SECONDS)
             return database
         return self._once("db", make)
@@ -214,6 +216,20 @@ class Services:
 
             return load_language_model(self.settings)
         return self._once("lm", make)
+
+    @property
+    def jobs(self) -> Any:
+        """Where compositions run: the Redis queue when COMPOSER_REDIS_URL is set (durable
+        jobs that workers run), else this process (composer/jobs.py)."""
+        def make():
+            if self.settings.redis_url:
+                from composer.queue import QueuedJobs
+
+                return QueuedJobs(self)
+            from composer.jobs import LocalJobs
+
+            return LocalJobs(self)
+        return self._once("jobs", make)
 
     def composer(self, timer: StageTimer | None = None, with_images: bool = True) -> Composer:
         """A Composer over the shared components (cheap; make one per composition).

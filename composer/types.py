@@ -372,6 +372,7 @@ class ProgressEvent:
     paragraph as kept and saved, and `block` that saved TextBlock (with its id and checks),
     so a view appends it without reading the document; a "check" event says what the
     paragraph checks decided. `fraction` is the share of the whole job done so far (0..1).
+    A "queued" event (composer/queue.py) says where a job waits for a worker.
     """
 
     stage: str
@@ -385,6 +386,8 @@ class ProgressEvent:
     document_id: str | None = None
     pending: str = ""
     block: TextBlock | None = None
+    position: int | None = None  # "queued": place in the line of waiting jobs (1 = next)
+    wait_seconds: float | None = None  # "queued": estimated wait (None: no estimate yet)
 
 
 def count_words(text: str) -> int:

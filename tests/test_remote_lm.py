@@ -19,6 +19,7 @@ from PIL import Image
 from composer.cli import main
 from composer.config import Settings
 from composer.pipeline import Composer
+from composer.services import Services
 from composer.types import (
     ChatMessage,
     ComposeRequest,
@@ -34,6 +35,7 @@ from tests.fake_article import article_reply, recognise
 from tests.fake_openai import Drop, Error, Hang, Text
 from tests.fakes import WordOverlapRetriever
 from tests.support_pipeline import database, documents, image_store  # noqa: F401
+from ui.handlers import write_article
 
 USER = [ChatMessage("system", "You write."), ChatMessage("user", "Write about tea.")]
 GREEDY = GenerationConfig(max_new_tokens=64)
@@ -397,3 +399,16 @@ def test_the_cli_composes_with_the_server_as_writer(server, tmp_path, monkeypatc
     replies = [" ".join(reply.split()) for kind, reply in sent[1:]]
     assert len(printed) >= 2 and all(paragraph in replies for paragraph in printed)
     assert sent[0][0] == "outline_json" and len(sent) == len(server.chat_bodies())
+
+
+def test_the_page_streams_a_composition_from_the_server(server, tmp_path):
+    sent = article_server(server)
+    services = Services(settings_for(server.url, tmp_path))
+    updates = list(write_article(services, ComposeRequest("Harbors of the north",
+                                                          target_words=300, text_only=True),
+                                 None, "ann", threading.Event(), interval=0.0))
+    first_paragraph = next(reply for kind, reply in sent if kind == "paragraph")
+    opening = " ".join(first_paragraph.split()[:3])
+    streaming = [u for u in updates if not u.finished and opening in " ".join(u.html.split())]
+    assert streaming, "the first paragraph never showed before the article was done"
+    assert updates[-1].finished and updates[-1].document.status == "done"

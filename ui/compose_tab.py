@@ -121,6 +121,14 @@ def running(busy: bool) -> tuple[Any, Any, Any]:
             gr.update(visible=busy))
 
 
+def _writing_limit(services: Any, concurrency: int) -> dict[str, Any]:
+    """Writing waits in the app's line for the model, unless compositions are queued jobs:
+    then workers run them and the page only follows one (it shows its place in their line)."""
+    if services.settings.redis_url:
+        return {"concurrency_id": "follow", "concurrency_limit": None}
+    return {"concurrency_id": "model", "concurrency_limit": concurrency}
+
+
 def wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: OwnerOf,
                  view: DocView, concurrency: int) -> None:
     """Connect the Compose tab: check, plan, write, stop and the outline table; a written
@@ -210,7 +218,8 @@ def wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: Ow
                         gr.Warning(update.warning)
                     line = progress_line(language, Progress(
                         update.stage, update.section, update.sections, update.words,
-                        time.monotonic() - started, update.fraction))
+                        time.monotonic() - started, update.fraction, update.position,
+                        update.wait_seconds))
                     if not update.finished:
                         yield update.html, line, gr.skip(), *nothing
                         continue
@@ -222,7 +231,7 @@ def wire_compose(services: Any, flags: JobFlags, c: dict[str, Any], owner_of: Ow
 
     c["write"].click(check, form, [c["status"], *buttons], **checked).success(
         write, form, [c["article"], c["status"], c["outline_box"], *view.outputs],
-        concurrency_id="model", concurrency_limit=concurrency, api_name="write", **QUIET,
+        api_name="write", **_writing_limit(services, concurrency), **QUIET,
     ).then(idle, None, buttons, queue=False, **hidden)
     # on a phone the article is below the form: bring the progress line and it into view
     c["write"].click(None, None, None, js="() => document.querySelector('#xc-status')"

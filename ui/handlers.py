@@ -49,6 +49,8 @@ class WriteUpdate:
     sections: int | None = None
     words: int = 0  # words saved so far, not counting a draft (drafts may be redone)
     warning: str = ""  # a warning that arrived with this update, if any
+    position: int | None = None  # waiting for a worker: place in line (composer/queue.py)
+    wait_seconds: float | None = None  # and the estimated wait
 
 
 @dataclass
@@ -249,12 +251,12 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
     `document`.
     """
     services.check_language(request.language)
-    composer = services.composer(with_images=not request.text_only)
     view: ArticleView | None = None
     doc_id: str | None = None
     pending, status, fraction, last, section = "", "", 0.0, 0.0, None
     stage, sections, words, warning = "plan", None, 0, ""
-    for event in composer.compose(request, outline=outline, cancel=cancel, owner=owner):
+    position, wait_seconds = None, None
+    for event in services.jobs.compose(request, outline, owner, cancel):
         doc_id, doc = event.document_id or doc_id, None
         fraction = max(fraction, event.fraction)
         if event.block is not None:
@@ -269,6 +271,7 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
             warning = event.message
         else:
             stage = event.stage
+        position, wait_seconds = event.position, event.wait_seconds
         if event.stage == "done" and event.words:
             words = event.words
         if event.message:
@@ -284,7 +287,8 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
                     view.reset(doc)
             yield WriteUpdate(view.html(pending, section), status, fraction, doc_id, doc,
                               stage=stage, section=section, sections=sections,
-                              words=words, warning=warning)
+                              words=words, warning=warning, position=position,
+                              wait_seconds=wait_seconds)
             warning = ""
     doc = doc or services.documents.get(doc_id)  # read at the last event ("done"), or now
     yield WriteUpdate(render_document(services, doc), status, 1.0, doc_id, doc, finished=True,

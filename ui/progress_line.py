@@ -27,6 +27,8 @@ class Progress:
     words: int = 0
     seconds: float = 0.0
     fraction: float = 0.0
+    position: int | None = None  # waiting for a worker: place in line, 1 = next
+    wait_seconds: float | None = None
 
 
 # Run on page load: while a job runs (its Stop button shows), every clock of a progress line
@@ -64,6 +66,14 @@ def clock(seconds: float) -> str:
 def stage_text(language: str, progress: Progress) -> str:
     """The stage in words: "Writing section 2 of 5", "Placing images", "Done"…"""
     stage = progress.stage
+    if stage == "queued":
+        text = say(language, "stage_queued")
+        if progress.position:
+            text += " · " + say(language, "queue_place", position=progress.position)
+        if progress.wait_seconds is not None:
+            text += " · " + say(language, "queue_wait",
+                                minutes=max(1, round(progress.wait_seconds / 60)))
+        return text
     if stage == "plan":
         text = say(language, "stage_plan")
         if progress.sections:
