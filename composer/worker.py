@@ -108,7 +108,7 @@ def _compose(worker: _Worker, job_id: str, cancel: threading.Event) -> bool:
             publish(event)
     except ComposerError as error:
         publish(ProgressEvent("error", str(error), document_id=job_id))
-    except Exception as error:  # noqa: BLE001 - the person must hear of it, then the log
+    except Exception as error:  # the person must hear of it, then the log
         log.exception("job %s failed", job_id)
         publish(ProgressEvent("error", f"the worker failed ({type(error).__name__}: {error}); "
                               "what was written is saved", document_id=job_id))
@@ -133,7 +133,7 @@ def _keep_lease(worker: _Worker, job_id: str, cancel: threading.Event) -> None:
             worker.redis.expire(queue.lease_key(job_id), worker.lease_seconds)
             if worker.shutting_down.is_set() or worker.redis.exists(queue.stop_key(job_id)):
                 cancel.set()
-        except Exception:  # noqa: BLE001 - Redis away for a moment: try again
+        except Exception:  # Redis away for a moment: try again
             log.warning("could not renew the lease of job %s", job_id, exc_info=True)
 
 
@@ -148,7 +148,7 @@ def serve(services: Any, threads: int) -> int:
                             ", the Redis the app queues compositions on")
     broker = queue.make_broker(settings.redis_url, settings.worker_heartbeat)
     _current = _Worker(services, broker)
-    services.lm, services.embedder  # load the writer and the checks' embedder before jobs
+    _ = services.lm, services.embedder  # load the writer and the checks' embedder first
     _current.redis.incrby(f"{queue.PREFIX}:slots", threads)
     worker = Worker(broker, queues={queue.QUEUE_NAME, f"{queue.QUEUE_NAME}.DQ"},
                     worker_threads=threads)
