@@ -34,11 +34,12 @@ PARAGRAPH = ("Lighthouses guided ships past dangerous coasts for centuries, thei
              "magnified by great glass lenses that threw a beam far out to sea. ") * 4
 
 
-def prepare(home: Path) -> str:
-    """A data dir holding one shared article of 12 paragraphs and 3 images; returns its token."""
+def prepare(home: Path, database_url: str | None = None) -> str:
+    """A data dir (and database) holding one shared article of 12 paragraphs and 3 images;
+    returns its token."""
     from composer.library import seed_default_library
 
-    services = Services(Settings.from_env({}, home=home))
+    services = Services(Settings.from_env({}, home=home, database_url=database_url))
     seed_default_library(services.images)
     images = services.images.list()[:3]
     doc = services.documents.create("The history and science of lighthouses", "bench", "en", {})
