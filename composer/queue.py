@@ -36,6 +36,7 @@ STOP_KEPT_SECONDS = 24 * 3600
 READ_BLOCK_MS = 500
 POSITION_EVERY_SECONDS = 2.0
 JOB_TIME_LIMIT_MS = 24 * 3600 * 1000
+GONE_CHECKS = 3  # silent checks, POSITION_EVERY_SECONDS apart, before a job counts as gone
 
 
 def events_key(job_id: str) -> str:
@@ -166,11 +167,22 @@ class QueuedJobs:
         mean = sum(durations) / len(durations)
         return rank + 1, mean * (rank + running) / workers
 
+    def running(self, job_id: str) -> bool:
+        """Whether the job waits for a worker or is being written."""
+        return self._live(job_id)
+
+    def watch(self, job_id: str, cancel: threading.Event | None = None
+              ) -> Iterator[ProgressEvent]:
+        """The job's events from now on (a page that opens the document has read what is
+        saved so far; an event it already shows may come again, with the same block id)."""
+        last = self.redis.xrevrange(events_key(job_id), count=1)
+        yield from self.follow(job_id, cancel, after=last[0][0] if last else "0")
+
     def follow(self, job_id: str, cancel: threading.Event | None = None,
                after: str = "0") -> Iterator[ProgressEvent]:
         """The job's events from `after` ("0": from its start) until it is done or stopped;
         a failed job raises ComposerError with its message. Setting `cancel` stops the job."""
-        stopping, shown_at = False, 0.0
+        stopping, shown_at, gone = False, 0.0, 0
         while True:
             if cancel is not None and cancel.is_set() and not stopping:
                 self.stop(job_id)
@@ -192,6 +204,13 @@ class QueuedJobs:
                 if place is not None:
                     yield ProgressEvent("queued", waiting_message(*place), document_id=job_id,
                                         position=place[0], wait_seconds=place[1])
+                # neither waiting nor running, and silent: its document was deleted, or
+                # Redis lost the job; a page must not wait for it forever
+                gone = 0 if self._live(job_id) else gone + 1
+                if gone >= GONE_CHECKS:
+                    yield ProgressEvent("stopped", "It is not being written now",
+                                        document_id=job_id)
+                    return
 
 
 def waiting_message(position: int, seconds: float | None) -> str:

@@ -137,6 +137,45 @@ def test_stop_ends_an_edit_preview_and_keeps_its_text(slow_app, browser):
     page.screenshot(path=str(SHOTS / "preview_stopped.png"), full_page=True)
 
 
+def test_a_second_tab_opens_an_article_being_written_sees_it_live_and_stops_it(slow_app,
+                                                                               browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})  # one browser
+    first = context.new_page()
+    first.goto(slow_app.url + "/")
+    first.wait_for_selector("#xc-write:not([disabled])", timeout=30_000)
+    first.fill("#xc-instruction textarea", "Herons of the city ponds")
+    first.fill("#xc-words input", "600")
+    first.click("label:has-text('Text only')")
+    first.click("#xc-write")
+    _wait_status(first, "Writing section")
+    doc_id = _latest(slow_app.services).id
+
+    second = context.new_page()
+    second.goto(slow_app.url + "/")
+    second.wait_for_selector("#xc-write:not([disabled])", timeout=30_000)
+    second.locator("button[role='tab']", has_text="Documents").first.click()
+    row = second.locator("#xc-documents .virtual-row", has_text="writing").first
+    row.wait_for(timeout=20_000)
+    row.locator("[role='gridcell']").first.click()
+    # it opens in the Compose tab, growing as it is written, with a Stop of its own
+    try:
+        _wait_status(second, "is being written: you see it live", timeout=20_000)
+        _wait_status(second, "Writing section", timeout=30_000)
+    finally:
+        second.screenshot(path=str(SHOTS / "follow_opened.png"), full_page=True)
+    second.wait_for_selector("#xc-stop", state="visible", timeout=10_000)
+    # the draft being written streams in, as on the page that started it
+    second.wait_for_selector("#xc-article p.streaming", timeout=30_000)
+    second.screenshot(path=str(SHOTS / "follow_live.png"), full_page=True)
+    second.click("#xc-stop")
+    _wait_status(second, "Stopped", timeout=20_000)
+    _wait_status(first, "Stopped", timeout=20_000)  # the page that started it hears it too
+    doc = slow_app.services.documents.get(doc_id)
+    assert doc.status == "interrupted" and doc.word_count > 0
+    second.wait_for_selector("#xc-stop", state="hidden", timeout=10_000)
+    context.close()
+
+
 @pytest.fixture(scope="module")
 def embedded_app(tmp_path_factory, embedded_lm):
     services = Services(Settings.from_env({}, home=tmp_path_factory.mktemp("embedded") / "home"),

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from composer import queue
 from composer.config import Settings
 from composer.jobs import LocalJobs, event_from_json, event_to_json
 from composer.services import Services
 from composer.types import ComposeRequest, GenerationConfig, InputError, ProgressEvent, TextBlock
-from ui.handlers import write_article
+from ui.handlers import follow_article, write_article
 from tests.fakes import ArticleWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,3 +150,72 @@ def test_the_line_says_where_each_job_stands_and_caps_each_owner(tmp_path, redis
     app.jobs.stop(first)
     waiting = next(app.jobs.follow(second))  # no worker yet: it says where it waits
     assert waiting.stage == "queued" and "Waiting" in waiting.message
+
+
+def _shown_once(updates: list, doc) -> None:
+    """Each view of the followed document shows the saved paragraphs in order, none twice."""
+    import html
+    import re
+
+    saved = [block.text for block in doc.text_blocks]
+    for update in updates:
+        shown = [html.unescape(text) for text in re.findall(r"<p>(.*?)</p>", update.html)]
+        assert shown == saved[:len(shown)]
+    assert len(re.findall(r"<p>(.*?)</p>", updates[-1].html)) == len(saved)
+
+
+def test_a_reopened_page_follows_a_queued_job_live_to_its_end(tmp_path, redis_url):
+    app = Services(settings_for(tmp_path, redis_url))
+    updates = write_article(app, request(), None, "eve", threading.Event(), interval=0.0)
+    doc_id = next(updates).document_id
+    updates.close()  # the tab that asked for it is closed: the job stays queued
+    worker = start_worker(tmp_path, redis_url, "worker")
+    try:
+        reopened = Services(settings_for(tmp_path, redis_url))  # another app replica
+        while not reopened.documents.get(doc_id).text_blocks:  # it has begun writing
+            threading.Event().wait(0.1)
+        with pytest.raises(Exception, match="no document"):
+            next(follow_article(reopened, doc_id, "mallory", threading.Event()))
+        seen = list(follow_article(reopened, doc_id, "eve", threading.Event(), interval=0.0))
+        assert len(seen) > 2 and seen[-1].finished and seen[-1].stage == "done"
+        growing = [update.words for update in seen if update.stage in ("write", "draft")]
+        assert growing == sorted(growing) and growing[0] < growing[-1]  # it grew as it came
+        doc = reopened.documents.get(doc_id)
+        assert doc.status == "done"
+        _shown_once(seen, doc)
+        assert list(follow_article(reopened, doc_id, "eve", threading.Event())) == []
+    finally:
+        stop_all(worker)
+
+
+def test_following_a_job_that_is_gone_ends(tmp_path, redis_url, monkeypatch):
+    monkeypatch.setattr(queue, "POSITION_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr(queue, "READ_BLOCK_MS", 50)
+    app = Services(settings_for(tmp_path, redis_url))
+    events = list(app.jobs.follow("no-such-job"))
+    assert events[-1].stage == "stopped" and "not being written" in events[-1].message
+
+
+def test_another_page_follows_and_stops_a_composition_in_this_process(tmp_path):
+    services = Services(Settings.from_env({}, home=tmp_path / "home", model=FACTORY))
+    services.jobs.wait_seconds = 0.05
+    writing = write_article(services, request(), None, "fay", threading.Event(), interval=0.0)
+    doc_id = next(writing).document_id
+    kept: list = []
+    page = threading.Thread(target=lambda: kept.extend(writing), daemon=True)
+    page.start()  # the first page goes on writing while a second page opens the document
+    while not services.documents.get(doc_id).text_blocks:
+        threading.Event().wait(0.02)
+    stop = threading.Event()
+    followed = []
+    for update in follow_article(services, doc_id, "fay", stop, interval=0.0):
+        followed.append(update)
+        if len(services.documents.get(doc_id).text_blocks) >= 3:
+            stop.set()  # the second page's Stop
+    page.join(timeout=30)
+    assert kept[-1].finished and kept[-1].stage == "stopped"  # the first page heard it too
+    assert followed[-1].finished and followed[-1].stage == "stopped"
+    doc = services.documents.get(doc_id)
+    assert doc.status == "interrupted"
+    _shown_once(followed, doc)
+    assert not services.jobs.running(doc_id)

@@ -90,6 +90,18 @@ def test_the_streamed_view_is_the_stored_document_rendered_without_reading_it(se
     assert len(reads) <= sum(read) < len(read) / 10, (len(reads), len(read))
 
 
+def test_a_view_opened_mid_write_shows_a_paragraph_it_hears_of_again_once(services):
+    # a page that opens a document being written reads it, then hears of paragraphs saved
+    # since; one saved between the two comes in an event and is already shown
+    from ui.article_view import ArticleView, render_document
+
+    doc = h.owned_document(services, compose(services)[-1].document_id, OWNER)
+    view = ArticleView(services, doc)
+    view.append(doc.text_blocks[-1])
+    assert view.html() == render_document(services, doc)
+    assert view.words == doc.word_count
+
+
 def test_the_ui_checks_a_request_once_and_the_composer_takes_it_as_checked(services,
                                                                           monkeypatch):
     import composer.validation as validation

@@ -20,7 +20,7 @@ from composer.render import (
     shows,
     streaming_html,
 )
-from composer.types import Block, Document, LibraryImage, NotFoundError
+from composer.types import Block, Document, LibraryImage, NotFoundError, TextBlock, count_words
 
 
 def media_url(image_id: str) -> str:
@@ -63,13 +63,17 @@ class ArticleView:
         """Show `doc` as stored (its title, outline and blocks)."""
         self.doc = doc
         self._seen: set[int] = set()
+        self._shown: set[int] = set()
         self._body: list[str] = []
+        self.words = 0  # in the text blocks shown
         for block in doc.blocks:
             self._add(block)
 
     def append(self, block: Block) -> None:
-        """A block saved after the last one shown."""
-        self._add(block)
+        """A block saved after the last one shown (one already shown, by id, is skipped:
+        a page that opened the document mid-write may hear of it again)."""
+        if block.id is None or block.id not in self._shown:
+            self._add(block)
 
     def html(self, streaming_tail: str = "", section: int | None = None) -> str:
         """The article, with `streaming_tail` (text not saved yet) in outline `section`."""
@@ -79,6 +83,10 @@ class ArticleView:
                 + streaming_html(streaming_tail, heading) + ARTICLE_CLOSE)
 
     def _add(self, block: Block) -> None:
+        if block.id is not None:
+            self._shown.add(block.id)
+        if isinstance(block, TextBlock):
+            self.words += count_words(block.text)
         if shows(block) and block.section not in self._seen:
             self._seen.add(block.section)
             title = section_title(self.doc, block.section)

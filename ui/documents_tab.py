@@ -39,8 +39,9 @@ def documents_tab() -> dict[str, Any]:
 
 
 def wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], e: dict[str, Any],
-                   owner_of: OwnerOf, view: DocView, tabs: Any) -> None:
-    """Connect the Documents tab; opening a document fills the Edit tab `e` (and `c`)."""
+                   owner_of: OwnerOf, view: DocView, tabs: Any) -> Any:
+    """Connect the Documents tab; opening a document fills the Edit tab `e` (and `c`).
+    Returns the event that opens one (a document being written is followed after it)."""
     def refresh(request: gr.Request = None):
         try:
             rows = h.list_documents(services, owner_of(request))
@@ -65,13 +66,15 @@ def wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], e: dict[
         language = language_of(request)
         html = render_document(services, doc)
         rows = h.outline_rows(doc.outline) if doc.outline else []
+        # one still being written is watched in the Compose tab (ui/follow.py)
+        writing = doc.status == "composing" and services.jobs.running(doc.id)
         return (html, *view.show(services, doc, language, html=html),
                 say(language, "opened", title=doc.title), doc.title,
-                outline_value(language, rows), gr.Tabs(selected="edit"))
+                outline_value(language, rows), gr.Tabs(selected="compose" if writing else "edit"))
 
     listing = [d["table"], d["ids"], d["hint"], d["none"]]
     d["refresh"].click(refresh, None, listing, api_name="documents")
     d["tab"].select(refresh, None, listing, api_visibility="undocumented")
-    d["table"].select(open_doc, d["ids"],
-                      [c["article"], *view.outputs, e["status"], c["title"], c["outline"],
-                       tabs], api_name="open", show_progress="hidden")
+    return d["table"].select(open_doc, d["ids"],
+                             [c["article"], *view.outputs, e["status"], c["title"],
+                              c["outline"], tabs], api_name="open", show_progress="hidden")

@@ -21,8 +21,8 @@ from composer.types import (
     InputError,
     NotFoundError,
     Outline,
+    ProgressEvent,
     SectionPlan,
-    count_words,
 )
 from composer.validation import CheckedRequest, check_request
 from ui.article_view import ArticleView, render_document
@@ -251,18 +251,34 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
     `document`.
     """
     services.check_language(request.language)
+    yield from _article_updates(services, services.jobs.compose(request, outline, owner, cancel),
+                                interval)
+
+
+def follow_article(services: Any, doc_id: str, owner: str, cancel: threading.Event,
+                   interval: float = RENDER_INTERVAL) -> Iterator[WriteUpdate]:
+    """The view of a document another page (or a worker) is writing, from now until it is
+    done or stopped; nothing when it is not being written. `cancel` stops the writing."""
+    doc = owned_document(services, doc_id, owner)
+    if doc.status != "composing" or not services.jobs.running(doc.id):
+        return
+    yield from _article_updates(services, services.jobs.watch(doc.id, cancel), interval)
+
+
+def _article_updates(services: Any, events: Iterator[ProgressEvent], interval: float
+                     ) -> Iterator[WriteUpdate]:
+    """The compose view after each stage of `events` and every `interval` s (write_article)."""
     view: ArticleView | None = None
     doc_id: str | None = None
     pending, status, fraction, last, section = "", "", 0.0, 0.0, None
     stage, sections, words, warning = "plan", None, 0, ""
     position, wait_seconds = None, None
-    for event in services.jobs.compose(request, outline, owner, cancel):
+    for event in events:
         doc_id, doc = event.document_id or doc_id, None
         fraction = max(fraction, event.fraction)
-        if event.block is not None:
-            words += count_words(event.block.text)
-            if view is not None:
-                view.append(event.block)
+        if event.block is not None and view is not None:
+            view.append(event.block)
+            words = view.words
         if event.stage in ("write", "draft"):
             pending = event.pending
             section = event.section if event.section is not None else section
@@ -285,6 +301,7 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
                     view = ArticleView(services, doc)
                 else:
                     view.reset(doc)
+                words = view.words
             yield WriteUpdate(view.html(pending, section), status, fraction, doc_id, doc,
                               stage=stage, section=section, sections=sections,
                               words=words, warning=warning, position=position,

@@ -27,6 +27,7 @@ from ui.doc_view import DocView
 from ui.documents_tab import documents_tab, wire_documents
 from ui.edit_events import wire_editing
 from ui.edit_panel import edit_tab
+from ui.follow import wire_follow
 from ui.i18n import language_of, t
 from ui.identity import Identities
 from ui.jobs import JobFlags
@@ -97,7 +98,8 @@ def build_ui(services: Any, identities: Identities, model_concurrency: int = 1,
                                         c["outline"]], api_visibility="undocumented")
         wire_compose(services, flags, c, owner_of, view, model_concurrency)
         wire_editing(services, flags, owner_of, c, e, view, model_concurrency)
-        wire_documents(services, c, d, e, owner_of, view, tabs)
+        opened = wire_documents(services, c, d, e, owner_of, view, tabs)
+        wire_follow(services, flags, c, view, owner_of, opened)
         wire_library(services, lib, owner_of)
     demo.css = CSS
     return demo
