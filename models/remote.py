@@ -183,7 +183,7 @@ class RemoteLM:
             try:
                 yield from request
                 return
-            except openai.BadRequestError as error:
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
                 if progress["received"] or not self._downgrade(error, config):
                     raise ComposerError(f"the writer server at {self.base_url} rejected the "
                                         f"request ({_describe(error)}): check its log") from None
@@ -198,6 +198,10 @@ class RemoteLM:
                         f"{progress['received']} characters ({_describe(error)}); it was not "
                         "retried, to avoid repeating text: check the server and try again"
                     ) from None
+                # llama-cpp-python's server answers an unknown response_format with a 500
+                if isinstance(error, openai.InternalServerError) and \
+                        self._downgrade(error, config):
+                    continue
                 if attempt >= self.retries:
                     tries = f"{attempt + 1} time" + ("s" if attempt else "")
                     raise ComposerError(
