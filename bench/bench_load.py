@@ -10,10 +10,12 @@ composer's document is checked in the database: exactly one, its own instruction
 status done, with text (nothing lost or mixed up).
 
     .venv/bin/python bench/bench_load.py [--composers 5] [--readers 50] [--replicas 2]
-        [--workers 2] [--writer fast|embedded] [--words 300] [--out FILE]
+        [--workers 2] [--writer fast|embedded] [--words 300] [--share-fresh S [S ...]]
+        [--rounds 1] [--out FILE]
 
 `--writer fast` is the scripted article writer of the tests (tests/fakes.py, no model);
-`embedded` is the default SmolLM2 model in each worker.
+`embedded` is the default SmolLM2 model in each worker. `--share-fresh 0 1 --rounds 2` runs
+the share-page cache with and without its freshness window, alternating, for a side by side.
 """
 
 from __future__ import annotations
@@ -127,23 +129,17 @@ def check_documents(home: Path, results: list[dict]) -> dict:
     return {"documents_lost": lost, "documents_mixed_up": mixed}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--composers", type=int, default=5)
-    parser.add_argument("--readers", type=int, default=50)
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--writer", choices=sorted(WRITERS), default="fast")
-    parser.add_argument("--words", type=int, default=300)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    out = args.out or ROOT / "bench" / "results" / f"load_{args.writer}.json"
+def run_once(args: argparse.Namespace, share_fresh: float | None) -> dict:
+    """One load run on fresh stores; `share_fresh` sets COMPOSER_SHARE_FRESH_SECONDS in the
+    apps (None: the app's default). Returns the table."""
     fresh_stores()
     home = Path(tempfile.mkdtemp(prefix="bench-load-"))
     token = prepare(home, DATABASE_URL)
     env = {**os.environ, "COMPOSER_HOME": str(home), "DATABASE_URL": DATABASE_URL,
            "COMPOSER_REDIS_URL": REDIS_URL, "COMPOSER_MODEL": WRITERS[args.writer],
            "COMPOSER_JOBS_PER_OWNER": "2", "PYTHONPATH": str(ROOT)}
+    if share_fresh is not None:
+        env["COMPOSER_SHARE_FRESH_SECONDS"] = str(share_fresh)
     logs = home / "logs"
     logs.mkdir()
     processes, urls = [], []
@@ -168,7 +164,7 @@ def main() -> None:
         for thread in composers:
             thread.start()
         readers = [subprocess.Popen(
-            ["wrk", "-t1", f"-c{max(1, args.readers // len(urls))}", "-d600s", "--latency",
+            ["wrk", "-t1", f"-c{max(1, args.readers // len(urls))}", "-d3600s", "--latency",
              f"{url}/a/{token}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for url in urls]
         for thread in composers:
@@ -178,10 +174,11 @@ def main() -> None:
         for reader in readers:  # wrk prints its summary when interrupted
             reader.send_signal(2)
             reads.append(read_wrk(reader.communicate(timeout=30)[0]))
-        table = {
+        return {
             "composers": args.composers, "readers": args.readers, "replicas": args.replicas,
             "workers": args.workers, "writer": args.writer, "words": args.words,
             "cores": os.cpu_count(),
+            "share_fresh_seconds": share_fresh if share_fresh is not None else "default",
             "compositions_finished": sum(1 for r in results if r.get("ok")),
             "composition_errors": sum(1 for r in results if not r.get("ok")),
             "composing_seconds": round(composing_seconds, 1),
@@ -202,9 +199,29 @@ def main() -> None:
                 process.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--composers", type=int, default=5)
+    parser.add_argument("--readers", type=int, default=50)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--writer", choices=sorted(WRITERS), default="fast")
+    parser.add_argument("--words", type=int, default=300)
+    parser.add_argument("--share-fresh", type=float, nargs="+", default=[None],
+                        help="COMPOSER_SHARE_FRESH_SECONDS of the apps; several values run "
+                             "one arm each, alternating, --rounds times")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / f"load_{args.writer}.json"
+    arms = [run_once(args, fresh) for _ in range(args.rounds) for fresh in args.share_fresh]
+    result = arms[0] if len(arms) == 1 else {"arms": arms}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in table.items() if k != "results"}, indent=2))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for arm in arms:
+        print(json.dumps({k: v for k, v in arm.items() if k != "results"}))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ Environment variables (all optional):
   COMPOSER_AUTH         "user:password,user2:password2" turns on login; documents then
                         belong to the user name instead of the browser.
   COMPOSER_MODEL_CONCURRENCY     how many model jobs run at once (default 1).
+  COMPOSER_IMAGE_CONCURRENCY     how many images one process generates at once (default 1);
+                        others wait their turn (Stop still works while they wait).
+  COMPOSER_SHARE_FRESH_SECONDS   how long a share page is served from memory without asking
+                        the database whether its article changed (default 1): a change made by
+                        another replica or a worker shows within this time; 0 asks every time.
   COMPOSER_WRITER_URL   base URL of an OpenAI-compatible chat server (vLLM, SGLang, TGI,
                         Ollama, llama.cpp server, a provider), e.g. http://127.0.0.1:8000/v1:
                         the writer is then remote (models/remote.py) and COMPOSER_MODEL is not
@@ -154,6 +159,8 @@ class Settings:
     auth: str = ""
     on_spaces: bool = False
     model_concurrency: int = 1
+    image_concurrency: int = 1
+    share_fresh_seconds: float = 1.0
     text_penalty: float = 3.0
     image_threshold: float = DEFAULT_IMAGE_THRESHOLD
     keyword_weight: float = 0.15
@@ -226,7 +233,9 @@ class Settings:
             port=int(env.get("COMPOSER_PORT") or env.get("PORT") or 7860),
             auth=env.get("COMPOSER_AUTH", ""),
             on_spaces=bool(env.get("SPACE_ID")),
-            model_concurrency=int(env.get("COMPOSER_MODEL_CONCURRENCY") or 1),
+            model_concurrency=int(_number(env, "COMPOSER_MODEL_CONCURRENCY", 1)),
+            image_concurrency=int(_number(env, "COMPOSER_IMAGE_CONCURRENCY", 1)),
+            share_fresh_seconds=_number(env, "COMPOSER_SHARE_FRESH_SECONDS", 1.0),
             text_penalty=_number(env, "COMPOSER_TEXT_PENALTY", 3.0),
             image_threshold=_number(env, "COMPOSER_IMAGE_THRESHOLD", DEFAULT_IMAGE_THRESHOLD),
             keyword_weight=_number(env, "COMPOSER_KEYWORD_WEIGHT", 0.15),
@@ -255,6 +264,14 @@ class Settings:
             worker_heartbeat=_number(env, "COMPOSER_WORKER_HEARTBEAT", 30.0),
             jobs_per_owner=int(_number(env, "COMPOSER_JOBS_PER_OWNER", 2)),
         )
+        for name, value in (("COMPOSER_MODEL_CONCURRENCY", settings.model_concurrency),
+                            ("COMPOSER_IMAGE_CONCURRENCY", settings.image_concurrency)):
+            if value < 1:
+                raise ValueError(f"{name}={value} must be at least 1: it is how many such "
+                                 "jobs run at once")
+        if not 0 <= settings.share_fresh_seconds <= 3600:
+            raise ValueError(f"COMPOSER_SHARE_FRESH_SECONDS={settings.share_fresh_seconds} is "
+                             "outside 0..3600: it is how many seconds a share page may lag")
         if settings.worker_heartbeat < 1 or settings.jobs_per_owner < 1:
             raise ValueError(f"COMPOSER_WORKER_HEARTBEAT={settings.worker_heartbeat} and "
                              f"COMPOSER_JOBS_PER_OWNER={settings.jobs_per_owner} must be at "

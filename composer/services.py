@@ -28,6 +28,7 @@ class Services:
         self._made: dict[str, Any] = {"lm": lm}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self.image_slots = threading.BoundedSemaphore(settings.image_concurrency)
         # Shown while the retriever's first index() embeds and reads what is new (the CLI's
         # bars): progress(done, total, stage).
         self.index_progress: Callable[[int, int, str], None] | None = None
@@ -246,9 +247,13 @@ class Services:
                         check_language=self.check_language, embedder=self.embedder)
 
 
+SLOT_WAIT_SECONDS = 0.2  # how often a generation waiting for a slot looks at its Stop flag
+
+
 class _LazyGenerator:
     """Stands for services.generator and loads it on the first generate() only, so that an
-    editor made for a caption search does not load a diffusion model."""
+    editor made for a caption search does not load a diffusion model. At most
+    COMPOSER_IMAGE_CONCURRENCY images are generated at once; the others wait for a slot."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -258,4 +263,14 @@ class _LazyGenerator:
         return self.services.settings.image_generator
 
     def generate(self, prompt: str, **options: Any) -> Any:
-        return self.services.generator.generate(prompt, **options)
+        from models.image_generator import GenerationCancelled
+
+        cancel = options.get("cancel")
+        slots = self.services.image_slots
+        while not slots.acquire(timeout=SLOT_WAIT_SECONDS):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("stopped while waiting for the image generator")
+        try:
+            return self.services.generator.generate(prompt, **options)
+        finally:
+            slots.release()

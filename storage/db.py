@@ -169,8 +169,21 @@ def _sqlite_migration_engine(url: URL) -> Engine:
     return engine
 
 
+def _note_write(session: Session, _context: Any) -> None:
+    session.info["wrote"] = True
+
+
+def _note_write_statement(state: Any) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
 class Database:
-    """The app's database: `.engine`, `.session()`, `.migrate()`, `.dispose()`."""
+    """The app's database: `.engine`, `.session()`, `.migrate()`, `.dispose()`.
+
+    `.writes` counts the sessions of this process that committed a change: a cache of what the
+    database holds can skip asking again while it has not moved.
+    """
 
     def __init__(self, url: str | URL, read_only: bool = False) -> None:
         """Create the engine for a SQLAlchemy URL (nothing is connected or created yet).
@@ -181,6 +194,9 @@ class Database:
         self.read_only = read_only
         self.engine = _create_engine(self.url, read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.writes = 0
+        event.listen(self._sessions, "after_flush", _note_write)
+        event.listen(self._sessions, "do_orm_execute", _note_write_statement)
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -231,6 +247,8 @@ class Database:
             try:
                 yield session
                 session.commit()
+                if session.info.pop("wrote", False):
+                    self.writes += 1
             except BaseException:
                 session.rollback()
                 raise

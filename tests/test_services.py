@@ -59,3 +59,65 @@ def test_unknown_web_search_is_refused_at_start():
         Settings.from_env({"COMPOSER_WEB_IMAGES": "flickr"})
     with pytest.raises(ValueError, match="COMPOSER_TEXT_PENALTY='lots' is not a number"):
         Settings.from_env({"COMPOSER_TEXT_PENALTY": "lots"})
+
+
+class _HeldGenerator:
+    """A test generator that holds its slot until `release` is set; counts who ran at once."""
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.running = 0
+        self.most_at_once = 0
+
+    def generate(self, prompt, **options):
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        self.started.release()
+        self.release.wait(10)
+        self.running -= 1
+        return prompt
+
+
+def test_images_are_generated_one_at_a_time_and_a_waiting_one_can_be_stopped(tmp_path):
+    import threading
+
+    from models.image_generator import GenerationCancelled
+
+    services = _services(tmp_path, image_generator="some/diffusion-model")
+    held = _HeldGenerator()
+    services.provide("generator", held)
+    generator = services.editor().generator
+    results: dict[str, object] = {}
+
+    def run(name, cancel=None):
+        try:
+            results[name] = generator.generate(name, cancel=cancel)
+        except GenerationCancelled as error:
+            results[name] = error
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert held.started.acquire(timeout=10)
+    stop = threading.Event()
+    second = threading.Thread(target=run, args=("second", stop))
+    third = threading.Thread(target=run, args=("third",))
+    second.start()
+    third.start()
+    stop.set()  # the second one is still waiting for the slot: Stop ends its wait
+    second.join(10)
+    assert isinstance(results["second"], GenerationCancelled)
+    held.release.set()
+    first.join(10)
+    third.join(10)
+    assert results["first"] == "first" and results["third"] == "third"
+    assert held.most_at_once == 1
+
+
+@pytest.mark.parametrize("value, words", [("0", "at least 1"), ("two", "not a number")])
+def test_concurrency_settings_name_the_variable(value, words):
+    for name in ("COMPOSER_IMAGE_CONCURRENCY", "COMPOSER_MODEL_CONCURRENCY"):
+        with pytest.raises(ValueError, match=f"{name}.*{words}"):
+            Settings.from_env({name: value})

@@ -1,5 +1,7 @@
 """Share pages through FastAPI's TestClient: escaping, CSP, 404s, revocation, Markdown."""
 
+import time
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -102,3 +104,49 @@ def test_page_follows_edits_and_images_outside_the_document_are_refused(services
     assert "Edited text." in client.get(f"/a/{token}").text
     other = services.images.list()[1]
     assert client.get(f"/a/{token}/img/{other.id}").status_code == 404
+
+
+def test_a_change_from_another_process_shows_once_the_page_is_no_longer_fresh(
+        services, monkeypatch):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import ui.share
+
+    from composer.config import Settings
+    from composer.services import Services
+
+    doc_id, token, _ = shared_document(services)
+    asked = []
+    real_version = services.shares.shared_version
+    monkeypatch.setattr(services.shares, "shared_version",
+                        lambda t: asked.append(t) or real_version(t))
+    monkeypatch.setattr(services, "settings", replace(services.settings,
+                                                      share_fresh_seconds=3600.0))
+    app = FastAPI()
+    app.include_router(build_share_router(services))
+    client = TestClient(app)
+    assert "The sea rises." in client.get(f"/a/{token}").text
+    assert client.get(f"/a/{token}").status_code == 200
+    assert asked == [token]  # the second read came from the cache without a query
+
+    # Another process (its own engine and write count) edits the same database.
+    other = Services(Settings.from_env({}, home=services.settings.home,
+                                       database_url=services.settings.database_url))
+    block = other.documents.get(doc_id).text_blocks[0]
+    other.documents.update_block(block.id, text="Edited elsewhere.")
+    other.db.dispose()
+    assert "The sea rises." in client.get(f"/a/{token}").text  # still fresh here
+    later = SimpleNamespace(monotonic=lambda: time.monotonic() + 3601.0)
+    monkeypatch.setattr(ui.share, "time", later)  # the page's clock only
+    assert "Edited elsewhere." in client.get(f"/a/{token}").text
+    assert len(asked) == 2
+
+
+def test_database_counts_only_sessions_that_wrote(services):
+    before = services.db.writes
+    services.documents.list()
+    services.shares.shared_version("nothing")
+    assert services.db.writes == before
+    services.documents.create("Counted", "i", "en", {}, None, owner="key:x")
+    assert services.db.writes > before

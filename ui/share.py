@@ -2,15 +2,20 @@
 
 Strangers open these pages, so they are plain server-rendered HTML (no Gradio, no script),
 carry a Content-Security-Policy that forbids script, escape every piece of text, and are
-cached per (token, document version): a request costs one small indexed query when nothing
-changed. Unknown and revoked tokens answer a 404 page.
+cached per (token, document version). A cached page is served without asking the database
+while it was checked less than COMPOSER_SHARE_FRESH_SECONDS ago and this process has written
+nothing since; otherwise one small indexed query checks the version. So a change made here (an
+edit, Stop sharing) shows at once, and one made by another replica or a worker within that time.
+Unknown and revoked tokens answer a 404 page.
 """
 
 from __future__ import annotations
 
 import html
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,13 +47,22 @@ NOT_FOUND_HTML = (
 )
 
 
+@dataclass(frozen=True)
+class _CachedPage:
+    version: int
+    body: bytes
+    checked_at: float  # time.monotonic() of the last version check
+    writes: int  # the database's write count before that check
+
+
 class SharePages:
     """Renders share pages with a small per-token cache validated by the document version."""
 
     def __init__(self, services: Any):
         self.services = services
-        self._cache: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._cache: OrderedDict[str, _CachedPage] = OrderedDict()
         self._lock = threading.Lock()
+        self.fresh_seconds = services.settings.share_fresh_seconds
 
     def version_of(self, token: str) -> int | None:
         """The shared document's version (one indexed query), None if not shared."""
@@ -56,21 +70,30 @@ class SharePages:
 
     def page(self, token: str, base_url: str) -> bytes | None:
         """The page's HTML bytes, from the cache when the document has not changed."""
-        version = self.version_of(token)
-        if version is None:
-            return None
+        writes = self.services.db.writes
         with self._lock:
             cached = self._cache.get(token)
-            if cached and cached[0] == version:
-                self._cache.move_to_end(token)
-                return cached[1]
-        try:
-            doc = self.services.shares.get_shared(token)
-        except NotFoundError:
+        if (cached is not None and cached.writes == writes
+                and time.monotonic() - cached.checked_at < self.fresh_seconds):
+            return cached.body
+        checked_at = time.monotonic()
+        version = self.version_of(token)
+        if version is None:
+            with self._lock:
+                self._cache.pop(token, None)
             return None
-        body = render_page(doc, token, base_url, self.services.images).encode("utf-8")
+        if cached is not None and cached.version == version:
+            body = cached.body
+        else:
+            try:
+                doc = self.services.shares.get_shared(token)
+            except NotFoundError:
+                return None
+            body = render_page(doc, token, base_url, self.services.images).encode("utf-8")
+            version = doc.version
         with self._lock:
-            self._cache[token] = (doc.version, body)
+            self._cache[token] = _CachedPage(version, body, checked_at, writes)
+            self._cache.move_to_end(token)
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return body
@@ -140,8 +163,8 @@ def build_share_router(services: Any) -> APIRouter:
         return FileResponse(services.images.path(image_id), headers={
             **SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
 
-    # async: the cached path is one indexed query and a dict lookup, cheaper on the event loop
-    # than a hop to the thread pool (the page must stay fast under load).
+    # async: the cached path is a dict lookup (and at most one indexed query a second), cheaper
+    # on the event loop than a hop to the thread pool (the page must stay fast under load).
     @router.get("/a/{token}")
     async def share_page(token: str, request: Request) -> Response:
         body = pages.page(token, str(request.base_url))
