@@ -34,7 +34,8 @@ from composer.quality import (
     split_sentences,
 )
 from composer.types import GenerationConfig, count_words
-from composer.writer import drop_unfinished_sentence, previous_window, split_paragraphs
+from composer.writer import (balance_quotes, drop_unfinished_sentence, previous_window,
+                             split_paragraphs)
 
 KEPT = "kept"  # a draft passed every check
 REWRITTEN = "rewritten"  # no draft passed; a corrective rewrite did
@@ -320,7 +321,7 @@ def clean_sentences(paragraphs: list[str], article: str, language: str,
                     or repeated_sentences([sentence], earlier + kept_paragraphs + kept)):
                 continue
             kept.append(sentence)
-        text = (" " if not language.startswith("zh") else "").join(kept).strip()
+        text = balance_quotes((" " if not language.startswith("zh") else "").join(kept).strip())
         if text:
             kept_paragraphs.append(text)
     # Every paragraph but a stopped text's last ends at a sentence end.

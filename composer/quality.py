@@ -93,6 +93,8 @@ _META_EN = [
     r"has been|have been) (?:written|edited|structured|organi[sz]ed|divided|formatted)\b",
     r"\b(?:written|edited) (?:in a (?:clear|concise|simple|engaging)|to make it)\b",
     r"\bsets? the tone for the rest of\b",
+    r"\b(?:a|this|the|our) (?:new )?piece (?:adds|builds|continues|expands|explores|delves)\b|"
+    r"\bthe existing narrative\b",
     rf"\bI (?:started|began|ended|opened|closed|wrote|have written|will write|am going to "
     rf"write|'ll write|tried to write)\b[^.!?]{{0,30}}\b(?:section|paragraph|introduction|"
     rf"conclusion|outline|title|{_WRITING})",

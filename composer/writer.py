@@ -83,7 +83,7 @@ def clean_paragraph(text: str, section_title: str) -> str:
                 continue
         kept.append(_LABEL.sub("", line).lstrip("-•* ").strip())
     joined = re.sub(r"[ \t]{2,}", " ", " ".join(kept)).strip()
-    return _balance_quotes(_drop_title_label(joined, section_title))
+    return balance_quotes(_drop_title_label(joined, section_title))
 
 
 def _drop_title_label(text: str, section_title: str) -> str:
@@ -97,10 +97,16 @@ def _drop_title_label(text: str, section_title: str) -> str:
     return text
 
 
-def _balance_quotes(text: str) -> str:
+def balance_quotes(text: str) -> str:
     """Text without a stray opening or closing double quote: a model often starts (or ends)
-    a paragraph with a quote mark it never closes (opens)."""
+    a paragraph with a quote mark it never closes (opens), or puts a whole paragraph in
+    quotes."""
     for opening, closing in (('"', '"'), ("“", "”")):
+        inner = text[1:-1]
+        if (len(text) > 2 and text.startswith(opening) and text.endswith(closing)
+                and opening not in inner and closing not in inner):
+            text = inner.strip()
+            continue
         if opening == closing:
             if text.count('"') % 2 == 1:
                 if text.startswith('"'):

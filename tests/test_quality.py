@@ -35,6 +35,8 @@ META_QUOTES = [
     'The first section titled "Section Headings" contains all the sections you mentioned '
     "previously.",
     "I started with the introduction, which sets the tone for the rest of the blog post.",
+    "A new piece adds to the existing narrative, exploring the role of seawalls.",
+    "This piece explores how the harbors of the north grew.",
     "This blog post has been edited to make it sound like a blog post.",
     "Here is the final section of the article.",
     "I hope this helps!",
@@ -92,7 +94,8 @@ def test_clean_prose_about_the_subject_is_not_meta_or_leaked():
     assert meta_sentences(CLEAN_ZH, "zh") == [] and leaked_prompt(CLEAN_ZH) == []
     for text in ("Sure enough, the tide came in.", "I hope the weather holds for the festival.", "Happy birthdays were rare "
                  "in the workhouse.", "Let the dough rest for an hour.", "The post office "
-                 "opened in 1890.", "Section 3 of the bridge was rebuilt in 1921."):
+                 "opened in 1890.", "Section 3 of the bridge was rebuilt in 1921.",
+                 "Each new piece of amber adds to the museum's collection."):
         assert meta_sentences(text, "en") == [], text
 
 

@@ -88,3 +88,12 @@ def test_titles_in_quotes_are_dropped_but_quotations_stay():
     for quotation in ('"I love birds," she said. They sing.', '"Hello" is what she said.',
                       '"Birds sing." That is true.'):
         assert clean_paragraph(quotation, "x") == quotation
+
+
+def test_a_paragraph_wholly_in_quotes_loses_them_and_a_stray_one_goes():
+    assert clean_paragraph('"In recent years the harbor grew. Ships came."', "x") == \
+        "In recent years the harbor grew. Ships came."
+    assert clean_paragraph("“Ships came to the harbor.”", "x") == "Ships came to the harbor."
+    assert clean_paragraph("The harbor shaped trade.\"", "x") == "The harbor shaped trade."
+    spoken = '"Ships come," she said, "and go."'
+    assert clean_paragraph(spoken, "x") == spoken
