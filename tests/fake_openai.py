@@ -10,7 +10,7 @@ POST /tokenize. Each chat request takes the next queued behaviour:
   Hang(seconds)                     headers, then nothing (until the client leaves)
 
 An empty queue answers with `responder(body) -> text` when a test set one (the end-to-end
-tests), else it is an unexpected call: recorded in `errors` (the fixture fails the test on
+tests; `responder_delay` spaces its words), else it is an unexpected call: recorded in `errors` (the fixture fails the test on
 any) and answered 500. Every request body is kept in `requests`; `disconnects` counts chat
 streams the client closed before their end, and `disconnected` is set at each.
 """
@@ -86,6 +86,7 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         self.key: str | None = None  # when set, requests must carry "Bearer <key>"
         self.tokenize = True
         self.responder: Callable[[dict[str, Any]], str] | None = None
+        self.responder_delay = 0.0  # seconds between the words of a responder's reply
         self.disconnects = 0
         self.disconnected = threading.Event()
         self.lock = threading.Lock()
@@ -110,7 +111,7 @@ class FakeOpenAIServer(ThreadingHTTPServer):
             if self.queue:
                 return self.queue.pop(0)
         if self.responder is not None:
-            return Text(self.responder(body))
+            return Text(self.responder(body), delay=self.responder_delay)
         last = next((m for m in reversed(body.get("messages", [])) if m["role"] == "user"), {})
         self.errors.append(f"unexpected chat call: {str(last.get('content'))[:120]!r}")
         return Error(500, "unexpected call: nothing queued in the fake server")
