@@ -11,6 +11,7 @@ Routes: /            the authoring UI (Gradio)
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 from pathlib import Path
 
@@ -30,12 +31,21 @@ from ui.web_security import SecurityHeaders, app_headers
 
 def browser_secret(settings: Settings) -> str:
     """The key that signs browsers' owner cookies (ui/identity.py); kept in the data dir
-    across restarts, readable by the server only, never sent to a browser."""
+    across restarts, readable by the server only, never sent to a browser. Replicas that
+    start together on one data dir agree on it: the first one to create the file wins."""
     path = settings.home / "browser-secret"
     if not path.exists():
         settings.ensure_dirs()
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        draft = path.with_name(f".browser-secret.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)  # atomic, and refuses to replace another replica's key
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 

@@ -79,9 +79,13 @@ _META_EN = [
     r"\b(?:revised|rewritten|edited|improved|updated|original) (?:sentence|version|paragraph|"
     r"text|piece|message)s?\b|\bhere(?:'s| is) (?:a|the|my) (?:rewritten|revised|new|edited)\b",
     r"\bI (?:made|added|removed|changed|rephrased|replaced|used|included|corrected) (?:several |"
-    r"some |a few |the |minor |two |three )?(?:changes|edits|commas|words|sentences?|phrases?|"
-    r"paragraphs?)\b|\bto improve (?:its |the |overall )?(?:clarity|readability|grammar|flow|"
-    r"style)\b|\bwith minor edits\b",
+    r"some |a few |the |minor |small |two |three )?(?:changes|edits|tweaks|adjustments|revisions|"
+    r"modifications|improvements|commas|words|sentences?|phrases?|paragraphs?)\b|\bto "
+    r"(?:improve|enhance) (?:its |the |overall )?(?:clarity|readability|grammar|flow|style)\b|"
+    r"\bwith minor edits\b|\bmake it (?:flow|read|sound) (?:better|smoother|more)\b|"
+    r"^\s*(?:added|changed|removed|replaced) [\"“']",
+    r"\bthe (?:first|second|third|next|last|final|opening|closing) (?:paragraph|sentence)s? of "
+    r"(?:the |this |each |every )?(?:section|article|essay|post|text)\b",
     r"\b(?:in|for) this example\b|\bwe have (?:outlined|included|written|provided)\b",
     r"\bI(?: am|'m) (?:delighted|happy|excited|thrilled|glad|pleased) to (?:share|present|"
     r"introduce|write|bring)\b|\bI hope to inspire\b|\bin this (?:piece|post|write-up)\b",
@@ -95,6 +99,18 @@ _META_EN = [
     r"\bsets? the tone for the rest of\b",
     r"\b(?:a|this|the|our) (?:new )?piece (?:adds|builds|continues|expands|explores|delves)\b|"
     r"\bthe existing narrative\b",
+    # Reviewing the text instead of writing it: "This is an excellent article", "The first
+    # paragraph covers ...", "The paragraphs are well-structured", "paragraph 1 about"
+    r"\b(?:an?|this|the) (?:excellent|great|good|well[- ]written|well[- ]structured|strong|"
+    r"compelling|engaging|informative) (?:article|essay|blog post|paragraph|piece of writing)\b",
+    r"\bthe (?:first|second|third|fourth|next|last|final|opening|closing|following|previous|"
+    r"above) (?:paragraphs?|sentences?) (?:covers?|focus(?:es)?|provides?|sets?|is|are|adds?|"
+    r"introduces?|describes?|explains?|discusses?|begins?|starts?|ends?|concludes?|gives?|"
+    r"offers?)\b",
+    r"\bthe (?:first|second|third|fourth|next|last|final|opening|closing|following|previous) "
+    r"sections? (?:covers?|focus(?:es)?|provides?|introduces?|describes?|explains?|"
+    r"discusses?|offers?)\b",
+    r"\bthe (?:paragraphs|sentences) (?:are|were|is)\b|\bparagraph \d+\b",
     rf"\bI (?:started|began|ended|opened|closed|wrote|have written|will write|am going to "
     rf"write|'ll write|tried to write)\b[^.!?]{{0,30}}\b(?:section|paragraph|introduction|"
     rf"conclusion|outline|title|{_WRITING})",

@@ -77,3 +77,31 @@ def test_cookie_attributes():
     assert "; Secure" in Identities(SECRET).set_cookie_header(https=True).decode()
     spaces = Identities(SECRET, on_spaces=True).set_cookie_header(https=True).decode()
     assert "SameSite=None" in spaces and "Secure" in spaces and "Partitioned" in spaces
+
+
+def test_replicas_starting_together_agree_on_one_private_browser_secret(tmp_path):
+    import stat
+    import threading
+
+    from app import browser_secret
+    from composer.config import Settings
+
+    settings = Settings.from_env({}, home=tmp_path / "shared")
+    start = threading.Barrier(8)
+    keys: list[str] = []
+
+    def replica():
+        start.wait()
+        keys.append(browser_secret(settings))
+
+    threads = [threading.Thread(target=replica) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    secret_file = tmp_path / "shared" / "browser-secret"
+    assert len(set(keys)) == 1 and len(keys[0]) >= 32
+    assert keys[0] == secret_file.read_text().strip() == browser_secret(settings)
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert [p.name for p in secret_file.parent.iterdir() if "secret" in p.name] == \
+        ["browser-secret"]  # no drafts left behind

@@ -37,6 +37,15 @@ META_QUOTES = [
     "I started with the introduction, which sets the tone for the rest of the blog post.",
     "A new piece adds to the existing narrative, exploring the role of seawalls.",
     "This piece explores how the harbors of the north grew.",
+    "This is an excellent article.",
+    "I made a few tweaks to enhance clarity and make it flow better: Added \"Their\".",
+    'Changed "The only source of energy" to "Its only food".',
+    "The first paragraph of section 1 is dedicated to the topic of bees.",
+    "It begins with a clear introduction, which can be followed by paragraph 1 about bees.",
+    "The paragraphs are well-structured, each focusing on one main idea.",
+    "The first paragraph covers the topic's essence.",
+    "The opening sentence sets the stage for the rest.",
+    "The second section focuses on adding details about the subject itself.",
     "This blog post has been edited to make it sound like a blog post.",
     "Here is the final section of the article.",
     "I hope this helps!",
@@ -95,7 +104,10 @@ def test_clean_prose_about_the_subject_is_not_meta_or_leaked():
     for text in ("Sure enough, the tide came in.", "I hope the weather holds for the festival.", "Happy birthdays were rare "
                  "in the workhouse.", "Let the dough rest for an hour.", "The post office "
                  "opened in 1890.", "Section 3 of the bridge was rebuilt in 1921.",
-                 "Each new piece of amber adds to the museum's collection."):
+                 "Each new piece of amber adds to the museum's collection.",
+                 "The last section of the wall is made of stone.",
+                 "The first sentence of the treaty is often quoted.",
+                 "A good post office stood near the harbor."):
         assert meta_sentences(text, "en") == [], text
 
 
