@@ -110,7 +110,8 @@ _META_EN = [
     r"\bthe (?:first|second|third|fourth|next|last|final|opening|closing|following|previous) "
     r"sections? (?:covers?|focus(?:es)?|provides?|introduces?|describes?|explains?|"
     r"discusses?|offers?)\b",
-    r"\bthe (?:paragraphs|sentences) (?:are|were|is)\b|\bparagraph \d+\b",
+    r"\bthe (?:paragraphs|sentences) (?:are|were|is)\b|\bparagraph \d+\b|\bthe paragraph (?:is|was|"
+    r"covers|focuses|explores|discusses|describes|provides|introduces|delves)\b",
     rf"\bI (?:started|began|ended|opened|closed|wrote|have written|will write|am going to "
     rf"write|'ll write|tried to write)\b[^.!?]{{0,30}}\b(?:section|paragraph|introduction|"
     rf"conclusion|outline|title|{_WRITING})",

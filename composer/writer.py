@@ -86,14 +86,28 @@ def clean_paragraph(text: str, section_title: str) -> str:
     return balance_quotes(_drop_title_label(joined, section_title))
 
 
+_NUMBERED_LABEL = re.compile(r"^\d{1,2}[.)]\s+(?:[^\s.:!?]+\s+){0,7}[^\s.:!?]+\s*[:：]\s+")
+_TITLE_WORD = r"(?:[A-Z][\w'’&-]*|and|of|the|in|for|to|a|an|on|at|&)"
+# four to eight words: "New York City." may open a paragraph, a four-word heading rarely does
+_TITLE_SENTENCE = re.compile(rf"^[A-Z][\w'’&-]*(?:\s+{_TITLE_WORD}){{3,7}}\.\s+(?=[A-Z])")
+
+
 def _drop_title_label(text: str, section_title: str) -> str:
-    """Text without a leading "Section Title:" label (the model repeating the heading as a
-    label: "The Public Library on Elm Street: Update: The new building ...")."""
+    """Text without a leading heading that the model wrote into the paragraph: "Section
+    Title:" or "Section Title The ..." (the heading repeated as a label), "3. The Process of
+    Beekeeping: bees ..." (an outline line), "Building Technology and Engineering. The story
+    ..." (a title-case heading ended by a period)."""
     title = section_title.strip().rstrip(".:：")
     if title and text.lower().startswith(title.lower()):
         rest = text[len(title):]
         if rest[:1] in (":", "："):
             return rest[1:].strip()
+        if len(title.split()) >= 2 and re.match(r"\s+[A-Z]", rest):
+            return rest.strip()
+    for label in (_NUMBERED_LABEL, _TITLE_SENTENCE):
+        match = label.match(text)
+        if match is not None and len(text) > match.end() + 20:
+            return text[match.end():].strip()
     return text
 
 

@@ -38,6 +38,7 @@ META_QUOTES = [
     "A new piece adds to the existing narrative, exploring the role of seawalls.",
     "This piece explores how the harbors of the north grew.",
     "This is an excellent article.",
+    "The paragraph is dedicated to the topic of bees.",
     "I made a few tweaks to enhance clarity and make it flow better: Added \"Their\".",
     'Changed "The only source of energy" to "Its only food".',
     "The first paragraph of section 1 is dedicated to the topic of bees.",

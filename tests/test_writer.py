@@ -1,5 +1,7 @@
 """Writer: paragraph splitting, clean-up, budgets, and the section writer's prompts."""
 
+import pytest
+
 from composer.sections import SectionWriter, paragraph_focus
 from composer.types import GenerationConfig, Outline, SectionPlan
 from composer.writer import (
@@ -97,3 +99,24 @@ def test_a_paragraph_wholly_in_quotes_loses_them_and_a_stray_one_goes():
     assert clean_paragraph("The harbor shaped trade.\"", "x") == "The harbor shaped trade."
     spoken = '"Ships come," she said, "and go."'
     assert clean_paragraph(spoken, "x") == spoken
+
+
+@pytest.mark.parametrize("written, kept", [
+    ("3. The Process of Beekeeping: bees collect nectar from flowers in spring.",
+     "bees collect nectar from flowers in spring."),
+    ("Building Technology and Engineering. The story begins with a stone tower on the coast.",
+     "The story begins with a stone tower on the coast."),
+    ("Making Honey The journey of nectar ends in wax cells sealed by the bees.",
+     "The journey of nectar ends in wax cells sealed by the bees."),
+])
+def test_a_heading_written_into_the_paragraph_is_dropped(written, kept):
+    assert clean_paragraph(written, "Making honey") == kept
+
+
+@pytest.mark.parametrize("prose", [
+    "New York City. It grew around its harbor, and the harbor grew with it.",
+    "In 1820 the harbor froze. Ships waited outside for weeks.",
+    "Making honey takes time: bees fan the nectar until it thickens.",
+])
+def test_prose_that_looks_like_a_heading_stays(prose):
+    assert clean_paragraph(prose, "Making honey") == prose
