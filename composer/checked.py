@@ -321,7 +321,7 @@ def clean_sentences(paragraphs: list[str], article: str, language: str,
                     or repeated_sentences([sentence], earlier + kept_paragraphs + kept)):
                 continue
             kept.append(sentence)
-        text = balance_quotes((" " if not language.startswith("zh") else "").join(kept).strip())
+        text = (" " if not language.startswith("zh") else "").join(kept).strip()
         if text:
             kept_paragraphs.append(text)
     # Every paragraph but a stopped text's last ends at a sentence end.
@@ -331,7 +331,7 @@ def clean_sentences(paragraphs: list[str], article: str, language: str,
             paragraph = drop_unfinished_sentence(paragraph)
             if ends_mid_sentence(paragraph):
                 continue
-        complete.append(paragraph)
+        complete.append(balance_quotes(paragraph))
     return [p for p in complete if count_words(p) > 0]
 
 

@@ -72,7 +72,8 @@ _META_EN = [
     r"outline)s? (?:titled|called|named|is about|will|of (?:the|this) (?:article|post|essay))",
     r"^\s*(?:in )?(?:this|the next|the following|the previous) (?:section|paragraph|outline)\b",
     r"\bthis (?:post|blog|article|piece|essay|introduction|overview|summary|write-up) "
-    r"(?:will|is|was|has|covers|explores|discusses|provides|goes|contains|offers|aims)\b",
+    r"(?:will|is|was|has|covers|explores|discusses|provides|goes|contains|offers|aims|focuses|"
+    r"highlights|emphasi[sz]es|examines|looks|describes|shows|showcases|delves|presents)\b",
     r"\bthis is the (?:first|second|third|last|next|final|opening|closing) (?:paragraph|"
     r"section|part|sentence|chapter)\b",
     # Edit-speak: the model describing its rewrite instead of writing it

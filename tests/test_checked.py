@@ -138,3 +138,12 @@ def test_title_lines_inside_a_draft_are_dropped_and_edit_speak_is_cut():
     lm = BatchScriptedLM([[draft, META, META]])
     _, kept = run(CheckedWriter(lm))
     assert kept.paragraphs == [f"{CLEAN} {OTHER}"]
+
+
+def test_clean_sentences_unquote_a_paragraph_whose_unfinished_end_was_cut():
+    from composer.checked import clean_sentences
+
+    draft = ('"Batteries last a day on one charge. They charge again in an hour." '
+             "And then the")
+    assert clean_sentences([draft], "", "en") == [
+        "Batteries last a day on one charge. They charge again in an hour."]

@@ -38,6 +38,7 @@ META_QUOTES = [
     "A new piece adds to the existing narrative, exploring the role of seawalls.",
     "This piece explores how the harbors of the north grew.",
     "This is an excellent article.",
+    "This post focuses on highlighting the importance of budget wireless headphones.",
     "The paragraph is dedicated to the topic of bees.",
     "I made a few tweaks to enhance clarity and make it flow better: Added \"Their\".",
     'Changed "The only source of energy" to "Its only food".',

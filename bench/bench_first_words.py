@@ -1,0 +1,83 @@
+"""Time to first words: how long after Write (or `compose`) a person waits for the first text
+about their article, with the embedded writer loaded and warm.
+
+For each brief and round, composes through `Composer.compose` in this process (what the web
+app's Write and the CLI's compose both run) and records, from the call:
+  - first_outline_s: the first planned section shown ("Section 1: <title> (key points)"),
+  - first_draft_s: the first words of article prose (a "draft" event with text),
+  - first_kept_s: the first paragraph kept and saved,
+stopping after that. Medians per figure; JSON out.
+
+    .venv/bin/python bench/bench_first_words.py [--threads 1] [--rounds 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BRIEFS = ["The history of lighthouses", "How bees make honey", "A beginner's guide to sourdough"]
+
+
+def first_words(composer, instruction: str) -> dict:
+    """One composition, stopped once its first paragraph is saved; seconds to each mark."""
+    from composer.types import ComposeRequest
+
+    cancel = threading.Event()
+    started = time.perf_counter()
+    marks: dict[str, float] = {}
+    for event in composer.compose(ComposeRequest(instruction, target_words=300, text_only=True),
+                                  cancel=cancel):
+        now = time.perf_counter() - started
+        if event.stage == "plan" and event.message.startswith("Section "):
+            marks.setdefault("first_outline_s", now)
+        if event.stage == "draft" and event.pending.strip():
+            marks.setdefault("first_draft_s", now)
+        if event.stage == "write" and event.block is not None:
+            marks.setdefault("first_kept_s", now)
+            cancel.set()
+    return {key: round(value, 3) for key, value in marks.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "bench" / "results" / "first_words.json")
+    args = parser.parse_args()
+    from composer.config import Settings
+    from composer.services import Services
+
+    home = tempfile.mkdtemp(prefix="bench-first-words-")
+    services = Services(Settings.from_env({"COMPOSER_HOME": home,
+                                           "COMPOSER_THREADS": str(args.threads)}))
+    composer = services.composer()
+    first_words(composer, "Warm-up: a short note on tides")  # load, convert, warm caches
+    runs = [{"instruction": brief, "round": number, **first_words(composer, brief)}
+            for number in range(args.rounds) for brief in BRIEFS]
+    for run in runs:
+        print(json.dumps(run), flush=True)
+    keys = ("first_outline_s", "first_draft_s", "first_kept_s")
+    result = {"threads": args.threads, "cpus": os.cpu_count(), "rounds": args.rounds,
+              "median": {key: round(statistics.median(r[key] for r in runs if key in r), 3)
+                         for key in keys},
+              "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["median"]))
+
+
+if __name__ == "__main__":
+    main()
