@@ -15,6 +15,7 @@ from typing import Any
 
 _TEXT = '^[^"\\\\<>\\u0000-\\u001f]{{1,{limit}}}$'
 _TITLE = re.compile(r'^\s*\{\s*"title"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_PENDING_TITLE = re.compile(r'\{\s*"title"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 def _string(limit: int) -> dict[str, Any]:
@@ -60,6 +61,28 @@ def partial_outline(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     start = text.find("[")
     if start < 0:
         return title, []
+    last_end = _last_section_end(text, start)
+    if last_end < 0:
+        return title, []
+    sections = _loads(text[start:last_end + 1] + "]")
+    return title, [s for s in sections or [] if isinstance(s, dict)]
+
+
+def pending_section_title(text: str) -> str | None:
+    """The heading of the section still streaming in an outline reply: its "title" string has
+    closed but the section object has not (its key points are being written). None when there
+    is no such section."""
+    start = text.find("[")
+    if start < 0:
+        return None
+    last_end = _last_section_end(text, start)
+    match = _PENDING_TITLE.search(text, (last_end if last_end >= 0 else start) + 1)
+    return _loads(f'"{match.group(1)}"') if match else None
+
+
+def _last_section_end(text: str, start: int) -> int:
+    """The index of the closing brace of the last complete section after `start` (the
+    sections array's "["), or -1."""
     depth, in_string, escaped, last_end = 0, False, False, -1
     for index in range(start, len(text)):
         char = text[index]
@@ -81,10 +104,7 @@ def partial_outline(text: str) -> tuple[str | None, list[dict[str, Any]]]:
                 last_end = index
             if depth == 0:
                 break
-    if last_end < 0:
-        return title, []
-    sections = _loads(text[start:last_end + 1] + "]")
-    return title, [s for s in sections or [] if isinstance(s, dict)]
+    return last_end
 
 
 def _loads(text: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from composer.config import DEFAULT_IMAGE_THRESHOLD, MAX_TARGET_WORDS
 from composer.generation import StageTimer, TimedLanguageModel
 from composer.illustrate import CANDIDATES, Illustrator, no_match_message, shown_caption
-from composer.planner import Planner
+from composer.planner import PlannedHeading, Planner
 from composer.types import (
     ComposeRequest,
     ComposerError,
@@ -119,14 +119,20 @@ class Composer:
             yield ProgressEvent("plan", "Planning the outline", document_id=doc.id)
             # 2. Plan: title and outline with word budgets.
             if outline is None:
-                shown = 0
+                shown, heading = 0, None
                 for outline in self.plan_stream(request, cancel):
                     for number, section in enumerate(outline.sections[shown:], shown + 1):
+                        if isinstance(section, PlannedHeading):  # its points are coming
+                            if section.title != heading:
+                                heading = section.title
+                                yield ProgressEvent("plan", f"Section {number}: {heading} …",
+                                                    section=number - 1, document_id=doc.id)
+                            continue
                         points = "; ".join(section.key_points)
                         yield ProgressEvent("plan", f"Section {number}: {section.title}"
                                             + (f" ({points})" if points else ""),
                                             section=number - 1, document_id=doc.id)
-                    shown = len(outline.sections)
+                        shown = number
                 self._store(self.documents.update_meta, doc.id, title=outline.title,
                             outline=outline)
             _check_cancel(cancel)

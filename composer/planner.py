@@ -17,7 +17,7 @@ from composer import prompts
 from composer.genres import headline, reads_as_instruction, template_sections
 from composer.generation import collect, stream
 from composer.outline_check import clean_item, item_problem, normalise, off_topic
-from composer.outline_json import outline_schema, partial_outline
+from composer.outline_json import outline_schema, partial_outline, pending_section_title
 from composer.types import ComposeRequest, GenerationConfig, Outline, SectionPlan
 from models.lm import LanguageModel
 
@@ -31,6 +31,14 @@ KEY_POINTS = 2
 # whatever room it has, and each character is time.
 SCHEMA_CHARS = (80, 60, 80)
 RESAMPLE_TRIES = 3  # model outlines tried (the first as configured, then sampled)
+
+
+
+class PlannedHeading(SectionPlan):
+    """The heading of a section whose key points are still being planned: the last section of
+    an outline `Planner.stream` yields while the model writes it (not yet checked; the next
+    outline yielded replaces it). Never part of a finished outline."""
+
 
 _FALLBACK_TITLES = {
     "en": ["Introduction", "Background", "Key ideas", "How it works", "Examples", "Challenges",
@@ -179,7 +187,7 @@ class Planner:
             if len(accepted) >= count or (cancel is not None and cancel.is_set()):
                 break
             tried, done = self._try_config(config, attempt), 0
-            for model_title, raw in self._attempt(request, count, tried, cancel):
+            for model_title, raw, pending in self._attempt(request, count, tried, cancel):
                 if model_title is not None and model_title not in titles:
                     titles.append(model_title)
                 before = len(accepted)
@@ -189,8 +197,11 @@ class Planner:
                     if section is not None and len(accepted) < count:
                         accepted.append(section)
                 done = max(done, len(raw))
-                if len(accepted) > before:
+                heading = self._pending_heading(pending, accepted, request)
+                if len(accepted) > before or heading is not None:
                     copies = [SectionPlan(s.title, list(s.key_points)) for s in accepted]
+                    if heading is not None and len(accepted) < count:
+                        copies.append(heading)
                     shown = direct or (self._checked_title(titles[0], request) if titles else "")
                     yield Outline(title=shown, sections=copies)
         if direct is None:
@@ -200,12 +211,24 @@ class Planner:
             section.words = words
         yield Outline(title=direct, sections=sections)
 
+    @staticmethod
+    def _pending_heading(pending: str | None, accepted: list[SectionPlan],
+                         request: ComposeRequest) -> PlannedHeading | None:
+        """The heading being planned, cleaned, when it is new and usable."""
+        if not pending or item_problem(pending, request.instruction):
+            return None
+        title = _shorten(clean_item(pending), MAX_SECTION_TITLE_CHARS)
+        if not title or normalise(title) in {normalise(s.title) for s in accepted}:
+            return None
+        return PlannedHeading(title, [])
+
     # -- one model outline ---------------------------------------------------------------------
 
     def _attempt(self, request: ComposeRequest, count: int, config: GenerationConfig,
-                 cancel: threading.Event | None) -> Iterator[tuple[str | None, list[Any]]]:
-        """(model title, raw sections so far) as the reply streams in; raw sections are
-        dicts (JSON) or SectionPlans (numbered lines)."""
+                 cancel: threading.Event | None
+                 ) -> Iterator[tuple[str | None, list[Any], str | None]]:
+        """(model title, raw sections so far, heading of the section being written) as the
+        reply streams in; raw sections are dicts (JSON) or SectionPlans (numbered lines)."""
         budget = min(60 * count + 40, 4 * config.max_new_tokens)
         if getattr(self.lm, "supports_json_schema", False):
             prompt = prompts.outline_json_prompt(request.instruction, request.material, count,
@@ -215,21 +238,22 @@ class Planner:
             # Beams are not combined with a schema; n-gram bans could forbid every allowed token.
             tried = config.replace(max_new_tokens=budget, json_schema=schema, num_beams=1,
                                    no_repeat_ngram_size=0, stop=())
-            text, shown = "", -1
+            text, shown, heading = "", -1, None
             for piece in stream(self.lm, prompt, tried, cancel):
                 text += piece
-                if "}" in piece:
+                if "}" in piece or '"' in piece:
                     model_title, raw = partial_outline(text)
-                    if len(raw) > shown:
-                        shown = len(raw)
-                        yield model_title, raw
-            yield partial_outline(text)
+                    pending = pending_section_title(text)
+                    if len(raw) > shown or pending != heading:
+                        shown, heading = len(raw), pending
+                        yield model_title, raw, pending
+            yield *partial_outline(text), None
             return
         prompt = prompts.outline_prompt(request.instruction.strip()[:MAX_TITLE_CHARS],
                                         request.instruction, request.material, count,
                                         request.language, images=request.reference_images)
         reply = collect(self.lm, prompt, config.replace(max_new_tokens=budget), cancel)
-        yield None, parse_outline(prompt.prefix + reply, request.language)
+        yield None, parse_outline(prompt.prefix + reply, request.language), None
 
     @staticmethod
     def _try_config(config: GenerationConfig, attempt: int) -> GenerationConfig:

@@ -88,3 +88,15 @@ def test_without_xgrammar_the_writer_says_it_cannot_take_a_schema():
     from models.lm import TransformersLM
 
     assert TransformersLM.supports_json_schema is True  # installed here
+
+
+def test_the_heading_of_the_section_being_written_is_read_before_its_key_points():
+    from composer.outline_json import pending_section_title
+
+    head = '{"title": "Bees", "sections": [{"title": "Hives", "key_points": ["wax"]}, '
+    assert pending_section_title(head) is None
+    assert pending_section_title(head + '{"title": "Nect') is None  # still open
+    assert pending_section_title(head + '{"title": "Nectar"') == "Nectar"
+    assert pending_section_title(head + '{"title": "Nectar", "key_points": ["fl') == "Nectar"
+    assert pending_section_title(head + '{"title": "Nectar", "key_points": ["f"]}') is None
+    assert pending_section_title('{"title": "Bees", "sections": [{"title": "Hives"') == "Hives"

@@ -282,8 +282,12 @@ def test_compose_reports_each_planned_section_before_the_outline_is_complete(doc
         ComposeRequest("Write a guide to tea for beginners", target_words=600, text_only=True)))
     plan = [e.message for e in events if e.stage == "plan"]
     sections = [m for m in plan if m.startswith("Section ")]
-    assert sections == ["Section 1: Part Light (the light idea; river facts)",
+    # each heading as soon as the model has written it, then with its key points
+    assert sections == ["Section 1: Part Light …",
+                        "Section 1: Part Light (the light idea; river facts)",
+                        "Section 2: Part River …",
                         "Section 2: Part River (the river idea; stone facts)",
+                        "Section 3: Part Stone …",
                         "Section 3: Part Stone (the stone idea; garden facts)"]
     assert plan.index(sections[-1]) < plan.index("Outline: 3 sections")
     doc = documents.get(events[-1].document_id)

@@ -1,6 +1,7 @@
 """Planner: outline parsing, section counts and word budgets."""
 
 from composer.planner import (
+    PlannedHeading,
     Planner,
     complete_sections,
     distribute_words,
@@ -189,7 +190,13 @@ def test_outline_streams_sections_before_it_is_complete():
     reply = outline_json("Library Day", [("Opening day", ["a"]), ("Shelves", ["b"]),
                                          ("Readers", ["c"])])
     outlines = plan(ScriptedLM([reply], json_schema=True))
-    assert [len(o.sections) for o in outlines] == [1, 2, 3, 3]
+    # each heading shows while its key points are written, then the checked section
+    shown = [[(s.title, isinstance(s, PlannedHeading)) for s in o.sections] for o in outlines]
+    assert shown[:4] == [[("Opening day", True)], [("Opening day", False)],
+                         [("Opening day", False), ("Shelves", True)],
+                         [("Opening day", False), ("Shelves", False)]]
+    assert [len(o.sections) for o in outlines][4:] == [3, 3, 3]
+    assert not any(isinstance(s, PlannedHeading) for s in outlines[-1].sections)
     assert all(s.words == 0 for o in outlines[:-1] for s in o.sections)
     assert outlines[-1].total_words == 600
 
