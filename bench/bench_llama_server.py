@@ -35,17 +35,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["The history of lighthouses", "How bees make honey"]
 
-# Runs llama_cpp.server with use_extra_bufts off: llama-cpp-python's Llama does not expose the
-# field, so the launcher wraps the function that makes the model's default parameters.
-LAUNCHER = """
-import runpy, sys
-import llama_cpp.llama_cpp as C
-default = C.llama_model_default_params
-def without_repack():
-    params = default()
+# Python source that turns llama.cpp's extra buffer types (weight repacking) off for every model
+# loaded after it: llama-cpp-python's Llama does not expose use_extra_bufts, so this wraps the
+# function that makes the model's default parameters.
+WITHOUT_REPACK = """
+import llama_cpp.llama_cpp as _C
+_default_params = _C.llama_model_default_params
+def _without_repack():
+    params = _default_params()
     params.use_extra_bufts = False
     return params
-C.llama_model_default_params = without_repack
+_C.llama_model_default_params = _without_repack
+"""
+# Runs llama_cpp.server with repacking off.
+LAUNCHER = WITHOUT_REPACK + """
+import runpy, sys
 sys.argv = ["llama_cpp.server", *sys.argv[1:]]
 runpy.run_module("llama_cpp.server", run_name="__main__")
 """

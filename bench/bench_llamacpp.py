@@ -35,23 +35,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_llama_server import WITHOUT_REPACK  # noqa: E402
 from bench.bench_model import PROMPT, peak_rss_mb  # noqa: E402
+from bench.bench_plora_target import processor  # noqa: E402
 
-# Runs in llama-cpp-python's interpreter: argv = gguf, ids file, threads, tokens, repack.
+# Runs in llama-cpp-python's interpreter (after WITHOUT_REPACK unless --repack):
+# argv = gguf, ids file, threads, tokens.
 LLAMA_PHASE = r"""
 import json, resource, sys, time
-started = time.perf_counter()
 import numpy as np
 import llama_cpp
-import llama_cpp.llama_cpp as C
-gguf, ids_file, threads, tokens, repack = sys.argv[1:6]
-if repack != "1":
-    default = C.llama_model_default_params
-    def without_repack():
-        params = default()
-        params.use_extra_bufts = False
-        return params
-    C.llama_model_default_params = without_repack
+gguf, ids_file, threads, tokens = sys.argv[1:5]
 ids = json.load(open(ids_file))
 imported = time.perf_counter()
 llm = llama_cpp.Llama(model_path=gguf, n_threads=int(threads), n_threads_batch=int(threads),
@@ -130,8 +124,9 @@ def run_app(home: str, threads: int, tokens: int, ids_file: str) -> dict:
 
 
 def run_llama(python: str, threads: int, tokens: int, ids_file: str, repack: bool) -> dict:
-    done = subprocess.run([python, "-c", LLAMA_PHASE, str(gguf_path()), ids_file, str(threads),
-                           str(tokens), "1" if repack else "0"], capture_output=True, text=True,
+    code = LLAMA_PHASE if repack else WITHOUT_REPACK + LLAMA_PHASE
+    done = subprocess.run([python, "-c", code, str(gguf_path()), ids_file, str(threads),
+                           str(tokens)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode:
         sys.exit(f"llama.cpp's phase failed:\n{done.stderr[-3000:]}")
@@ -163,7 +158,7 @@ def main() -> None:
     run_app(home, 1, 4, ids_file)  # converts the GGUF once: later loads are cached
     record: dict = {"tokens": args.tokens, "rounds": args.rounds, "repack": args.repack,
                     "cpus": os.cpu_count(), "machine": platform.machine(),
-                    "processor": _cpu_name(), "by_threads": {}}
+                    "processor": processor(), "by_threads": {}}
     for threads in args.threads:
         rounds = []
         for number in range(args.rounds):
@@ -206,16 +201,6 @@ def _summary(rounds: list[dict]) -> dict:
         summary[ratio] = {"median": round(statistics.median(values), 3),
                           "min": round(min(values), 3), "max": round(max(values), 3)}
     return summary
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def main() -> None:
         "seq": args.seq, "image_tokens": int(mask.sum()), "blocks": args.blocks,
         "runs_per_block": args.runs,
         "torch": torch.__version__, "threads": args.threads, "cpus": os.cpu_count(),
-        "machine": platform.machine(), "processor": _processor(),
+        "machine": platform.machine(), "processor": processor(),
         "load_average_1min": {"start": round(load_at_start, 2),
                               "end": round(os.getloadavg()[0], 2)},
         "target_pct": OVERHEAD_TARGET_PCT,
@@ -157,7 +157,7 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _processor() -> str:
+def processor() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

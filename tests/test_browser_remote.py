@@ -4,32 +4,21 @@ COMPOSER_WRITER_URL, as a user would run it."""
 
 from __future__ import annotations
 
-import pytest
-
 from composer.config import Settings
 from composer.services import Services
-from tests import fake_openai
 from tests.fakes import WordOverlapRetriever
 from tests.support_app import LiveServer
 from tests.support_browser import SHOTS, browser, needs_chromium  # noqa: F401
-from tests.test_remote_lm import article_server
+from tests.test_remote_lm import article_server, server  # noqa: F401  (fixture)
 
 pytestmark = needs_chromium
 
 
-@pytest.fixture
-def writer_server():
-    running = fake_openai.start()
-    yield running
-    fake_openai.stop(running)
-    assert not running.errors, running.errors
-
-
-def test_an_article_from_a_model_server_streams_into_the_page(writer_server, browser,  # noqa: F811
+def test_an_article_from_a_model_server_streams_into_the_page(server, browser,  # noqa: F811
                                                               tmp_path):
-    sent = article_server(writer_server)
-    writer_server.responder_delay = 0.02  # a word every 20 ms: the page shows it growing
-    settings = Settings.from_env({"COMPOSER_WRITER_URL": writer_server.url},
+    sent = article_server(server)
+    server.responder_delay = 0.02  # a word every 20 ms: the page shows it growing
+    settings = Settings.from_env({"COMPOSER_WRITER_URL": server.url},
                                  home=tmp_path / "home", image_threshold=0.0)
     services = Services(settings)
     services.provide("retriever", WordOverlapRetriever(services.images))
