@@ -33,7 +33,6 @@ SCHEMA_CHARS = (80, 60, 80)
 RESAMPLE_TRIES = 3  # model outlines tried (the first as configured, then sampled)
 
 
-
 class PlannedHeading(SectionPlan):
     """The heading of a section whose key points are still being planned: the last section of
     an outline `Planner.stream` yields while the model writes it (not yet checked; the next

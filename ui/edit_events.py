@@ -278,8 +278,8 @@ def _wire_images(services: Any, flags: JobFlags, owner: Callable[[Any], str],
     i["generate"].click(busy, None, [i["generate"], i["stop"]], **quick).then(
         generate, [*base, i["caption"], i["seed"]], outputs, api_name="generate_image",
         show_progress_on=[e["status"]], concurrency_id="image",
-        concurrency_limit=services.settings.image_concurrency).then(idle, None, [i["generate"], i["stop"]],
-                                                      **quick)
+        concurrency_limit=services.settings.image_concurrency).then(
+            idle, None, [i["generate"], i["stop"]], **quick)
     i["stop"].click(stop, None, None, **quick)
 
     def choose(state: dict | None, block: Any, slot: Any,
