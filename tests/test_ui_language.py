@@ -49,6 +49,8 @@ def test_the_progress_line_says_stage_words_and_time_in_each_language():
     assert "<progress" not in progress_line("zh", Progress("stopped", words=5, seconds=3))
     assert progress_line("en", Progress("plan", sections=3)).startswith(
         '<progress value="0.000" max="1"></progress> Planning the outline · 3 sections')
+    assert "Planning the outline · 1 section ·" in progress_line("en", Progress("plan",
+                                                                            sections=1))
     assert "Placing images" in progress_line("en", Progress("caption", fraction=2.0))
     assert 'value="1.000"' in progress_line("en", Progress("caption", fraction=2.0))
     assert clock(-1) == "0:00" and clock(59.9) == "0:59" and clock(60) == "1:00"

@@ -77,7 +77,8 @@ def stage_text(language: str, progress: Progress) -> str:
     if stage == "plan":
         text = say(language, "stage_plan")
         if progress.sections:
-            text += " · " + say(language, "sections_count", sections=progress.sections)
+            key = "sections_count_one" if progress.sections == 1 else "sections_count"
+            text += " · " + say(language, key, sections=progress.sections)
         return text
     if stage in WRITE_STAGES:
         if progress.section is not None and progress.sections:
