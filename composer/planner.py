@@ -196,11 +196,11 @@ class Planner:
                     if section is not None and len(accepted) < count:
                         accepted.append(section)
                 done = max(done, len(raw))
-                heading = self._pending_heading(pending, accepted, request)
+                heading = _section_title(pending, accepted, request, [direct or "", *titles])
                 if len(accepted) > before or heading is not None:
                     copies = [SectionPlan(s.title, list(s.key_points)) for s in accepted]
                     if heading is not None and len(accepted) < count:
-                        copies.append(heading)
+                        copies.append(PlannedHeading(heading, []))
                     shown = direct or (self._checked_title(titles[0], request) if titles else "")
                     yield Outline(title=shown, sections=copies)
         if direct is None:
@@ -209,17 +209,6 @@ class Planner:
         for section, words in zip(sections, distribute_words(request.target_words, count)):
             section.words = words
         yield Outline(title=direct, sections=sections)
-
-    @staticmethod
-    def _pending_heading(pending: str | None, accepted: list[SectionPlan],
-                         request: ComposeRequest) -> PlannedHeading | None:
-        """The heading being planned, cleaned, when it is new and usable."""
-        if not pending or item_problem(pending, request.instruction):
-            return None
-        title = _shorten(clean_item(pending), MAX_SECTION_TITLE_CHARS)
-        if not title or normalise(title) in {normalise(s.title) for s in accepted}:
-            return None
-        return PlannedHeading(title, [])
 
     # -- one model outline ---------------------------------------------------------------------
 
@@ -280,14 +269,10 @@ class Planner:
                 else []
         else:
             return None
-        if not isinstance(raw_title, str) or item_problem(raw_title, request.instruction):
+        title = _section_title(raw_title, accepted, request, article_titles)
+        if title is None:
             return None
-        title = _shorten(clean_item(raw_title), MAX_SECTION_TITLE_CHARS)
-        if title.isupper() and len(title) > 3:  # "BEST BOOKS IN TOWN" -> "Best Books In Town"
-            title = title.title()
         seen = {normalise(section.title) for section in accepted}
-        if normalise(title) in seen | {normalise(t) for t in article_titles}:
-            return None
         # a point repeating a title, or naming a part of an article, says nothing
         used = {normalise(p) for section in accepted for p in section.key_points} | seen | {
             normalise(title)} | _STRUCTURE_POINTS
@@ -332,6 +317,21 @@ class Planner:
                 seen.add(normalise(spare.title))
                 sections.append(spare)
         return complete_sections(sections, count, request.language)
+
+
+def _section_title(raw: Any, accepted: list[SectionPlan], request: ComposeRequest,
+                   article_titles: list[str]) -> str | None:
+    """A model's section heading, cleaned; None when it is unusable, repeats an accepted
+    section or is the article's title."""
+    if not isinstance(raw, str) or not raw or item_problem(raw, request.instruction):
+        return None
+    title = _shorten(clean_item(raw), MAX_SECTION_TITLE_CHARS)
+    if title.isupper() and len(title) > 3:  # "BEST BOOKS IN TOWN" -> "Best Books In Town"
+        title = title.title()
+    taken = {normalise(section.title) for section in accepted}
+    if not title or normalise(title) in taken | {normalise(t) for t in article_titles}:
+        return None
+    return title
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from bench.bench_load import compose
+from bench.bench_share import free_port
 from composer.config import Settings
 from composer.services import Services
 from tests.support_storage import postgres_server  # noqa: F401  (fixture)
@@ -70,14 +71,6 @@ def _environment(home: Path, database_url: str, port: int) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.postgres
 def test_init_app_and_worker_run_as_compose_yaml_starts_them(postgres_server, tmp_path):  # noqa: F811
     redis = pytest.importorskip("redis")
@@ -86,7 +79,7 @@ def test_init_app_and_worker_run_as_compose_yaml_starts_them(postgres_server, tm
     except redis.RedisError:
         pytest.skip("no Redis answers at 127.0.0.1:6379")
     services_of = stack()["services"]
-    home, port = tmp_path / "data", _free_port()
+    home, port = tmp_path / "data", free_port()
     database_url = postgres_server.render_as_string(hide_password=False)
     env = _environment(home, database_url, port)
 

@@ -67,7 +67,7 @@ def wire_documents(services: Any, c: dict[str, Any], d: dict[str, Any], e: dict[
         html = render_document(services, doc)
         rows = h.outline_rows(doc.outline) if doc.outline else []
         # one still being written is watched in the Compose tab (ui/follow.py)
-        writing = doc.status == "composing" and services.jobs.running(doc.id)
+        writing = h.being_written(services, doc)
         return (html, *view.show(services, doc, language, html=html),
                 say(language, "opened", title=doc.title), doc.title,
                 outline_value(language, rows), gr.Tabs(selected="compose" if writing else "edit"))

@@ -43,13 +43,13 @@ def wire_follow(services: Any, flags: JobFlags, c: dict[str, Any], view: DocView
             try:
                 owner = owner_of(request)
                 doc = h.owned_document(services, doc_id, owner)
-                if doc.status != "composing" or not services.jobs.running(doc_id):
+                if not h.being_written(services, doc):
                     yield unchanged
                     return
                 started -= _age_seconds(doc.created_at)  # the clock counts from its start
                 yield (gr.skip(), say(language, "following", title=doc.title),
                        *running(True), *nothing)
-                for update in h.follow_article(services, doc_id, owner, flag):
+                for update in h.follow_article(services, doc_id, owner, flag, doc=doc):
                     line = progress_line(language, Progress(
                         update.stage, update.section, update.sections, update.words,
                         time.monotonic() - started, update.fraction, update.position,

@@ -255,12 +255,19 @@ def write_article(services: Any, request: ComposeRequest, outline: Outline | Non
                                 interval)
 
 
+def being_written(services: Any, doc: Document) -> bool:
+    """Whether a composition (in this process or on a worker) is writing `doc` now."""
+    return doc.status == "composing" and services.jobs.running(doc.id)
+
+
 def follow_article(services: Any, doc_id: str, owner: str, cancel: threading.Event,
-                   interval: float = RENDER_INTERVAL) -> Iterator[WriteUpdate]:
+                   interval: float = RENDER_INTERVAL, doc: Document | None = None
+                   ) -> Iterator[WriteUpdate]:
     """The view of a document another page (or a worker) is writing, from now until it is
-    done or stopped; nothing when it is not being written. `cancel` stops the writing."""
-    doc = owned_document(services, doc_id, owner)
-    if doc.status != "composing" or not services.jobs.running(doc.id):
+    done or stopped; nothing when it is not being written. `cancel` stops the writing.
+    `doc`: the owner's document when the caller has just read it."""
+    doc = doc or owned_document(services, doc_id, owner)
+    if not being_written(services, doc):
         return
     yield from _article_updates(services, services.jobs.watch(doc.id, cancel), interval)
 
