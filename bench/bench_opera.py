@@ -5,8 +5,8 @@
 
 Models: a tiny random Llama with a realistic shape (hidden 256, 4 layers, 8 heads / 4 KV
 heads, vocabulary 8192; built from a config, no download) and, unless --no-embedded, the
-embedded writer (models/embedded.py load_embedded, COMPOSER_HOME or /tmp/xhome caches the
-conversion; the app's default quantization). Methods, each decoding exactly --tokens new
+embedded writer on torch (models/embedded.py load_embedded_torch, COMPOSER_HOME or
+/tmp/xhome caches the conversion; the torch engine's default quantization). Methods, each decoding exactly --tokens new
 tokens (no EOS) after a writer-sized prompt:
   greedy   model.generate(num_beams=1, do_sample=False)
   beam3    model.generate(num_beams=3, do_sample=False)
@@ -117,11 +117,11 @@ def main() -> None:
     if not args.no_embedded:
         from composer.config import Settings
         from composer.types import ChatMessage
-        from models.embedded import load_embedded
+        from models.embedded import load_embedded_torch
 
         home = os.environ.get("COMPOSER_HOME", "/tmp/xhome")
         start = time.perf_counter()
-        lm = load_embedded(Settings.from_env({"COMPOSER_HOME": home}, device="cpu"))
+        lm = load_embedded_torch(Settings.from_env({"COMPOSER_HOME": home}, device="cpu"))
         load_s = time.perf_counter() - start
         ids = lm.prompt_ids([ChatMessage("user", PROMPT)], args.tokens)
         result = bench_model("embedded", lm.model, torch.tensor([ids]), args.tokens,

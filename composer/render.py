@@ -26,6 +26,8 @@ max-width:46rem;margin:0 auto}
 .xc-article figcaption{font-size:.9rem;color:#555;margin-top:.4rem}
 .xc-article .credit{color:#888}
 .xc-article .streaming{color:#444;white-space:pre-wrap}
+.xc-article .planned{color:#6b7280}
+.xc-article ul.planned{font-family:system-ui,sans-serif;font-size:.9rem;margin:0 0 1rem}
 .xc-article .checks{font-family:system-ui,sans-serif;font-size:.75rem;color:#6b7280;
 margin:-.8rem 0 1.1rem}
 .xc-article .checks .failed{color:#b45309}
@@ -185,6 +187,18 @@ def streaming_html(tail: str, heading: str = "") -> str:
         return ""
     opening = heading_html(heading) if heading else ""
     return opening + f'<p class="streaming">{html.escape(tail.strip())}▍</p>'
+
+
+def planned_html(planned: list[tuple[str, list[str]]]) -> str:
+    """The outline as it is being planned: each section's heading and key points, muted,
+    escaped (shown before any paragraph is written)."""
+    parts = []
+    for heading, points in planned:
+        parts.append(f'<h2 class="planned">{html.escape(heading)}</h2>')
+        if points:
+            items = "".join(f"<li>{html.escape(point)}</li>" for point in points)
+            parts.append(f'<ul class="planned">{items}</ul>')
+    return "".join(parts)
 
 
 def first_paragraph(doc: Document, limit: int = 200) -> str:

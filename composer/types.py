@@ -372,7 +372,9 @@ class ProgressEvent:
     paragraph as kept and saved, and `block` that saved TextBlock (with its id and checks),
     so a view appends it without reading the document; a "check" event says what the
     paragraph checks decided. `fraction` is the share of the whole job done so far (0..1).
-    A "queued" event (composer/queue.py) says where a job waits for a worker.
+    A "queued" event (composer/queue.py) says where a job waits for a worker. A "plan" event
+    about one planned section carries its `heading` and `points` (key points; none yet while
+    they are being planned), so a view can show the outline as it grows.
     """
 
     stage: str
@@ -388,6 +390,8 @@ class ProgressEvent:
     block: TextBlock | None = None
     position: int | None = None  # "queued": place in the line of waiting jobs (1 = next)
     wait_seconds: float | None = None  # "queued": estimated wait (None: no estimate yet)
+    heading: str = ""
+    points: list[str] = field(default_factory=list)
 
 
 def count_words(text: str) -> int:

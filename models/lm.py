@@ -12,7 +12,7 @@ import json
 import math
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 from composer.config import DECODINGS, MAX_BEAMS, MAX_CANDIDATES, MAX_NEW_TOKENS
 from composer.types import ChatMessage, GenerationConfig
@@ -197,7 +197,8 @@ class TransformersLM:
                 cancel: threading.Event | None) -> Iterator[str]:
         import torch
 
-        from models.generate import generate_tokens, stream_text
+        from models.generate import generate_tokens
+        from models.text_stream import stream_text
 
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.input_device)
         room = self.context_length - len(ids)
@@ -231,7 +232,8 @@ class TransformersLM:
         the one `stream` would give; the others are sampled (seed + n). See BatchDecoder."""
         import torch
 
-        from models.generate import BatchDecoder, stream_candidate_text
+        from models.generate import BatchDecoder
+        from models.text_stream import stream_candidate_text
 
         check_generation_config(config)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= \
@@ -251,8 +253,8 @@ class TransformersLM:
     def _opera_reply(self, input_ids: Any, config: GenerationConfig,
                      cancel: threading.Event | None) -> str:
         """OPERA beam search (models/opera.py); the whole reply, cut at a stop string."""
-        from models.generate import decode_reply
         from models.opera import opera_generate
+        from models.text_stream import decode_reply
 
         reply = opera_generate(self.model, input_ids, config, self.eos_ids, cancel)
         return decode_reply(self.tokenizer, input_ids[0].tolist(), reply, config.stop)
@@ -263,7 +265,8 @@ class TransformersLM:
         import torch
         from transformers import StoppingCriteriaList
 
-        from models.generate import CancelCriteria, decode_reply, seeded_rng
+        from models.generate import CancelCriteria, seeded_rng
+        from models.text_stream import decode_reply
 
         options: dict[str, Any] = {
             "num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens,
@@ -306,49 +309,60 @@ class TransformersLM:
 
     def prompt_ids(self, messages: list[ChatMessage], max_new_tokens: int,
                    prefix: str = "") -> list[int]:
-        """Rendered prompt ids that leave room for the reply in the context.
-
-        The reply's room is max_new_tokens, but at most half the context (a longer reply is
-        then cut at the context's end). Too long a prompt: drop the oldest turns after the
-        system message, then cut the last message from the left, then (if the system message
-        alone is too long) drop it too, and as a last resort keep the prompt's last tokens.
-        """
-        budget = self.context_length - min(max_new_tokens, self.context_length // 2)
-        ids = self.render(messages, prefix)
-        if len(ids) <= budget:
-            return ids
-        system = [m for m in messages[:1] if m.role == "system"]
-        turns = list(messages[len(system):])
-        while len(turns) > 1:
-            turns.pop(0)
-            ids = self.render(system + turns, prefix)
-            if len(ids) <= budget:
-                return ids
-        if not turns:  # a lone system message, too long by itself
-            return ids[-budget:]
-        for head in (system, []):
-            ids = self._fit_last_message(head, turns[-1], prefix, budget)
-            if len(ids) <= budget:
-                return ids
-        return ids[-budget:]
-
-    def _fit_last_message(self, head: list[ChatMessage], last: ChatMessage, prefix: str,
-                          budget: int) -> list[int]:
-        """Cut the last message's text from the left until the prompt fits (a few tries)."""
-        content = last.content
-        ids = self.render(head + [last], prefix)
-        for _ in range(4):
-            over = len(ids) - budget
-            if over <= 0 or not content:
-                break
-            tokens = self.tokenizer.encode(content, add_special_tokens=False)
-            content = self.tokenizer.decode(tokens[over + 1:])
-            ids = self.render(head + [ChatMessage(last.role, content)], prefix)
-        return ids
+        """Rendered prompt ids that leave room for the reply in the context (fit_prompt)."""
+        return fit_prompt(self.render, self.tokenizer, messages, self.context_length,
+                          max_new_tokens, prefix)
 
     def __repr__(self) -> str:
         return (f"TransformersLM({self.source!r}, device={self.device_name!r}, "
                 f"dtype={self.dtype!r}, quantize={self.quantize!r})")
+
+
+def fit_prompt(render: Callable[[list[ChatMessage], str], list[int]], tokenizer: Any,
+               messages: list[ChatMessage], context_length: int, max_new_tokens: int,
+               prefix: str = "") -> list[int]:
+    """Rendered prompt ids (`render(messages, prefix)`) that leave room for the reply.
+
+    The reply's room is max_new_tokens, but at most half the context (a longer reply is
+    then cut at the context's end). Too long a prompt: drop the oldest turns after the
+    system message, then cut the last message from the left, then (if the system message
+    alone is too long) drop it too, and as a last resort keep the prompt's last tokens.
+    `tokenizer` encodes and decodes the last message's text while it is cut.
+    """
+    budget = context_length - min(max_new_tokens, context_length // 2)
+    ids = render(messages, prefix)
+    if len(ids) <= budget:
+        return ids
+    system = [m for m in messages[:1] if m.role == "system"]
+    turns = list(messages[len(system):])
+    while len(turns) > 1:
+        turns.pop(0)
+        ids = render(system + turns, prefix)
+        if len(ids) <= budget:
+            return ids
+    if not turns:  # a lone system message, too long by itself
+        return ids[-budget:]
+    for head in (system, []):
+        ids = _fit_last_message(render, tokenizer, head, turns[-1], prefix, budget)
+        if len(ids) <= budget:
+            return ids
+    return ids[-budget:]
+
+
+def _fit_last_message(render: Callable[[list[ChatMessage], str], list[int]], tokenizer: Any,
+                      head: list[ChatMessage], last: ChatMessage, prefix: str,
+                      budget: int) -> list[int]:
+    """Cut the last message's text from the left until the prompt fits (a few tries)."""
+    content = last.content
+    ids = render(head + [last], prefix)
+    for _ in range(4):
+        over = len(ids) - budget
+        if over <= 0 or not content:
+            break
+        tokens = tokenizer.encode(content, add_special_tokens=False)
+        content = tokenizer.decode(tokens[over + 1:])
+        ids = render(head + [ChatMessage(last.role, content)], prefix)
+    return ids
 
 
 def _load(source: str, gguf_file: str | None, dtype: str, device: str,

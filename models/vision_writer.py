@@ -38,7 +38,7 @@ import torch
 
 from composer.types import GenerationConfig, InputError
 from models.devices import resolve_device, resolve_dtype
-from models.generate import forward_last, generate_tokens, stream_text
+from models.generate import forward_last, generate_tokens
 from models.interleave import (
     IMAGE_TOKEN_ID,
     ImageRef,
@@ -50,6 +50,7 @@ from models.interleave import (
 from models.lm import _eos_ids, check_generation_config, model_context_length
 from models.plora import clear_image_mask, plora_layers, set_image_mask, set_plora_merge
 from models.plora_grouped import prefill_last_logits
+from models.text_stream import stream_text
 
 DEFAULT_NAME = "vision-writer"
 
@@ -253,7 +254,8 @@ class VisionWriter:
         """
         from transformers import StoppingCriteriaList
 
-        from models.generate import CancelCriteria, decode_reply, seeded_rng
+        from models.generate import CancelCriteria, seeded_rng
+        from models.text_stream import decode_reply
 
         prompt_mask = batch.image_mask
         prompt_length = prompt_mask.shape[1]

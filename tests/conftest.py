@@ -13,6 +13,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # embedded model decoded 4 tokens/s with 2 threads and 35 with 1 on a loaded 2-core machine
 # (idle, 2 threads give 44: bench/results/model.json). OMP_NUM_THREADS=2 overrides it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The same for llama.cpp's threads (the embedded writer's engine when llama-cpp-python is
+# installed): its waiting threads spin too.
+os.environ.setdefault("COMPOSER_THREADS", os.environ["OMP_NUM_THREADS"])
 
 
 import pytest  # noqa: E402
@@ -29,8 +32,10 @@ def embedded_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_lm(embedded_home):
-    """The real embedded model (SmolLM2-135M-Instruct), loaded once for the slow tests."""
+    """The real embedded model (SmolLM2-135M-Instruct) as the app loads it by default (on
+    llama.cpp when llama-cpp-python is installed), loaded once."""
     from composer.config import Settings
     from models.registry import load_language_model
 
-    return load_language_model(Settings.from_env({}, home=embedded_home, quantize="auto"))
+    return load_language_model(Settings.from_env({}, home=embedded_home, quantize="auto",
+                                                 threads=int(os.environ["COMPOSER_THREADS"])))

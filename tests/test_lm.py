@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from composer.types import ChatMessage, GenerationConfig
-from models.generate import TextAssembler, cut_at_stop, generate_tokens, longest_stop_overlap
+from models.generate import generate_tokens
 from models.lm import LanguageModel, TransformersLM, check_generation_config
 from models.quantize import Int4Linear, Int8Linear, quantize_model
+from models.text_stream import TextAssembler, cut_at_stop, longest_stop_overlap
 from tests.tiny_models import build_tiny_lm, build_tokenizer, tiny_lm_dir  # noqa: F401
 
 MESSAGES = [ChatMessage("system", "Be brief."),

@@ -145,12 +145,12 @@ def test_load_embedder_delegates_to_models_embed(tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_model_converts_once_then_loads_from_the_cache(embedded_home, embedded_lm,
-                                                                 monkeypatch):
+def test_embedded_model_on_torch_converts_once_then_loads_from_the_cache(embedded_home,
+                                                                         monkeypatch):
     # Behaviour, not seconds: the second load reads the converted cache and converts nothing.
     # (How long a cached load takes is measured by bench/bench_model.py, "cached_load".)
-    settings = make_settings(embedded_home, quantize="auto")
-    lm = embedded_lm  # the session fixture converted the GGUF (~20 s) into embedded_home
+    settings = make_settings(embedded_home, quantize="auto", engine="torch")
+    lm = load_language_model(settings)  # converts the GGUF (~20 s) unless a test did already
     assert lm.name == embedded.EMBEDDED_NAME and lm.context_length == 8192
     reply = "".join(lm.stream([ChatMessage("user", "Name three colours.")],
                               GenerationConfig(max_new_tokens=24)))

@@ -1,5 +1,6 @@
 """The browser UI's handlers called directly (no server)."""
 
+import html
 import threading
 
 from pathlib import Path
@@ -66,6 +67,23 @@ def test_write_streams_updates_and_saves_for_the_owner(services):
     assert h.list_documents(services, OTHER) == []
 
 
+def test_the_outline_shows_in_the_article_as_it_is_planned(services):
+    request = h.build_request("Harbors", "", h.ComposeOptions(words=400, images="2"))
+    updates = list(h.write_article(services, request, None, OWNER, threading.Event(),
+                                   interval=0.0))
+    planning = [u.html for u in updates if u.stage == "plan" and 'class="planned"' in u.html]
+    assert planning, "no update showed the planned sections"
+    doc = h.owned_document(services, updates[-1].document_id, OWNER)
+    last = planning[-1]
+    for section in doc.outline.sections:  # every heading, and its key points, escaped
+        assert html.escape(section.title) in last
+        assert all(html.escape(point) in last for point in section.key_points)
+    grown = [u.html.count('<h2 class="planned">') for u in updates if u.stage == "plan"]
+    assert grown == sorted(grown)  # sections appear one by one, none vanishes while planning
+    first_text = next(i for i, u in enumerate(updates) if 'class="streaming"' in u.html)
+    assert all('class="planned"' not in u.html for u in updates[first_text:])
+
+
 def test_the_streamed_view_is_the_stored_document_rendered_without_reading_it(services):
     # Each saved paragraph comes in its event and is appended to the view: the document is
     # read while planning, placing images and at the end, not every 0.25 s while text streams.
@@ -80,8 +98,9 @@ def test_the_streamed_view_is_the_stored_document_rendered_without_reading_it(se
         for update in h.write_article(services, request, None, OWNER, threading.Event(),
                                       interval=0.0):
             stored = get(update.document_id)
-            shown = re.sub(r'(<h2>[^<]*</h2>)?<p class="streaming">.*?▍</p>', "", update.html,
-                           flags=re.S)
+            shown = re.sub(r'(<h2>[^<]*</h2>)?<p class="streaming">.*?▍</p>'
+                           r'|<h2 class="planned">[^<]*</h2>(<ul class="planned">.*?</ul>)?',
+                           "", update.html, flags=re.S)
             assert shown == render_document(services, stored)
             read.append(update.document is not None)
     finally:

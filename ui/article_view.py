@@ -16,6 +16,7 @@ from composer.render import (
     article_open,
     block_html,
     heading_html,
+    planned_html,
     section_title,
     shows,
     streaming_html,
@@ -75,11 +76,15 @@ class ArticleView:
         if block.id is None or block.id not in self._shown:
             self._add(block)
 
-    def html(self, streaming_tail: str = "", section: int | None = None) -> str:
-        """The article, with `streaming_tail` (text not saved yet) in outline `section`."""
+    def html(self, streaming_tail: str = "", section: int | None = None,
+             planned: list[tuple[str, list[str]]] | None = None) -> str:
+        """The article, with `streaming_tail` (text not saved yet) in outline `section`;
+        `planned` (heading, key points) sections show until the first words are written."""
         heading = "" if section is None or section in self._seen else section_title(
             self.doc, section)
-        return (article_open(self.doc) + "".join(self._body)
+        waiting = not self._body and not streaming_tail.strip()
+        outline = planned_html(planned) if planned and waiting else ""
+        return (article_open(self.doc) + "".join(self._body) + outline
                 + streaming_html(streaming_tail, heading) + ARTICLE_CLOSE)
 
     def _add(self, block: Block) -> None:

@@ -280,6 +280,7 @@ def _article_updates(services: Any, events: Iterator[ProgressEvent], interval: f
     pending, status, fraction, last, section = "", "", 0.0, 0.0, None
     stage, sections, words, warning = "plan", None, 0, ""
     position, wait_seconds = None, None
+    planned: dict[int, tuple[str, list[str]]] = {}  # the outline while it is planned
     for event in events:
         doc_id, doc = event.document_id or doc_id, None
         fraction = max(fraction, event.fraction)
@@ -294,6 +295,8 @@ def _article_updates(services: Any, events: Iterator[ProgressEvent], interval: f
             warning = event.message
         else:
             stage = event.stage
+        if event.stage == "plan" and event.heading and event.section is not None:
+            planned[event.section] = (event.heading, list(event.points))
         position, wait_seconds = event.position, event.wait_seconds
         if event.stage == "done" and event.words:
             words = event.words
@@ -309,8 +312,9 @@ def _article_updates(services: Any, events: Iterator[ProgressEvent], interval: f
                 else:
                     view.reset(doc)
                 words = view.words
-            yield WriteUpdate(view.html(pending, section), status, fraction, doc_id, doc,
-                              stage=stage, section=section, sections=sections,
+            outline = [planned[key] for key in sorted(planned)]
+            yield WriteUpdate(view.html(pending, section, outline), status, fraction, doc_id,
+                              doc, stage=stage, section=section, sections=sections,
                               words=words, warning=warning, position=position,
                               wait_seconds=wait_seconds)
             warning = ""
