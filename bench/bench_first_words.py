@@ -77,8 +77,14 @@ def main() -> None:
             for number in range(args.rounds) for brief in BRIEFS]
     for run in runs:
         print(json.dumps(run), flush=True)
-    keys = ("first_outline_s", "first_draft_s", "first_kept_s")
-    result = {"threads": args.threads, "cpus": os.cpu_count(), "rounds": args.rounds,
+    write_report(args, runs, ("first_outline_s", "first_draft_s", "first_kept_s"), {})
+
+
+def write_report(args: argparse.Namespace, runs: list[dict], keys: tuple[str, ...],
+                 extra: dict) -> None:
+    """Medians of `keys` over the runs, with the runs, as JSON to args.out (and stdout)."""
+    result = {**extra, "threads": args.threads, "cpus": os.cpu_count(),
+              "rounds": args.rounds,
               "median": {key: round(statistics.median(r[key] for r in runs if key in r), 3)
                          for key in keys},
               "runs": runs}
@@ -154,15 +160,7 @@ def browser_main(args: argparse.Namespace) -> None:
     finally:
         app.terminate()
         app.wait(timeout=30)
-    keys = ("first_outline_s", "first_draft_s")
-    result = {"where": "browser", "threads": args.threads, "cpus": os.cpu_count(),
-              "rounds": args.rounds,
-              "median": {key: round(statistics.median(r[key] for r in runs if key in r), 3)
-                         for key in keys},
-              "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["median"]))
+    write_report(args, runs, ("first_outline_s", "first_draft_s"), {"where": "browser"})
 
 
 if __name__ == "__main__":

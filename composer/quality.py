@@ -100,6 +100,14 @@ _META_EN = [
     r"\bsets? the tone for the rest of\b",
     r"\b(?:a|this|the|our) (?:new )?piece (?:adds|builds|continues|expands|explores|delves)\b|"
     r"\bthe existing narrative\b",
+    r"\b(?:from|throughout|through) this (?:piece|post|write-up)\b(?! of)|\breaders "
+    r"(?:will|can|should|may) (?:take away|walk away)\b",
+    # ... with adjectives in between: "this amazing blog post", "This is a comprehensive and
+    # informative piece that provides", "The content includes", "We also touched upon"
+    rf"\bthis (?:[a-z-]+,? ){{1,3}}(?:{_WRITING}|post|piece|write-up)s?\b(?! of)",
+    r"\bthis is an? (?:[a-z-]+,? ){1,3}(?:piece|post|overview|introduction|summary)\b(?! of)",
+    r"\bthe content (?:includes|covers|provides|offers|contains|explores)\b|\b(?:we|I) "
+    r"(?:also |have |briefly )?touched (?:up)?on\b",
     # Reviewing the text instead of writing it: "This is an excellent article", "The first
     # paragraph covers ...", "The paragraphs are well-structured", "paragraph 1 about"
     r"\b(?:an?|this|the) (?:excellent|great|good|well[- ]written|well[- ]structured|strong|"

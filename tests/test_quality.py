@@ -68,6 +68,12 @@ META_QUOTES = [
     "I made several changes to enhance clarity and style throughout the article.",
     "This topic was written in a friendly tone so I hope it helps.",
     "You could revise this sentence to improve clarity and grammar.",
+    "We hope readers will take away a few takeaways from this piece.",
+    "Readers can walk away with a better idea of the hobby.",
+    "This is a comprehensive and informative piece that provides an overview of birdwatching.",
+    "The content includes information on where to find birds.",
+    "We also touched upon sustainable practices when discussing eco-friendly ways.",
+    "This amazing blog post brings several important aspects of our planet closer together.",
     # Drafts of the embedded model that the paragraph checks must catch (composer/checked.py):
     "This is an introduction to the topic that can be found on any website.",
     "This post will be filled with exciting details on local birds eating.",
@@ -109,7 +115,11 @@ def test_clean_prose_about_the_subject_is_not_meta_or_leaked():
                  "Each new piece of amber adds to the museum's collection.",
                  "The last section of the wall is made of stone.",
                  "The first sentence of the treaty is often quoted.",
-                 "A good post office stood near the harbor."):
+                 "A good post office stood near the harbor.",
+                 "They cleared the stones from this piece of land.",
+                 "The key takeaway from this season is patience.",
+                 "This old stone piece of the wall dates from 1400.",
+                 "This is a simple piece of advice: arrive early."):
         assert meta_sentences(text, "en") == [], text
 
 
