@@ -1,6 +1,7 @@
 """How close each engine's next-token distribution stays to the float32 model.
 
-    .venv/bin/python bench/bench_engine_quality.py [--tokens 128] [--out bench/results/engine_quality.json]
+    .venv/bin/python bench/bench_engine_quality.py [--tokens 128]
+        [--out bench/results/engine_quality.json]
 
 The float32 transformers model (the shipped Q4_1 GGUF de-quantized) writes a greedy reply to
 each of bench_model's QUALITY_PROMPTS; every engine is then fed the same prompt and reply

@@ -187,9 +187,10 @@ class BatchDecoder:
     Row 0 decodes as `config` says (greedy, or sampled with config.seed), so it is the reply
     `generate_tokens` would give; the other rows always sample (the config's temperature,
     top-k and top-p, `sample_top`) from private generators seeded seed + row, so they differ
-    from row 0 and from each other, and repeat with the seed. Iterating yields, per step, one entry per row: the new token id, or
-    None for a row that has ended (EOS, max_new_tokens, or `finish(row)` from the caller,
-    e.g. on a stop string). Finished rows leave the batch (their cache rows are dropped).
+    from row 0 and from each other, and repeat with the seed. Iterating yields, per step,
+    one entry per row: the new token id, or None for a row that has ended (EOS,
+    max_new_tokens, or `finish(row)` from the caller, e.g. on a stop string). Finished rows
+    leave the batch (their cache rows are dropped).
     """
 
     def __init__(self, model: Any, prompt_ids: torch.Tensor, config: GenerationConfig,

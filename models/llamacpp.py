@@ -221,7 +221,7 @@ class LlamaCppLM:
         if cancel is not None and cancel.is_set():
             return
         sampler = LlamaSampler(self, config, ids, sample=config.do_sample, seed=config.seed,
-                           grammar=grammar)
+                               grammar=grammar)
         ctx = self._borrow()
         try:
             ctx.prefill(ids)
@@ -294,7 +294,7 @@ class _Drafts:
             return
         base = config.seed if config.seed is not None else 0
         samplers = [LlamaSampler(lm, config, self.ids, sample=config.do_sample or row > 0,
-                             seed=config.seed if row == 0 else base + row)
+                                 seed=config.seed if row == 0 else base + row)
                     for row in range(self.count)]
         ctx = lm._borrow()
         try:
