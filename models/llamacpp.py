@@ -25,7 +25,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from composer.config import MAX_CANDIDATES
 from composer.types import ChatMessage, ComposerError, GenerationConfig
 from models.llamacpp_runtime import (
     LlamaContext,
@@ -35,7 +34,7 @@ from models.llamacpp_runtime import (
     llama_api,
     llama_cpp_installed,
 )
-from models.lm import check_generation_config, fit_prompt
+from models.lm import check_count, check_generation_config, check_messages, fit_prompt, fit_reply
 from models.text_stream import stream_candidate_text, stream_text
 
 DEFAULT_CONTEXT = 4096  # tokens per context (KV cache ~23 KB/token for the embedded model)
@@ -100,6 +99,8 @@ class LlamaCppLM:
         if self.context_length < 2:
             raise ValueError(f"context_length is {self.context_length}; it must be at least 2")
         self.template = self._chat_template()
+        self._template_tokens = {"bos_token": self._special_text("bos"),
+                                 "eos_token": self._special_text("eos")}
         self._twin_loader = twin
         self._twin: Any = None
         self._lock = threading.Lock()
@@ -123,12 +124,13 @@ class LlamaCppLM:
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply in pieces; see models.lm.LanguageModel. Checks inputs first."""
         check_generation_config(config)
-        _check_messages(messages)
+        check_messages(messages)
         if config.json_schema is None and (config.num_beams > 1 or config.decoding == "opera"):
             return self.twin().stream(messages, config, prefix=prefix, cancel=cancel)
         ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
         grammar = _grammar(config.json_schema)
-        return self._stream(ids, self._fit(config, len(ids)), grammar, cancel)
+        return self._stream(ids, fit_reply(config, self.context_length, len(ids)), grammar,
+                            cancel)
 
     def stream_candidates(self, messages: list[ChatMessage], config: GenerationConfig,
                           count: int, *, prefix: str = "",
@@ -139,13 +141,11 @@ class LlamaCppLM:
         seeds seed + n. Sequences share the prompt's cache; replies are shortened so that
         all fit the context."""
         check_generation_config(config)
-        _check_messages(messages)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= \
-                MAX_CANDIDATES:
-            raise ValueError(f"count is {count!r}; it must be between 1 and {MAX_CANDIDATES}")
+        check_count(count)
+        check_messages(messages)
         ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
         room = max(1, (self.context_length - len(ids)) // count)
-        config = self._fit(config, len(ids)).replace(
+        config = fit_reply(config, self.context_length, len(ids)).replace(
             max_new_tokens=min(config.max_new_tokens, room))
         drafts = _Drafts(self, ids, config, count, cancel)
         return stream_candidate_text(drafts, self.vocab, ids, config.stop, cancel)
@@ -170,8 +170,7 @@ class LlamaCppLM:
             return self.vocab.encode(f"{lines}assistant: {prefix}", add_special_tokens=True)
         chat = [{"role": message.role, "content": message.content} for message in messages]
         text = self.template.render(messages=chat, add_generation_prompt=True,
-                                    bos_token=self._special_text("bos"),
-                                    eos_token=self._special_text("eos"))
+                                    **self._template_tokens)
         return self.vocab.encode(text + prefix)
 
     def prompt_ids(self, messages: list[ChatMessage], max_new_tokens: int,
@@ -204,10 +203,6 @@ class LlamaCppLM:
         return self.vocab.text(token_id)
 
     # -- decoding ---------------------------------------------------------------------------
-
-    def _fit(self, config: GenerationConfig, prompt_length: int) -> GenerationConfig:
-        room = self.context_length - prompt_length
-        return config.replace(max_new_tokens=room) if config.max_new_tokens > room else config
 
     def _stream(self, ids: list[int], config: GenerationConfig, grammar: str | None,
                 cancel: threading.Event | None) -> Iterator[str]:
@@ -333,14 +328,6 @@ class _Drafts:
             for sampler in samplers:
                 sampler.free()
             lm._give_back(ctx)
-
-
-def _check_messages(messages: list[ChatMessage]) -> None:
-    if not messages:
-        raise ValueError("messages is empty: give at least one user message")
-    for message in messages:
-        if not isinstance(message.content, str) or not isinstance(message.role, str):
-            raise ValueError(f"message {message!r} must have text role and content")
 
 
 def _grammar(json_schema: str | None) -> str | None:

@@ -58,7 +58,7 @@ def requantize(source: Path, target: Path, kind: str = "q8_0") -> Path:
     each 4-bit level to within half a step of 1/127 of the block's largest weight) and
     llama.cpp multiplies it with faster kernels than Q4_1 (bench/bench_llamacpp.py)."""
     api = llama_api()
-    kinds = {"q8_0": api.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": api.LLAMA_FTYPE_MOSTLY_Q4_0}
+    kinds = {"q8_0": api.LLAMA_FTYPE_MOSTLY_Q8_0}
     if kind not in kinds:
         raise ValueError(f"kind {kind!r} is not one of {sorted(kinds)}")
     params = api.llama_model_quantize_default_params()
@@ -224,7 +224,8 @@ class LlamaSampler:
             api.llama_sampler_chain_add(self.chain, api.llama_sampler_init_greedy())
         self.ngram = config.no_repeat_ngram_size
         self.history = list(prompt)
-        self._candidates: Any = None
+        self._candidates: Any = None  # the token array the grammar path fills, made once
+        self._ids: Any = None
 
     def pick(self, ctx: LlamaContext, index: int, n_vocab: int) -> int:
         """The next token from the logits of batch entry `index` (-1: the last)."""
@@ -270,8 +271,9 @@ class LlamaSampler:
         if self._candidates is None:
             self._candidates = np.zeros(len(logits), dtype=[("id", "<i4"), ("logit", "<f4"),
                                                             ("p", "<f4")])
+            self._ids = np.arange(len(logits), dtype=np.int32)
         candidates = self._candidates
-        candidates["id"] = np.arange(len(logits), dtype=np.int32)  # samplers reorder it
+        candidates["id"] = self._ids  # the samplers reorder the array: reset it each time
         candidates["logit"] = logits
         array = api.llama_token_data_array(
             candidates.ctypes.data_as(ctypes.POINTER(api.llama_token_data)), len(logits),

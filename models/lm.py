@@ -93,6 +93,29 @@ def check_generation_config(config: GenerationConfig) -> None:
                              "object")
 
 
+def check_messages(messages: list[ChatMessage]) -> None:
+    """ValueError for no messages, or one whose role or content is not text."""
+    if not messages:
+        raise ValueError("messages is empty: give at least one user message")
+    for message in messages:
+        if not isinstance(message.content, str) or not isinstance(message.role, str):
+            raise ValueError(f"message {message!r} must have text role and content")
+
+
+def check_count(count: object) -> None:
+    """ValueError unless `count` (drafts decoded together) is a whole number in range."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= \
+            MAX_CANDIDATES:
+        raise ValueError(f"count is {count!r}; it must be between 1 and {MAX_CANDIDATES}")
+
+
+def fit_reply(config: GenerationConfig, context_length: int, prompt_length: int
+              ) -> GenerationConfig:
+    """`config` with max_new_tokens cut to the room the prompt leaves in the context."""
+    room = context_length - prompt_length
+    return config.replace(max_new_tokens=room) if config.max_new_tokens > room else config
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
@@ -185,11 +208,7 @@ class TransformersLM:
                prefix: str = "", cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply in pieces; see LanguageModel. Checks the inputs before any work."""
         check_generation_config(config)
-        if not messages:
-            raise ValueError("messages is empty: give at least one user message")
-        for message in messages:
-            if not isinstance(message.content, str) or not isinstance(message.role, str):
-                raise ValueError(f"message {message!r} must have text role and content")
+        check_messages(messages)
         ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
         return self._stream(ids, config, cancel)
 
@@ -201,9 +220,7 @@ class TransformersLM:
         from models.text_stream import stream_text
 
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.input_device)
-        room = self.context_length - len(ids)
-        if config.max_new_tokens > room:
-            config = config.replace(max_new_tokens=room)
+        config = fit_reply(config, self.context_length, len(ids))
         constraint = None
         if config.json_schema is not None:
             from models.constrained import JsonSchemaConstraint
@@ -236,16 +253,10 @@ class TransformersLM:
         from models.text_stream import stream_candidate_text
 
         check_generation_config(config)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= \
-                MAX_CANDIDATES:
-            raise ValueError(f"count is {count!r}; it must be between 1 and "
-                             f"{MAX_CANDIDATES}")
-        if not messages:
-            raise ValueError("messages is empty: give at least one user message")
+        check_count(count)
+        check_messages(messages)
         ids = self.prompt_ids(messages, config.max_new_tokens, prefix)
-        room = self.context_length - len(ids)
-        if config.max_new_tokens > room:
-            config = config.replace(max_new_tokens=room)
+        config = fit_reply(config, self.context_length, len(ids))
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.input_device)
         decoder = BatchDecoder(self.model, input_ids, config, count, self.eos_ids, cancel)
         return stream_candidate_text(decoder, self.tokenizer, ids, config.stop, cancel)
